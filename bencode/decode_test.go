@@ -149,7 +149,6 @@ type torrentish struct {
 	URLs     []string   `bencode:"url-list,omitempty"`
 	Private  *bool      `bencode:"private,omitempty"`
 	Skipped  string     `bencode:"-"`
-	unexp    int
 }
 
 type infoish struct {
