@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"16384", 16384, true},
+		{"256KiB", 256 << 10, true},
+		{"256K", 256 << 10, true},
+		{"1MiB", 1 << 20, true},
+		{"1.5GiB", 3 << 29, true},
+		{"10GiB", 10 << 30, true},
+		{"10GB", 10e9, true},
+		{" 2 MiB ", 2 << 20, true},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"abc", 0, false},
+		{"1XB", 0, false},
+		{"NaN", 0, false},
+		{"99999999999TiB", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := parseSize(tt.in)
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("parseSize(%q) = %d, %v", tt.in, got, err)
+			}
+		})
+	}
+}
+
+func TestParseArgsInterspersed(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	o := fs.String("o", "", "")
+	v := fs.Bool("v", false, "")
+	pos, err := parseArgs(fs, []string{"a", "-o", "out", "b", "-v", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pos, []string{"a", "b", "c"}) || *o != "out" || !*v {
+		t.Fatalf("pos %q o %q v %v", pos, *o, *v)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(context.Background(), nil, io.Discard, &stderr); !errors.Is(err, errUsage) {
+		t.Fatalf("no args: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "torrent") {
+		t.Fatalf("usage does not list commands: %s", stderr.String())
+	}
+	if err := run(context.Background(), []string{"bogus"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown command: %v", err)
+	}
+}
+
+func TestTorrentCreateAndShow(t *testing.T) {
+	dir := t.TempDir()
+	content := filepath.Join(dir, "episode.mp3")
+	if err := os.WriteFile(content, bytes.Repeat([]byte("podcast "), 100_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "episode.torrent")
+	var stdout bytes.Buffer
+	args := []string{"torrent", "create", content, "--piece-length", "64KiB", "-o", out,
+		"--tracker", "http://127.0.0.1:6969/announce,http://127.0.0.1:6970/announce", "--tracker", "udp://127.0.0.1:6969",
+		"--web-seed", "http://127.0.0.1:8000/", "--comment", "hello\nworld", "--no-date"}
+	if err := run(context.Background(), args, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(stdout.String())
+	if len(lines) != 2 || lines[0] != out || len(lines[1]) != 40 {
+		t.Fatalf("create printed %q", stdout.String())
+	}
+	stdout.Reset()
+	if err := run(context.Background(), []string{"torrent", "show", "--json", out}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var s torrentSummary
+	if err := json.Unmarshal(stdout.Bytes(), &s); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"http://127.0.0.1:6969/announce", "http://127.0.0.1:6970/announce"}, {"udp://127.0.0.1:6969"}}
+	if s.InfoHash != lines[1] || s.PieceLength != 64<<10 || s.TotalLength != 800_000 || s.NumPieces != 13 ||
+		!reflect.DeepEqual(s.Trackers, want) || s.Created != "" || s.Comment != "hello\nworld" {
+		t.Fatalf("show: %+v", s)
+	}
+	// The plain form quotes text that could upset a terminal.
+	stdout.Reset()
+	if err := run(context.Background(), []string{"torrent", "show", out}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), `"hello\nworld"`) {
+		t.Fatalf("comment not quoted:\n%s", stdout.String())
+	}
+	// The magnet it prints shows the same torrent.
+	stdout.Reset()
+	if err := run(context.Background(), []string{"torrent", "show", "--json", s.Magnet}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var ms torrentSummary
+	if err := json.Unmarshal(stdout.Bytes(), &ms); err != nil || ms.InfoHash != s.InfoHash || ms.Name != "episode.mp3" {
+		t.Fatalf("magnet show: %+v, %v", ms, err)
+	}
+}
+
+func TestTorrentCreateErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no path", []string{"torrent", "create"}, "usage"},
+		{"missing path", []string{"torrent", "create", "/nonexistent/x"}, "no such file"},
+		{"bad piece length", []string{"torrent", "create", "--piece-length", "1000", "main.go"}, "multiple of 16384"},
+		{"bad size", []string{"torrent", "create", "--piece-length", "lots", "main.go"}, "invalid size"},
+		{"show garbage", []string{"torrent", "show", "main.go"}, "invalid torrent"},
+		{"show bad magnet", []string{"torrent", "show", "magnet:?dn=x"}, "magnet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(context.Background(), tt.args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
