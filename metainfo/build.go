@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -224,11 +225,21 @@ func hashPieces(ctx context.Context, src []srcFile, total, pieceLen int64, worke
 		mu.Unlock()
 		cancel()
 	}
+	maps := mapFiles(src)
+	defer maps.close()
 	var wg sync.WaitGroup
 	for range min(workers, (n+batch-1)/batch) {
 		wg.Go(func() {
-			r := newConcatReader(src)
+			r := newConcatReader(src, maps)
 			defer r.close()
+			// A mapped file truncated under us faults; make that an
+			// error for this build rather than a crash.
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if e := recover(); e != nil {
+					fail(fmt.Errorf("metainfo: build: a file changed while it was hashed: %v", e))
+				}
+			}()
 			buf := make([]byte, pieceLen)
 			for {
 				b, e, ok := take()
@@ -241,10 +252,14 @@ func hashPieces(ctx context.Context, src []srcFile, total, pieceLen int64, worke
 						return
 					}
 					off := int64(i) * pieceLen
-					p := buf[:min(pieceLen, total-off)]
-					if err := r.readAt(p, off); err != nil {
-						fail(fmt.Errorf("metainfo: build: %w", err))
-						return
+					n := min(pieceLen, total-off)
+					p, ok := r.mapped(off, n)
+					if !ok {
+						p = buf[:n]
+						if err := r.readAt(p, off); err != nil {
+							fail(fmt.Errorf("metainfo: build: %w", err))
+							return
+						}
 					}
 					sum := sha1.Sum(p)
 					copy(hashes[i*HashSize:], sum[:])
@@ -259,23 +274,75 @@ func hashPieces(ctx context.Context, src []srcFile, total, pieceLen int64, worke
 	return hashes, nil
 }
 
+// minMapSize is the smallest file worth mapping; smaller ones are read.
+const minMapSize = 4 << 20
+
+// fileMaps holds read-only mappings of the large input files, shared by the
+// hashing workers.
+type fileMaps struct {
+	data   [][]byte // data[i] maps src[i], or is nil
+	unmaps []func()
+}
+
+func mapFiles(src []srcFile) *fileMaps {
+	m := &fileMaps{data: make([][]byte, len(src))}
+	for i, f := range src {
+		if f.length < minMapSize {
+			continue
+		}
+		fh, err := os.Open(f.abs)
+		if err != nil {
+			continue // the read path will report it
+		}
+		if st, err := fh.Stat(); err == nil && st.Size() == f.length {
+			if data, unmap := mapFile(fh, f.length); data != nil {
+				m.data[i] = data
+				m.unmaps = append(m.unmaps, unmap)
+			}
+		}
+		fh.Close() // a mapping outlives its descriptor
+	}
+	return m
+}
+
+func (m *fileMaps) close() {
+	for _, u := range m.unmaps {
+		u()
+	}
+}
+
 // concatReader reads the files of a torrent as one byte stream, keeping the
 // current file open between reads.
 type concatReader struct {
 	src  []srcFile
 	offs []int64 // offs[i] is where src[i] starts
-	cur  int     // index of the open file, -1 for none
+	maps *fileMaps
+	cur  int // index of the open file, -1 for none
 	f    *os.File
 }
 
-func newConcatReader(src []srcFile) *concatReader {
+func newConcatReader(src []srcFile, maps *fileMaps) *concatReader {
 	offs := make([]int64, len(src))
 	var o int64
 	for i, f := range src {
 		offs[i] = o
 		o += f.length
 	}
-	return &concatReader{src: src, offs: offs, cur: -1}
+	return &concatReader{src: src, offs: offs, maps: maps, cur: -1}
+}
+
+// mapped returns bytes [off, off+n) straight from a mapping when they lie
+// within one mapped file.
+func (c *concatReader) mapped(off, n int64) ([]byte, bool) {
+	i := c.fileAt(off)
+	if i < 0 || c.maps.data[i] == nil {
+		return nil, false
+	}
+	within := off - c.offs[i]
+	if within+n > c.src[i].length {
+		return nil, false
+	}
+	return c.maps.data[i][within : within+n], true
 }
 
 func (c *concatReader) close() {

@@ -172,3 +172,20 @@ func TestBuildCancel(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 }
+
+// TestBuildMappedAndSpanning covers pieces hashed straight from a mapped
+// file and pieces that span a mapped and an unmapped file.
+func TestBuildMappedAndSpanning(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "d")
+	var all []byte
+	all = append(all, writeFile(t, filepath.Join(root, "a-big"), minMapSize+12345)...)
+	all = append(all, writeFile(t, filepath.Join(root, "b-small"), 1000)...)
+	all = append(all, writeFile(t, filepath.Join(root, "c-big"), minMapSize+1)...)
+	m, err := Build(context.Background(), root, BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(m.Info.Pieces, referenceHashes(all, 64<<10)) {
+		t.Fatal("piece hashes differ from the reference")
+	}
+}
