@@ -1,0 +1,450 @@
+// Package swarm is tbproxy's BitTorrent engine: it downloads torrents from
+// peers, verifies every piece, streams verified bytes to Readers in the
+// order they need them, and seeds.
+//
+// A Client owns the listener, the hashing workers and the torrents; each
+// Torrent is one run-loop goroutine that owns its peers, requests and piece
+// state, fed by peer connections, hash workers and peer sources. The dialer
+// and listener are pluggable, so a whole swarm can run over in-memory
+// connections. Storage is an interface: MemoryStorage ships here, the disk
+// cache in package cache. The engine speaks no HTTP and knows nothing of
+// proxies; only verified bytes ever reach a Reader or a peer.
+package swarm
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm/internal/extension"
+	"github.com/tbproxy/tbproxy/swarm/internal/wire"
+	"github.com/tbproxy/tbproxy/tracker"
+)
+
+// Config configures a Client. Every zero field takes the default its
+// comment gives.
+type Config struct {
+	// PeerID is this client's peer-id; zero means "-TB0100-" and 12 random
+	// bytes.
+	PeerID [20]byte
+	// Listener accepts incoming peers. When nil and ListenAddr is set, the
+	// client listens on ListenAddr; with neither, it only dials out.
+	Listener   net.Listener
+	ListenAddr string
+	// Dial opens outgoing peer connections; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Trackers announces to trackers; nil means a tracker.Client with its
+	// defaults.
+	Trackers tracker.Announcer
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	MaxPeers         int           // connections per torrent; 0 means 50
+	UploadSlots      int           // regular unchoke slots; 0 means 4
+	HandshakeTimeout time.Duration // dial plus handshake; 0 means 10 s
+	RequestTimeout   time.Duration // a request unanswered this long goes elsewhere; 0 means 30 s
+	IdleTimeout      time.Duration // a peer silent this long is dropped; 0 means 3 min
+	HashWorkers      int           // hashing goroutines; 0 means one per core
+	ClientName       string        // sent in the BEP 10 handshake; "" means "tbproxy"
+	// Extensions are BEP 10 messages added by name.
+	Extensions []Extension
+}
+
+func (c Config) withDefaults() Config {
+	if c.PeerID == ([20]byte{}) {
+		copy(c.PeerID[:], "-TB0100-")
+		rand.Read(c.PeerID[8:])
+	}
+	if c.Dial == nil {
+		var d net.Dialer
+		c.Dial = d.DialContext
+	}
+	if c.Trackers == nil {
+		c.Trackers = &tracker.Client{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 50
+	}
+	if c.UploadSlots <= 0 {
+		c.UploadSlots = 4
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 3 * time.Minute
+	}
+	if c.HashWorkers <= 0 {
+		c.HashWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.ClientName == "" {
+		c.ClientName = "tbproxy"
+	}
+	return c
+}
+
+// Extension is a BEP 10 extension message that a user of swarm adds by
+// name (MonoTorrent's custom messages). Peers that list the same name in
+// their extension handshake can exchange it.
+type Extension interface {
+	// Name is the message's name in the extension handshake, such as
+	// "ut_metadata"; it must be unique within a Client.
+	Name() string
+	// Received handles one message from a peer. It runs on the torrent's
+	// run loop, so it must return quickly; p is valid only during the call.
+	Received(p ExtensionPeer, payload []byte)
+}
+
+// ExtensionPeer is the peer an Extension message came from.
+type ExtensionPeer interface {
+	Addr() netip.AddrPort
+	// Send queues an extension message by name to this peer.
+	Send(name string, payload []byte) error
+}
+
+// Client runs torrents.
+type Client struct {
+	cfg      Config
+	log      *slog.Logger
+	peerID   [20]byte
+	key      uint32 // tracker key, fixed per client
+	trackers tracker.Announcer
+	ln       net.Listener // nil when not listening
+	hasher   *hasher
+	blocks   sync.Pool // *[]byte of blockSize, for received blocks
+
+	ext        extension.Registry   // our BEP 10 message IDs
+	extensions map[string]Extension // by name
+	localAddrs []netip.Addr         // this host's addresses, against self-dials
+
+	mu       sync.Mutex
+	torrents map[metainfo.Hash]*Torrent // guarded by mu
+	pieces   map[int]*sync.Pool         // piece buffers by length; guarded by mu
+	closed   bool                       // guarded by mu
+
+	done      chan struct{}  // closed by Close
+	wg        sync.WaitGroup // accept loop and incoming handshakes
+	handshake chan struct{}  // semaphore on incoming handshakes
+}
+
+// ErrExists is returned when a torrent is added twice.
+var ErrExists = errors.New("swarm: torrent already added")
+
+// maxIncomingHandshakes bounds handshakes in progress, against floods.
+const maxIncomingHandshakes = 64
+
+// NewClient starts a client: its listener, if any, and its hash workers.
+func NewClient(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	c := &Client{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		peerID:     cfg.PeerID,
+		trackers:   cfg.Trackers,
+		extensions: map[string]Extension{},
+		torrents:   map[metainfo.Hash]*Torrent{},
+		pieces:     map[int]*sync.Pool{},
+		done:       make(chan struct{}),
+		handshake:  make(chan struct{}, maxIncomingHandshakes),
+	}
+	var k [4]byte
+	rand.Read(k[:])
+	c.key = uint32(k[0])<<24 | uint32(k[1])<<16 | uint32(k[2])<<8 | uint32(k[3])
+	c.blocks.New = func() any { b := make([]byte, blockSize); return &b }
+	for _, x := range cfg.Extensions {
+		if _, err := c.ext.Register(x.Name()); err != nil {
+			return nil, fmt.Errorf("swarm: extension %q: %w", x.Name(), err)
+		}
+		c.extensions[x.Name()] = x
+	}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				c.localAddrs = append(c.localAddrs, p.Addr().Unmap())
+			}
+		}
+	}
+	c.ln = cfg.Listener
+	if c.ln == nil && cfg.ListenAddr != "" {
+		ln, err := net.Listen("tcp", cfg.ListenAddr)
+		if err != nil {
+			return nil, fmt.Errorf("swarm: listening for peers: %w", err)
+		}
+		c.ln = ln
+	}
+	c.hasher = newHasher(cfg.HashWorkers)
+	if c.ln != nil {
+		c.wg.Go(c.acceptLoop)
+	}
+	return c, nil
+}
+
+// Addr is the listener's address, or nil when the client does not listen.
+func (c *Client) Addr() net.Addr {
+	if c.ln == nil {
+		return nil
+	}
+	return c.ln.Addr()
+}
+
+// PeerID is the client's peer-id.
+func (c *Client) PeerID() [20]byte { return c.peerID }
+
+func (c *Client) port() uint16 {
+	if c.ln == nil {
+		return 0
+	}
+	ap, err := netip.ParseAddrPort(c.ln.Addr().String())
+	if err != nil {
+		return 0
+	}
+	return ap.Port()
+}
+
+func (c *Client) now() time.Time { return c.cfg.Now() }
+
+// isSelf reports whether a is this client's own listening address.
+func (c *Client) isSelf(a netip.AddrPort) bool {
+	if c.ln == nil || a.Port() != c.port() {
+		return false
+	}
+	if a.Addr().IsLoopback() {
+		return true
+	}
+	for _, l := range c.localAddrs {
+		if l == a.Addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// AddTorrent starts a torrent with its storage. Pieces the storage reports
+// verified are seeded and not fetched again.
+func (c *Client) AddTorrent(m *metainfo.MetaInfo, st Storage, opts TorrentOptions) (*Torrent, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := c.torrents[m.InfoHash]; ok {
+		return nil, ErrExists
+	}
+	t := newTorrent(c, m, st, opts)
+	c.torrents[m.InfoHash] = t
+	t.start()
+	return t, nil
+}
+
+// Torrent returns the torrent with info-hash ih, if the client has it.
+func (c *Client) Torrent(ih metainfo.Hash) (*Torrent, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.torrents[ih]
+	return t, ok
+}
+
+func (c *Client) forget(t *Torrent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.torrents[t.meta.InfoHash] == t {
+		delete(c.torrents, t.meta.InfoHash)
+	}
+}
+
+// Close closes every torrent and the listener, and returns once every
+// goroutine the client started has ended.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	ts := make([]*Torrent, 0, len(c.torrents))
+	for _, t := range c.torrents {
+		ts = append(ts, t)
+	}
+	c.mu.Unlock()
+	close(c.done)
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	for _, t := range ts {
+		t.Close()
+	}
+	c.wg.Wait()
+	c.hasher.close()
+	return nil
+}
+
+func (c *Client) acceptLoop() {
+	for {
+		nc, err := c.ln.Accept()
+		if err != nil {
+			select {
+			case <-c.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			c.log.Warn("accepting peers", "err", err)
+			if !sleepOrDone(c.done, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		c.HandleConn(nc)
+	}
+}
+
+func sleepOrDone(done <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// HandleConn takes an incoming peer connection from any transport: it does
+// the handshake and hands the connection to the torrent it names.
+func (c *Client) HandleConn(nc net.Conn) {
+	select {
+	case c.handshake <- struct{}{}:
+	default:
+		nc.Close() // too many handshakes in progress
+		return
+	}
+	c.mu.Lock()
+	closed := c.closed
+	if !closed {
+		c.wg.Add(1)
+	}
+	c.mu.Unlock()
+	if closed {
+		<-c.handshake
+		nc.Close()
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.handshake }()
+		if err := c.acceptPeer(nc); err != nil {
+			c.log.Debug("incoming peer", "addr", nc.RemoteAddr(), "err", err)
+			nc.Close()
+		}
+	}()
+}
+
+func (c *Client) ourHandshake(ih metainfo.Hash) wire.Handshake {
+	h := wire.Handshake{InfoHash: ih, PeerID: c.peerID}
+	h.SetFast(true)
+	h.SetExtended(true)
+	return h
+}
+
+func (c *Client) acceptPeer(nc net.Conn) error {
+	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	br := bufio.NewReaderSize(nc, 64<<10)
+	head, err := wire.ReadHandshakeHead(br)
+	if err != nil {
+		return err
+	}
+	t, ok := c.Torrent(head.InfoHash)
+	if !ok {
+		return fmt.Errorf("swarm: peer asked for unknown torrent %x", head.InfoHash)
+	}
+	if err := wire.WriteHandshake(nc, c.ourHandshake(t.meta.InfoHash)); err != nil {
+		return err
+	}
+	if head.PeerID, err = wire.ReadPeerID(br); err != nil {
+		return err
+	}
+	nc.SetDeadline(time.Time{})
+	select {
+	case t.adopt <- &handshaken{conn: nc, br: br, remote: head}:
+		return nil
+	case <-t.done:
+		return ErrClosed
+	case <-c.done:
+		return ErrClosed
+	}
+}
+
+// dialPeer connects to addr and completes the handshake for t.
+func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	nc, err := c.cfg.Dial(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	nc.SetDeadline(deadline)
+	if err := wire.WriteHandshake(nc, c.ourHandshake(t.meta.InfoHash)); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	br := bufio.NewReaderSize(nc, 64<<10)
+	remote, err := wire.ReadHandshake(br)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if remote.InfoHash != t.meta.InfoHash {
+		nc.Close()
+		return nil, fmt.Errorf("swarm: peer answered with info-hash %x", remote.InfoHash)
+	}
+	nc.SetDeadline(time.Time{})
+	return &handshaken{conn: nc, br: br, remote: remote, outgoing: true, dialed: addr}, nil
+}
+
+// getPiece returns a buffer of n bytes for assembling a piece.
+func (c *Client) getPiece(n int) []byte {
+	c.mu.Lock()
+	p := c.pieces[n]
+	if p == nil {
+		p = &sync.Pool{New: func() any { b := make([]byte, n); return &b }}
+		c.pieces[n] = p
+	}
+	c.mu.Unlock()
+	return *(p.Get().(*[]byte))
+}
+
+func (c *Client) putPiece(b []byte) {
+	c.mu.Lock()
+	p := c.pieces[len(b)]
+	c.mu.Unlock()
+	if p != nil {
+		p.Put(&b)
+	}
+}

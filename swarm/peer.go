@@ -1,0 +1,411 @@
+package swarm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/tbproxy/tbproxy/swarm/internal/bitfield"
+	"github.com/tbproxy/tbproxy/swarm/internal/extension"
+	"github.com/tbproxy/tbproxy/swarm/internal/peerconn"
+	"github.com/tbproxy/tbproxy/swarm/internal/picker"
+	"github.com/tbproxy/tbproxy/swarm/internal/wire"
+)
+
+const (
+	blockSize = 16 << 10
+	// maxQueuedUploads bounds the requests a peer may have waiting with us.
+	maxQueuedUploads = 2000
+	// maxInvalid is how many invalid requests a peer may make before it is
+	// dropped.
+	maxInvalid = 300
+	// minQueue and maxQueue bound the requests we keep in flight to a peer;
+	// between them, the depth follows the peer's delivery rate.
+	minQueue = 16
+	maxQueue = 1000
+	// queueTime is how much of a peer's delivery we keep requested ahead.
+	queueTime = time.Second
+)
+
+// peer is the run loop's state for one connection.
+type peer struct {
+	conn *peerconn.Conn
+	id   int
+	addr netip.AddrPort
+
+	amChoking, amInterested     bool
+	peerChoking, peerInterested bool
+	fast, extended              bool // negotiated in the handshake
+	gotFirst                    bool // a message has arrived; bitfield and have-all must be first
+
+	inflight map[picker.Block]time.Time // requests we sent and when
+	depth    int                        // requests to keep in flight
+	reqq     int                        // the peer's own request queue limit, 0 if unknown
+	invalid  int                        // invalid requests so far
+	ext      extension.Peer             // the peer's BEP 10 message IDs
+	client   string                     // the peer's client name, from BEP 10
+
+	rateDown, rateUp float64 // bytes per second, smoothed
+	lastDown, lastUp int64   // conn counters at the last tick
+	connectedAt      time.Time
+	lastBlock        time.Time // when it last delivered a block we asked for
+	snubbed          bool      // it let a request time out
+}
+
+// handshaken is a connection whose BitTorrent handshake is done.
+type handshaken struct {
+	conn     net.Conn
+	br       *bufio.Reader
+	remote   wire.Handshake
+	outgoing bool
+	dialed   netip.AddrPort // for outgoing: the address dialled
+}
+
+func (t *Torrent) adoptConn(hs *handshaken) {
+	if hs.outgoing {
+		t.s.dialing--
+	}
+	addr, _ := netip.ParseAddrPort(hs.conn.RemoteAddr().String())
+	reject := ""
+	switch {
+	case hs.remote.PeerID == t.client.peerID:
+		reject = "connected to ourselves"
+	case t.s.banned[addr.Addr().Unmap()]:
+		reject = "banned"
+	case t.s.peerIDs[hs.remote.PeerID] != 0:
+		reject = "already connected to that peer-id"
+	case len(t.s.peers) >= t.client.cfg.MaxPeers:
+		reject = "peer limit reached"
+	}
+	if reject != "" {
+		t.log.Debug("dropping connection", "addr", addr, "why", reject)
+		hs.conn.Close()
+		return
+	}
+	if hs.outgoing {
+		delete(t.s.known, hs.dialed)
+	}
+	id := t.s.allocID()
+	pc := peerconn.New(hs.conn, hs.br, id, hs.remote, hs.outgoing, peerconn.Config{
+		Limits: wire.Limits{
+			NumPieces:   t.info.NumPieces(),
+			PieceLength: func(i uint32) uint32 { return uint32(t.info.PieceLen(int(i))) },
+		},
+		IdleTimeout: t.client.cfg.IdleTimeout,
+		ReadBlock:   t.readBlock,
+		Blocks:      &t.client.blocks,
+	})
+	p := &peer{
+		conn:        pc,
+		id:          id,
+		addr:        addr,
+		amChoking:   true,
+		peerChoking: true,
+		fast:        hs.remote.SupportsFast(),
+		extended:    hs.remote.SupportsExtended(),
+		inflight:    map[picker.Block]time.Time{},
+		depth:       minQueue,
+		connectedAt: t.client.now(),
+	}
+	t.s.peers[id] = p
+	t.s.peerIDs[hs.remote.PeerID] = id
+	t.s.picker.AddPeer(picker.PeerID(id))
+	t.sendHave(p)
+	if p.extended {
+		t.sendExtHandshake(p)
+	}
+	pc.Start(t.events, t.done)
+	t.log.Debug("peer connected", "addr", addr, "outgoing", hs.outgoing)
+}
+
+// sendHave tells a new peer what we have, as compactly as the protocol allows.
+func (t *Torrent) sendHave(p *peer) {
+	n := t.verified.count()
+	switch {
+	case p.fast && n == t.info.NumPieces():
+		p.conn.Send(wire.Message{ID: wire.HaveAll})
+	case p.fast && n == 0:
+		p.conn.Send(wire.Message{ID: wire.HaveNone})
+	case n > 0:
+		p.conn.Send(wire.Message{ID: wire.Bitfield, Bitfield: t.ourWire()})
+	}
+}
+
+func (t *Torrent) sendExtHandshake(p *peer) {
+	payload, err := extension.MarshalHandshake(extension.Handshake{
+		M:    t.client.ext.Ours(),
+		V:    t.client.cfg.ClientName,
+		P:    int(t.client.port()),
+		Reqq: maxQueuedUploads,
+	})
+	if err != nil {
+		t.log.Error("encoding extension handshake", "err", err)
+		return
+	}
+	p.conn.Send(wire.Message{ID: wire.Extended, ExtendedID: 0, Payload: payload})
+}
+
+// readBlock serves an upload from storage. It runs on a peer's writer
+// goroutine; the loop queued the upload only for a verified piece.
+func (t *Torrent) readBlock(index, begin uint32, p []byte) error {
+	if !t.verified.has(int(index)) {
+		return fmt.Errorf("swarm: upload of unverified piece %d", index)
+	}
+	off := int64(index)*t.info.PieceLength + int64(begin)
+	if _, err := t.storage.ReadAt(p, off); err != nil {
+		return err
+	}
+	t.uploaded.Add(int64(len(p)))
+	return nil
+}
+
+// dropPeer disconnects p and returns its requests to the pool.
+func (t *Torrent) dropPeer(p *peer, why error) {
+	if _, ok := t.s.peers[p.id]; !ok {
+		return
+	}
+	delete(t.s.peers, p.id)
+	delete(t.s.peerIDs, p.conn.Remote.PeerID)
+	t.s.picker.RemovePeer(picker.PeerID(p.id))
+	t.s.freeIDs = append(t.s.freeIDs, p.id)
+	clear(p.inflight)
+	// Close waits for the conn's goroutines; its reader may be blocked
+	// handing us an event, which Close's stop channel releases.
+	p.conn.Close()
+	t.log.Debug("peer dropped", "addr", p.addr, "why", why)
+	t.fillAll()
+}
+
+func (t *Torrent) ban(p *peer, why string) {
+	t.s.banned[p.addr.Addr().Unmap()] = true
+	t.s.stats.bans++
+	t.log.Info("banning peer", "addr", p.addr, "why", why)
+	t.dropPeer(p, errors.New("banned: "+why))
+}
+
+var errProtocol = errors.New("swarm: protocol violation")
+
+func (t *Torrent) onPeerEvent(ev peerconn.Event) {
+	p := t.s.peers[ev.Conn.ID]
+	if p == nil || p.conn != ev.Conn {
+		if ev.BlockBuf != nil {
+			t.client.blocks.Put(ev.BlockBuf)
+		}
+		return // a late event from a dropped peer
+	}
+	if ev.Err != nil {
+		t.dropPeer(p, ev.Err)
+		return
+	}
+	if err := t.onMessage(p, &ev.Msg, ev.BlockBuf); err != nil {
+		t.dropPeer(p, err)
+	}
+}
+
+func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
+	// Bitfield, have-all and have-none must come first; an extension
+	// handshake may come before them (BEP 10 sends it right after ours).
+	first := !p.gotFirst
+	if m.ID != wire.Extended {
+		p.gotFirst = true
+	}
+	switch m.ID {
+	case wire.Choke:
+		p.peerChoking = true
+		if !p.fast {
+			// Without the fast extension a choke discards our requests.
+			t.s.picker.Release(picker.PeerID(p.id))
+			clear(p.inflight)
+			t.fillAll()
+		}
+	case wire.Unchoke:
+		p.peerChoking = false
+		t.fill(p)
+	case wire.Interested:
+		p.peerInterested = true
+		t.maybeUnchoke(p)
+	case wire.NotInterested:
+		p.peerInterested = false
+	case wire.Have:
+		t.s.picker.PeerHave(picker.PeerID(p.id), int(m.Index))
+		t.updateInterest(p)
+		t.fill(p)
+	case wire.Bitfield:
+		if !first {
+			return fmt.Errorf("%w: bitfield after the first message", errProtocol)
+		}
+		bf, err := bitfield.FromWire(m.Bitfield, t.info.NumPieces())
+		if err != nil {
+			return err
+		}
+		t.s.picker.PeerBitfield(picker.PeerID(p.id), bf)
+		t.updateInterest(p)
+	case wire.HaveAll, wire.HaveNone:
+		if !p.fast || !first {
+			return fmt.Errorf("%w: %v without the fast extension or after the first message", errProtocol, m.ID)
+		}
+		if m.ID == wire.HaveAll {
+			t.s.picker.PeerHaveAll(picker.PeerID(p.id))
+		} else {
+			t.s.picker.PeerHaveNone(picker.PeerID(p.id))
+		}
+		t.updateInterest(p)
+	case wire.Request:
+		return t.onRequest(p, m)
+	case wire.Cancel:
+		p.conn.CancelUpload(m.Index, m.Begin, m.Length)
+	case wire.Piece:
+		t.onBlock(p, m, blockBuf)
+	case wire.Reject:
+		if !p.fast {
+			return fmt.Errorf("%w: reject without the fast extension", errProtocol)
+		}
+		b := picker.Block{Piece: int(m.Index), Begin: int(m.Begin), Length: int(m.Length)}
+		if _, ok := p.inflight[b]; ok {
+			delete(p.inflight, b)
+			t.s.picker.Rejected(picker.PeerID(p.id), b)
+			t.fill(p)
+		}
+	case wire.Extended:
+		return t.onExtended(p, m)
+	default:
+		// Port, suggest, allowed-fast and unknown messages are hints we
+		// do not act on.
+	}
+	return nil
+}
+
+func (t *Torrent) onRequest(p *peer, m *wire.Message) error {
+	ok := !p.amChoking && t.verified.has(int(m.Index)) && p.conn.QueuedUploads() < maxQueuedUploads
+	if !ok {
+		p.invalid++
+		if p.invalid > maxInvalid {
+			return fmt.Errorf("%w: more than %d invalid requests", errProtocol, maxInvalid)
+		}
+		if p.fast {
+			p.conn.Send(wire.Message{ID: wire.Reject, Index: m.Index, Begin: m.Begin, Length: m.Length})
+		}
+		return nil
+	}
+	p.conn.Upload(m.Index, m.Begin, m.Length)
+	return nil
+}
+
+func (t *Torrent) onExtended(p *peer, m *wire.Message) error {
+	if !p.extended {
+		return fmt.Errorf("%w: extended message without the extension protocol", errProtocol)
+	}
+	if m.ExtendedID == 0 {
+		h, err := extension.ParseHandshake(m.Payload, extension.Limits{})
+		if err != nil {
+			return err
+		}
+		p.ext.Update(h)
+		if h.Reqq > 0 {
+			p.reqq = h.Reqq
+		}
+		p.client = h.V
+		return nil
+	}
+	name, ok := t.client.ext.NameOf(m.ExtendedID)
+	if !ok {
+		return nil // a message we never offered: ignore it
+	}
+	if x := t.client.extensions[name]; x != nil {
+		x.Received(extPeer{t: t, p: p}, m.Payload)
+	}
+	return nil
+}
+
+// maybeUnchoke unchokes a newly interested peer at once when a slot is
+// free, instead of making it wait for the next choke round.
+func (t *Torrent) maybeUnchoke(p *peer) {
+	if !p.amChoking {
+		return
+	}
+	unchoked := 0
+	for _, q := range t.s.peers {
+		if !q.amChoking {
+			unchoked++
+		}
+	}
+	if unchoked < t.client.cfg.UploadSlots+1 {
+		t.setChoke(p, false)
+	}
+}
+
+func (t *Torrent) setChoke(p *peer, choke bool) {
+	if p.amChoking == choke {
+		return
+	}
+	p.amChoking = choke
+	if choke {
+		p.conn.CancelAllUploads()
+		p.conn.Send(wire.Message{ID: wire.Choke})
+		return
+	}
+	p.conn.Send(wire.Message{ID: wire.Unchoke})
+}
+
+// updateInterest tells p whether we want anything it has.
+func (t *Torrent) updateInterest(p *peer) {
+	want := t.s.picker.Interesting(picker.PeerID(p.id))
+	if want == p.amInterested {
+		return
+	}
+	p.amInterested = want
+	if want {
+		p.conn.Send(wire.Message{ID: wire.Interested})
+	} else {
+		p.conn.Send(wire.Message{ID: wire.NotInterested})
+	}
+}
+
+func (t *Torrent) updateInterestAll() {
+	for _, p := range t.s.peers {
+		t.updateInterest(p)
+	}
+}
+
+// fill tops up the requests in flight to p.
+func (t *Torrent) fill(p *peer) {
+	if p.peerChoking || !p.amInterested {
+		return
+	}
+	room := p.depth - len(p.inflight)
+	if room <= 0 {
+		return
+	}
+	now := t.client.now()
+	t.s.out = t.s.picker.Pick(picker.PeerID(p.id), room, t.s.out[:0])
+	for _, b := range t.s.out {
+		p.inflight[b] = now
+		p.conn.Send(wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+	}
+}
+
+func (t *Torrent) fillAll() {
+	for _, p := range t.s.peers {
+		t.fill(p)
+	}
+}
+
+// extPeer is the handle an Extension gets for a peer.
+type extPeer struct {
+	t *Torrent
+	p *peer
+}
+
+func (e extPeer) Addr() netip.AddrPort { return e.p.addr }
+
+func (e extPeer) Send(name string, payload []byte) error {
+	id, ok := e.p.ext.ID(name)
+	if !ok {
+		return fmt.Errorf("swarm: peer does not support extension %q", name)
+	}
+	e.p.conn.Send(wire.Message{ID: wire.Extended, ExtendedID: id, Payload: append([]byte(nil), payload...)})
+	return nil
+}

@@ -1,0 +1,295 @@
+package swarm
+
+import (
+	"crypto/sha1"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tbproxy/tbproxy/swarm/internal/choker"
+	"github.com/tbproxy/tbproxy/swarm/internal/picker"
+	"github.com/tbproxy/tbproxy/swarm/internal/wire"
+)
+
+// onBlock files a received block into its piece and, once the piece is
+// whole, sends it to be hashed.
+func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
+	defer t.client.blocks.Put(buf)
+	b := picker.Block{Piece: int(m.Index), Begin: int(m.Begin), Length: len(m.Block)}
+	accepted, done, others := t.s.picker.Received(picker.PeerID(p.id), b)
+	delete(p.inflight, b)
+	if !accepted {
+		// Unrequested, a duplicate, or overrunning the piece: the data never
+		// goes near a piece being assembled.
+		t.s.stats.wasted += int64(b.Length)
+		return
+	}
+	now := t.client.now()
+	p.lastBlock = now
+	p.snubbed = false
+	t.s.lastDL = now
+	for _, id := range others {
+		if q := t.s.peers[int(id)]; q != nil {
+			delete(q.inflight, b)
+			q.conn.Send(wire.Message{ID: wire.Cancel, Index: m.Index, Begin: m.Begin, Length: uint32(b.Length)})
+		}
+	}
+	pb := t.s.pieces[b.Piece]
+	if pb == nil {
+		pb = &pieceBuf{
+			buf:     t.client.getPiece(int(t.info.PieceLen(b.Piece))),
+			senders: make([]int, t.s.blocks),
+		}
+		for i := range pb.senders {
+			pb.senders[i] = -1
+		}
+		t.s.pieces[b.Piece] = pb
+	}
+	copy(pb.buf[b.Begin:], m.Block)
+	pb.senders[b.Begin/blockSize] = p.id
+	if done {
+		delete(t.s.pieces, b.Piece)
+		t.hash(hashJob{t: t, piece: b.Piece, buf: pb.buf}, pb.senders)
+	}
+	t.fill(p)
+}
+
+// hash queues a whole piece for a worker. senders is kept for smart ban.
+func (t *Torrent) hash(j hashJob, senders []int) {
+	t.s.senders[j.piece] = senders
+	if len(t.s.hashQ) > 0 || !t.client.hasher.trySubmit(j) {
+		t.s.hashQ = append(t.s.hashQ, j)
+	}
+}
+
+func (t *Torrent) submitQueued() {
+	for len(t.s.hashQ) > 0 && t.client.hasher.trySubmit(t.s.hashQ[0]) {
+		t.s.hashQ = t.s.hashQ[1:]
+	}
+}
+
+func (t *Torrent) onHashed(res hashResult) {
+	defer t.submitQueued()
+	senders := t.s.senders[res.piece]
+	delete(t.s.senders, res.piece)
+	switch {
+	case res.ok && res.err == nil:
+		t.smartBan(res.piece, res.buf)
+		t.client.putPiece(res.buf)
+		t.pieceVerified(res.piece)
+	case res.ok:
+		// The data was good but storage failed: not the peers' fault.
+		// Fetch it again; the error shows in stats and the log.
+		t.s.stats.storageErrs++
+		t.log.Warn("storing a verified piece failed", "piece", res.piece, "err", res.err)
+		t.client.putPiece(res.buf)
+		t.s.picker.Failed(res.piece)
+		t.fillAll()
+	default:
+		t.s.stats.hashFailures++
+		t.pieceFailed(res.piece, res.buf, senders)
+		t.client.putPiece(res.buf)
+		t.fillAll()
+	}
+}
+
+func (t *Torrent) pieceVerified(i int) {
+	t.s.picker.Verified(i)
+	t.verified.set(i)
+	t.downloaded.Add(t.info.PieceLen(i))
+	t.notifyVerified()
+	for _, p := range t.s.peers {
+		if !t.s.picker.PeerHas(picker.PeerID(p.id), i) {
+			p.conn.Send(wire.Message{ID: wire.Have, Index: uint32(i)})
+		}
+		t.updateInterest(p)
+	}
+	if t.verified.count() == t.info.NumPieces() {
+		close(t.complete)
+		t.log.Info("download complete")
+	}
+}
+
+// pieceFailed returns a piece that failed its hash to the pool and works
+// out who lied. A peer that sent every block of a bad piece is banned at
+// once; when several peers contributed, each block's hash is remembered
+// and compared once a good copy verifies (smart ban).
+func (t *Torrent) pieceFailed(i int, buf []byte, senders []int) {
+	t.s.picker.Failed(i)
+	distinct := map[int]bool{}
+	for _, id := range senders {
+		if id >= 0 {
+			distinct[id] = true
+		}
+	}
+	t.log.Info("piece failed its hash", "piece", i, "peers", len(distinct))
+	if len(distinct) == 1 {
+		for id := range distinct {
+			if p := t.s.peers[id]; p != nil {
+				t.ban(p, "sent a piece that failed its hash")
+			}
+		}
+		return
+	}
+	for blk, id := range senders {
+		p := t.s.peers[id]
+		if id < 0 || p == nil {
+			continue
+		}
+		lo := blk * blockSize
+		hi := min(lo+blockSize, len(buf))
+		t.s.suspect[i] = append(t.s.suspect[i], blockRecord{peer: id, addr: p.addr.Addr(), block: blk, sum: sha1.Sum(buf[lo:hi])})
+	}
+}
+
+// smartBan compares the blocks of a piece that failed before with the good
+// copy that just verified, and bans whoever sent a block that differs.
+func (t *Torrent) smartBan(i int, good []byte) {
+	recs := t.s.suspect[i]
+	delete(t.s.suspect, i)
+	for _, r := range recs {
+		lo := r.block * blockSize
+		hi := min(lo+blockSize, len(good))
+		if sha1.Sum(good[lo:hi]) == r.sum {
+			continue
+		}
+		t.s.banned[r.addr.Unmap()] = true
+		if p := t.s.peers[r.peer]; p != nil {
+			t.ban(p, "sent a corrupt block (smart ban)")
+		} else {
+			t.s.stats.bans++
+		}
+	}
+}
+
+// onTick runs once a second: rates, queue depths, request timeouts, the
+// choke round and new connections.
+func (t *Torrent) onTick(now time.Time) {
+	t.s.rounds++
+	const alpha = 0.4 // weight of the newest second in the smoothed rates
+	timeout := t.client.cfg.RequestTimeout
+	for _, p := range t.s.peers {
+		down, up := p.conn.Downloaded.Load(), p.conn.Uploaded.Load()
+		p.rateDown = alpha*float64(down-p.lastDown) + (1-alpha)*p.rateDown
+		p.rateUp = alpha*float64(up-p.lastUp) + (1-alpha)*p.rateUp
+		p.lastDown, p.lastUp = down, up
+		p.depth = queueDepth(p)
+		var expired []picker.Block
+		for b, sent := range p.inflight {
+			if now.Sub(sent) > timeout {
+				expired = append(expired, b)
+			}
+		}
+		for _, b := range expired {
+			delete(p.inflight, b)
+			t.s.picker.Rejected(picker.PeerID(p.id), b)
+			p.conn.Send(wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+			p.snubbed = true
+		}
+	}
+	if t.s.rounds%int(t.s.choker.Interval()/time.Second) == 0 {
+		t.chokeRound(now)
+	}
+	t.connectMore(now)
+	t.fillAll()
+}
+
+// queueDepth keeps queueTime of a peer's delivery in flight, within the
+// peer's own limit.
+func queueDepth(p *peer) int {
+	d := int(p.rateDown * queueTime.Seconds() / blockSize)
+	hi := maxQueue
+	if p.reqq > 0 {
+		hi = min(hi, p.reqq)
+	}
+	return max(min(d, hi), min(minQueue, hi))
+}
+
+func (t *Torrent) chokeRound(now time.Time) {
+	peers := make([]choker.Peer, 0, len(t.s.peers))
+	for _, p := range t.s.peers {
+		peers = append(peers, choker.Peer{
+			ID:           p.id,
+			Interested:   p.peerInterested,
+			DownloadRate: p.rateDown,
+			UploadRate:   p.rateUp,
+			Snubbed:      p.snubbed,
+			Choked:       p.amChoking,
+			ConnectedAt:  p.connectedAt,
+		})
+	}
+	seeding := t.verified.count() == t.info.NumPieces()
+	unchoke := t.s.choker.Round(peers, seeding, now)
+	for _, p := range t.s.peers {
+		t.setChoke(p, !slices.Contains(unchoke, p.id))
+	}
+}
+
+func (t *Torrent) addCandidates(addrs []netip.AddrPort) {
+	for _, a := range addrs {
+		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+		if !a.IsValid() || a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast() {
+			continue
+		}
+		if t.client.isSelf(a) || t.s.banned[a.Addr()] {
+			continue
+		}
+		if _, ok := t.s.known[a]; ok || len(t.s.known) >= maxCandidates {
+			continue
+		}
+		t.s.known[a] = &candidate{addr: a}
+	}
+	t.connectMore(t.client.now())
+}
+
+// maxCandidates bounds the addresses remembered per torrent.
+const maxCandidates = 3000
+
+// connectMore dials known peers while below the connection limit.
+func (t *Torrent) connectMore(now time.Time) {
+	if t.verified.count() == t.info.NumPieces() {
+		return // a seed waits to be dialled
+	}
+	connected := map[netip.AddrPort]bool{}
+	for _, p := range t.s.peers {
+		connected[p.addr] = true
+	}
+	for _, c := range t.s.known {
+		if len(t.s.peers)+t.s.dialing >= t.client.cfg.MaxPeers || t.s.dialing >= maxDialing {
+			return
+		}
+		if c.retryAt.After(now) || connected[c.addr] {
+			continue
+		}
+		c.retryAt = now.Add(time.Duration(1+c.failures*c.failures) * 15 * time.Second)
+		c.failures++
+		t.s.dialing++
+		addr := c.addr
+		t.wg.Go(func() { t.dial(addr) })
+	}
+}
+
+// maxDialing bounds the outgoing connections in progress per torrent.
+const maxDialing = 10
+
+// dial connects to addr and does the handshake, then hands the connection
+// to the loop. It runs on its own goroutine.
+func (t *Torrent) dial(addr netip.AddrPort) {
+	hs, err := t.client.dialPeer(t, addr)
+	if err != nil {
+		t.log.Debug("dial failed", "addr", addr, "err", err)
+		hs = nil
+	}
+	if hs == nil {
+		select {
+		case t.cmds <- func() { t.s.dialing-- }:
+		case <-t.done:
+		}
+		return
+	}
+	select {
+	case t.adopt <- hs:
+	case <-t.done:
+		hs.conn.Close()
+	}
+}

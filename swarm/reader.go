@@ -1,0 +1,169 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// DefaultReadahead is how far past its position a Reader asks for pieces.
+const DefaultReadahead = 32 << 20
+
+// Reader reads a torrent's verified bytes, in the torrent's byte stream or
+// within one file. A Read blocks until the bytes it needs are verified, or
+// until its context ends. Its position and readahead tell the engine which
+// pieces are urgent, so reading from the start streams in order while the
+// rest downloads, and several Readers at different offsets are served at
+// once. A Reader is not safe for concurrent use; open one per goroutine.
+type Reader struct {
+	t         *Torrent
+	ctx       context.Context
+	id        int
+	base      int64 // where the span starts in the torrent's byte stream
+	size      int64 // length of the span
+	pos       int64 // next byte to read, from base
+	readahead int64
+	reported  int64 // the position the engine was last told, -1 for none
+	closed    bool
+}
+
+// NewReader returns a Reader over the whole torrent's byte stream.
+func (t *Torrent) NewReader(ctx context.Context) *Reader {
+	return t.newReader(ctx, 0, t.info.TotalLength)
+}
+
+// NewFileReader returns a Reader over file i of the torrent.
+func (t *Torrent) NewFileReader(ctx context.Context, i int) (*Reader, error) {
+	if i < 0 || i >= len(t.info.Files) {
+		return nil, fmt.Errorf("swarm: no file %d", i)
+	}
+	f := t.info.Files[i]
+	return t.newReader(ctx, f.Offset, f.Length), nil
+}
+
+func (t *Torrent) newReader(ctx context.Context, base, size int64) *Reader {
+	id := int(t.nextReader.Add(1))
+	return &Reader{t: t, ctx: ctx, id: id, base: base, size: size, readahead: DefaultReadahead, reported: -1}
+}
+
+// SetContext replaces the context that bounds Reads, as http.Request's
+// context changes per request.
+func (r *Reader) SetContext(ctx context.Context) { r.ctx = ctx }
+
+// SetReadahead sets how many bytes past the position to fetch urgently.
+func (r *Reader) SetReadahead(n int64) {
+	r.readahead = max(n, 1)
+	r.reported = -1
+}
+
+// Size is the length of the Reader's span.
+func (r *Reader) Size() int64 { return r.size }
+
+// Read reads verified bytes at the position.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.closed {
+		return 0, ErrClosed
+	}
+	if r.pos >= r.size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	t := r.t
+	abs := r.base + r.pos
+	piece := int(abs / t.info.PieceLength)
+	if err := r.report(); err != nil {
+		return 0, err
+	}
+	if err := r.wait(piece); err != nil {
+		return 0, err
+	}
+	// Read on through every verified piece the buffer reaches.
+	end := min(r.base+r.size, abs+int64(len(p)))
+	limit := int64(piece+1) * t.info.PieceLength
+	for limit < end && t.verified.has(int(limit/t.info.PieceLength)) {
+		limit += t.info.PieceLength
+	}
+	n := int(min(end, limit) - abs)
+	n, err := t.storage.ReadAt(p[:n], abs)
+	r.pos += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("swarm: reading verified data: %w", err)
+	}
+	if err != nil && n == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	return n, nil
+}
+
+// report tells the engine the position when it has moved to another piece.
+func (r *Reader) report() error {
+	t := r.t
+	pl := t.info.PieceLength
+	abs := r.base + r.pos
+	if r.reported >= 0 && r.reported/pl == abs/pl {
+		return nil
+	}
+	r.reported = abs
+	end := min(r.base+r.size, abs+r.readahead)
+	if !t.do(func() {
+		t.s.picker.SetReader(r.id, abs, end-abs)
+		t.fillAll()
+	}) {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (r *Reader) wait(piece int) error {
+	t := r.t
+	for !t.verified.has(piece) {
+		ch := t.waitCh()
+		if t.verified.has(piece) {
+			break
+		}
+		select {
+		case <-ch:
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-t.done:
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
+// Seek sets the position for the next Read, as io.Seeker does.
+func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = r.pos + offset
+	case io.SeekEnd:
+		abs = r.size + offset
+	default:
+		return 0, errors.New("swarm: invalid whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("swarm: negative position")
+	}
+	r.pos = abs
+	return abs, nil
+}
+
+// Close releases the Reader's claim on piece priority.
+func (r *Reader) Close() error {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.t.do(func() {
+		t := r.t
+		t.s.picker.RemoveReader(r.id)
+	})
+	return nil
+}

@@ -1,0 +1,225 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fixture is a torrent of random content.
+type fixture struct {
+	content []byte
+	meta    *metainfo.MetaInfo
+}
+
+func newFixture(t testing.TB, size int, pieceLen int64) *fixture {
+	t.Helper()
+	content := make([]byte, size)
+	rand.Read(content)
+	path := filepath.Join(t.TempDir(), "content.bin")
+	if err := os.WriteFile(path, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), path, metainfo.BuildOptions{PieceLength: pieceLen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{content: content, meta: m}
+}
+
+func newClient(t testing.TB, cfg Config) *Client {
+	t.Helper()
+	if cfg.ListenAddr == "" && cfg.Listener == nil {
+		cfg.ListenAddr = "127.0.0.1:0"
+	}
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func addrOf(c *Client) netip.AddrPort {
+	return netip.MustParseAddrPort(c.Addr().String())
+}
+
+// seed starts a client that holds all of f.
+func (f *fixture) seed(t testing.TB) (*Client, *Torrent) {
+	t.Helper()
+	c := newClient(t, Config{})
+	st := NewMemoryStorage(&f.meta.Info)
+	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
+		t.Fatal(err)
+	}
+	tor, err := c.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, tor
+}
+
+func waitComplete(t testing.TB, tor *Torrent, d time.Duration) {
+	t.Helper()
+	select {
+	case <-tor.Complete():
+	case <-time.After(d):
+		s := tor.Stats()
+		t.Fatalf("not complete after %v: %d/%d pieces, peers %+v", d, s.PiecesVerified, s.Pieces, s.Peers)
+	}
+}
+
+func TestDownloadFromOneSeed(t *testing.T) {
+	f := newFixture(t, 5<<20+123, 256<<10)
+	seedClient, _ := f.seed(t)
+	leech := newClient(t, Config{})
+	st := NewMemoryStorage(&f.meta.Info)
+	tor, err := leech.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers(addrOf(seedClient))
+	waitComplete(t, tor, 30*time.Second)
+	got := make([]byte, len(f.content))
+	if _, err := st.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.content) {
+		t.Fatal("downloaded bytes differ")
+	}
+	s := tor.Stats()
+	if s.Downloaded != int64(len(f.content)) || s.HashFailures != 0 || !s.Complete {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestReaderStreamsWhileDownloading(t *testing.T) {
+	f := newFixture(t, 8<<20, 64<<10)
+	seedClient, _ := f.seed(t)
+	leech := newClient(t, Config{})
+	tor, err := leech.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers(addrOf(seedClient))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A reader in the middle gets its bytes without the first half.
+	mid := tor.NewReader(ctx)
+	defer mid.Close()
+	mid.SetReadahead(1 << 20)
+	if _, err := mid.Seek(6<<20, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	if _, err := io.ReadFull(mid, buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, f.content[6<<20:7<<20]) {
+		t.Fatal("middle bytes differ")
+	}
+	if tor.HavePiece(0) {
+		t.Log("note: piece 0 arrived too (lazy torrents fetch only what readers need)")
+	}
+	if s := tor.Stats(); s.PiecesVerified == s.Pieces {
+		t.Fatal("a lazy torrent fetched everything for a 1 MiB read")
+	}
+
+	// A reader from the start streams the whole file in order.
+	r := tor.NewReader(ctx)
+	defer r.Close()
+	all, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(all, f.content) {
+		t.Fatal("streamed bytes differ")
+	}
+}
+
+func TestReaderContextCancel(t *testing.T) {
+	f := newFixture(t, 1<<20, 64<<10)
+	c := newClient(t, Config{})
+	tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	r := tor.NewReader(ctx)
+	defer r.Close()
+	if _, err := r.Read(make([]byte, 10)); err != context.DeadlineExceeded {
+		t.Fatalf("got %v, want the context's error", err)
+	}
+}
+
+func TestSeedToManyAndDuplicateAdd(t *testing.T) {
+	f := newFixture(t, 3<<20, 32<<10)
+	seedClient, seedTor := f.seed(t)
+	if _, err := seedClient.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{}); err != ErrExists {
+		t.Fatalf("second add: %v", err)
+	}
+	var tors []*Torrent
+	for range 3 {
+		c := newClient(t, Config{})
+		tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tor.AddPeers(addrOf(seedClient))
+		tors = append(tors, tor)
+	}
+	for _, tor := range tors {
+		waitComplete(t, tor, 30*time.Second)
+	}
+	if up := seedTor.Stats().Uploaded; up < int64(len(f.content)) {
+		t.Fatalf("seed uploaded %d bytes", up)
+	}
+}
+
+// TestPipeTransport runs a swarm over in-memory connections: the dialer
+// and the listener are pluggable.
+func TestPipeTransport(t *testing.T) {
+	f := newFixture(t, 1<<20, 16<<10)
+	seed, err := NewClient(Config{}) // no listener at all
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seed.Close() })
+	st := NewMemoryStorage(&f.meta.Info)
+	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true}); err != nil {
+		t.Fatal(err)
+	}
+	leech, err := NewClient(Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		a, b := net.Pipe()
+		seed.HandleConn(b)
+		return a, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leech.Close() })
+	tor, err := leech.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers(netip.MustParseAddrPort("127.0.0.2:6881")) // never dialled for real
+	waitComplete(t, tor, 30*time.Second)
+}

@@ -1,0 +1,338 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm/internal/bitfield"
+	"github.com/tbproxy/tbproxy/swarm/internal/choker"
+	"github.com/tbproxy/tbproxy/swarm/internal/peerconn"
+	"github.com/tbproxy/tbproxy/swarm/internal/picker"
+)
+
+// ErrClosed is returned by a Torrent or Client used after Close, and by a
+// Reader whose torrent closed.
+var ErrClosed = errors.New("swarm: closed")
+
+// TorrentOptions configures one torrent. The zero value downloads every
+// piece and announces to the torrent's own trackers.
+type TorrentOptions struct {
+	// Lazy fetches only what Readers need (their position plus readahead)
+	// instead of every piece: the proxy's mode, where the client asked for
+	// one file and may stop early.
+	Lazy bool
+	// NoTrackers skips the torrent's trackers; peers come from AddPeers and
+	// PeerSources only.
+	NoTrackers bool
+	// PeerSources are further ways to find peers.
+	PeerSources []PeerSource
+}
+
+// Torrent is one torrent in a Client. One run-loop goroutine owns its
+// state; the methods send it commands.
+type Torrent struct {
+	client  *Client
+	meta    *metainfo.MetaInfo
+	info    *metainfo.Info
+	storage Storage
+	opts    TorrentOptions
+	log     *slog.Logger
+
+	events chan peerconn.Event // from peer reader goroutines
+	hashed chan hashResult     // from hash workers
+	adopt  chan *handshaken    // connections whose handshake is done
+	cmds   chan func()         // closures run on the loop
+	done   chan struct{}       // closed when Close begins
+	ctx    context.Context     // cancelled when Close begins, for dials and sources
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the loop and every goroutine it starts
+
+	closeOnce sync.Once
+
+	// Shared with Readers without locks: verified pieces, and a channel
+	// closed (and replaced) whenever one more piece is verified.
+	verified *atomicBits
+	signal   atomic.Pointer[chan struct{}]
+	complete chan struct{} // closed once every piece is verified
+
+	nextReader atomic.Int64 // last Reader ID handed out
+	downloaded atomic.Int64 // verified payload bytes from peers
+	uploaded   atomic.Int64 // payload bytes sent to peers
+
+	s loopState // owned by the run loop
+}
+
+// loopState is everything only the run loop touches.
+type loopState struct {
+	picker  *picker.Picker
+	choker  *choker.Choker
+	rnd     *rand.Rand
+	peers   map[int]*peer                 // connected peers by ID
+	nextID  int                           // last peer ID handed out
+	freeIDs []int                         // peer IDs to reuse: the picker indexes by them
+	known   map[netip.AddrPort]*candidate // peers learned of, not connected
+	banned  map[netip.Addr]bool           // never again
+	pieces  map[int]*pieceBuf             // pieces being assembled
+	suspect map[int][]blockRecord         // failed pieces' blocks, for smart ban
+	hashQ   []hashJob                     // verified-ready pieces waiting for a worker
+	dialing int                           // outgoing connections in progress
+	rounds  int                           // ticks, for the choke interval
+	peerIDs map[[20]byte]int              // connected peer-ids, against duplicates
+	stats   counters                      // for Stats
+	out     []picker.Block                // scratch for Pick
+	senders map[int][]int                 // pieces being hashed: who sent each block
+	lastDL  time.Time                     // when a block last arrived
+	blocks  int                           // blocks per full piece
+}
+
+type counters struct {
+	wasted       int64
+	hashFailures int
+	bans         int
+	storageErrs  int
+}
+
+type candidate struct {
+	addr     netip.AddrPort
+	failures int
+	retryAt  time.Time
+}
+
+// pieceBuf collects the blocks of one piece until all have arrived.
+type pieceBuf struct {
+	buf     []byte
+	senders []int // peer ID per block, -1 until it arrives
+}
+
+// blockRecord remembers who sent a block of a piece that failed its hash,
+// and what they sent, so that once a good copy verifies the liar is known.
+type blockRecord struct {
+	peer  int
+	addr  netip.Addr
+	block int // index of the block within the piece
+	sum   [20]byte
+}
+
+// allocID hands out a peer ID, reusing those of dropped peers so the
+// picker's per-peer tables stay small.
+func (s *loopState) allocID() int {
+	if n := len(s.freeIDs); n > 0 {
+		id := s.freeIDs[n-1]
+		s.freeIDs = s.freeIDs[:n-1]
+		return id
+	}
+	s.nextID++
+	return s.nextID
+}
+
+func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions) *Torrent {
+	info := &m.Info
+	n := info.NumPieces()
+	t := &Torrent{
+		client:   c,
+		meta:     m,
+		info:     info,
+		storage:  st,
+		opts:     opts,
+		log:      c.log.With("torrent", m.InfoHash.String()[:8]),
+		events:   make(chan peerconn.Event, 256),
+		hashed:   make(chan hashResult, 16),
+		adopt:    make(chan *handshaken),
+		cmds:     make(chan func()),
+		done:     make(chan struct{}),
+		verified: newAtomicBits(n),
+		complete: make(chan struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	sig := make(chan struct{})
+	t.signal.Store(&sig)
+	t.s = loopState{
+		picker: picker.New(picker.Config{
+			NumPieces:   n,
+			PieceLength: info.PieceLength,
+			TotalLength: info.TotalLength,
+			Rand:        rnd,
+		}),
+		choker:  choker.New(choker.Config{Slots: c.cfg.UploadSlots}),
+		rnd:     rnd,
+		peers:   map[int]*peer{},
+		known:   map[netip.AddrPort]*candidate{},
+		banned:  map[netip.Addr]bool{},
+		pieces:  map[int]*pieceBuf{},
+		suspect: map[int][]blockRecord{},
+		senders: map[int][]int{},
+		peerIDs: map[[20]byte]int{},
+		blocks:  int((info.PieceLength + blockSize - 1) / blockSize),
+	}
+	done := 0
+	for i := range n {
+		if st.Verified(i) {
+			t.s.picker.SetHave(i)
+			t.verified.set(i)
+			done++
+		}
+	}
+	if !opts.Lazy {
+		t.s.picker.SetWanted(0, n)
+	}
+	if done == n {
+		close(t.complete)
+	}
+	return t
+}
+
+func (t *Torrent) start() {
+	t.wg.Go(t.run)
+	if tiers := t.meta.Trackers(); len(tiers) > 0 && !t.opts.NoTrackers {
+		t.startSource(&trackerSource{client: t.client, tiers: tiers})
+	}
+	for _, src := range t.opts.PeerSources {
+		t.startSource(src)
+	}
+}
+
+// InfoHash is the torrent's v1 info-hash.
+func (t *Torrent) InfoHash() metainfo.Hash { return t.meta.InfoHash }
+
+// Info is the torrent's validated info dictionary.
+func (t *Torrent) Info() *metainfo.Info { return t.info }
+
+// MetaInfo is the torrent's metainfo.
+func (t *Torrent) MetaInfo() *metainfo.MetaInfo { return t.meta }
+
+// Complete is closed once every piece is verified.
+func (t *Torrent) Complete() <-chan struct{} { return t.complete }
+
+// Done is closed when the torrent is closing.
+func (t *Torrent) Done() <-chan struct{} { return t.done }
+
+// HavePiece reports whether piece i is verified.
+func (t *Torrent) HavePiece(i int) bool { return t.verified.has(i) }
+
+// AddPeers gives the torrent addresses to connect to.
+func (t *Torrent) AddPeers(addrs ...netip.AddrPort) {
+	t.do(func() { t.addCandidates(addrs) })
+}
+
+// DownloadAll switches a lazy torrent to fetching every piece.
+func (t *Torrent) DownloadAll() {
+	t.do(func() {
+		t.s.picker.SetWanted(0, t.info.NumPieces())
+		t.updateInterestAll()
+		t.fillAll()
+	})
+}
+
+// do runs f on the loop and waits for it; it reports false if the torrent
+// closed first.
+func (t *Torrent) do(f func()) bool {
+	ran := make(chan struct{})
+	select {
+	case t.cmds <- func() { f(); close(ran) }:
+	case <-t.done:
+		return false
+	}
+	select {
+	case <-ran:
+		return true
+	case <-t.done:
+		return false
+	}
+}
+
+// Close stops the torrent: it disconnects every peer, tells trackers it
+// stopped, and returns once every goroutine it started has ended. It does
+// not close the storage, which belongs to the caller.
+func (t *Torrent) Close() error {
+	t.closeOnce.Do(func() {
+		close(t.done)
+		t.cancel()
+		t.client.forget(t)
+	})
+	t.wg.Wait()
+	return nil
+}
+
+func (t *Torrent) run() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	defer t.shutdown()
+	for {
+		select {
+		case ev := <-t.events:
+			t.onPeerEvent(ev)
+		case res := <-t.hashed:
+			t.onHashed(res)
+		case hs := <-t.adopt:
+			t.adoptConn(hs)
+		case f := <-t.cmds:
+			f()
+		case now := <-tick.C:
+			t.onTick(now)
+		case <-t.done:
+			return
+		}
+	}
+}
+
+// shutdown runs on the loop as it ends: close every connection. Their
+// reader goroutines may be blocked handing events to the loop; closing
+// t.done already released them.
+func (t *Torrent) shutdown() {
+	for _, p := range t.s.peers {
+		p.conn.Close()
+	}
+	for _, pb := range t.s.pieces {
+		t.client.putPiece(pb.buf)
+	}
+	// Drain adoption attempts that raced with the close.
+	for {
+		select {
+		case hs := <-t.adopt:
+			hs.conn.Close()
+		default:
+			return
+		}
+	}
+}
+
+// notifyVerified wakes every Reader waiting for a piece.
+func (t *Torrent) notifyVerified() {
+	next := make(chan struct{})
+	old := t.signal.Swap(&next)
+	close(*old)
+}
+
+// waitCh returns a channel closed when the next piece is verified.
+func (t *Torrent) waitCh() <-chan struct{} { return *t.signal.Load() }
+
+// ourWire is our verified set in BEP 3 layout.
+func (t *Torrent) ourWire() []byte {
+	bf := bitfield.New(t.info.NumPieces())
+	for i := range t.info.NumPieces() {
+		if t.verified.has(i) {
+			bf.Set(i)
+		}
+	}
+	return bf.Wire()
+}
+
+// startSource runs a peer source on a goroutine owned by the torrent.
+func (t *Torrent) startSource(src PeerSource) {
+	t.wg.Go(func() {
+		src.Run(t.ctx, t.sourceView(), func(addrs []netip.AddrPort) {
+			select {
+			case t.cmds <- func() { t.addCandidates(addrs) }:
+			case <-t.done:
+			}
+		})
+	})
+}
