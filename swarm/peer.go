@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tbproxy/tbproxy/swarm/internal/bitfield"
@@ -51,6 +52,7 @@ type peer struct {
 	rateDown, rateUp float64 // bytes per second, smoothed
 	lastDown, lastUp int64   // conn counters at the last tick
 	connectedAt      time.Time
+	pieces           int       // pieces it has told us it has
 	lastBlock        time.Time // when it last delivered a block we asked for
 	snubbed          bool      // it let a request time out
 }
@@ -73,7 +75,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 	switch {
 	case hs.remote.PeerID == t.client.peerID:
 		reject = "connected to ourselves"
-	case t.s.banned[addr.Addr().Unmap()]:
+	case t.s.banned[banKey(addr)]:
 		reject = "banned"
 	case t.s.peerIDs[hs.remote.PeerID] != 0:
 		reject = "already connected to that peer-id"
@@ -85,8 +87,8 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		hs.conn.Close()
 		return
 	}
-	if hs.outgoing {
-		delete(t.s.known, hs.dialed)
+	if c := t.s.known[hs.dialed]; hs.outgoing && c != nil {
+		c.failures = 0 // it answered; redial it soon if it drops
 	}
 	id := t.s.allocID()
 	pc := peerconn.New(hs.conn, hs.br, id, hs.remote, hs.outgoing, peerconn.Config{
@@ -164,7 +166,7 @@ func (t *Torrent) readBlock(index, begin uint32, p []byte) error {
 
 // dropPeer disconnects p and returns its requests to the pool.
 func (t *Torrent) dropPeer(p *peer, why error) {
-	if _, ok := t.s.peers[p.id]; !ok {
+	if t.s.peers[p.id] != p {
 		return
 	}
 	delete(t.s.peers, p.id)
@@ -179,11 +181,23 @@ func (t *Torrent) dropPeer(p *peer, why error) {
 	t.fillAll()
 }
 
+// ban refuses p's address from now on, drops p if it is still connected,
+// and throws away every block it gave to a piece still being assembled.
 func (t *Torrent) ban(p *peer, why string) {
-	t.s.banned[p.addr.Addr().Unmap()] = true
-	t.s.stats.bans++
-	t.log.Info("banning peer", "addr", p.addr, "why", why)
-	t.dropPeer(p, errors.New("banned: "+why))
+	key := banKey(p.addr)
+	if !t.s.banned[key] {
+		t.s.banned[key] = true
+		t.s.stats.bans++
+		t.log.Info("banning peer", "addr", p.addr, "why", why)
+	}
+	for i, pb := range t.s.pieces {
+		if slices.Contains(pb.senders, p) {
+			t.resetPiece(i)
+		}
+	}
+	if t.s.peers[p.id] == p {
+		t.dropPeer(p, errors.New("banned: "+why))
+	}
 }
 
 var errProtocol = errors.New("swarm: protocol violation")
@@ -230,7 +244,10 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 	case wire.NotInterested:
 		p.peerInterested = false
 	case wire.Have:
-		t.s.picker.PeerHave(picker.PeerID(p.id), int(m.Index))
+		if !t.s.picker.PeerHas(picker.PeerID(p.id), int(m.Index)) {
+			p.pieces++
+			t.s.picker.PeerHave(picker.PeerID(p.id), int(m.Index))
+		}
 		t.updateInterest(p)
 		t.fill(p)
 	case wire.Bitfield:
@@ -242,6 +259,7 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 			return err
 		}
 		t.s.picker.PeerBitfield(picker.PeerID(p.id), bf)
+		p.pieces = bf.Count()
 		t.updateInterest(p)
 	case wire.HaveAll, wire.HaveNone:
 		if !p.fast || !first {
@@ -249,6 +267,7 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 		}
 		if m.ID == wire.HaveAll {
 			t.s.picker.PeerHaveAll(picker.PeerID(p.id))
+			p.pieces = t.info.NumPieces()
 		} else {
 			t.s.picker.PeerHaveNone(picker.PeerID(p.id))
 		}
@@ -275,7 +294,18 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 		// Port, suggest, allowed-fast and unknown messages are hints we
 		// do not act on.
 	}
+	if t.bothSeeds(p) {
+		return errBothSeeds
+	}
 	return nil
+}
+
+var errBothSeeds = errors.New("swarm: both sides are seeds")
+
+// bothSeeds reports a connection with nothing to trade.
+func (t *Torrent) bothSeeds(p *peer) bool {
+	n := t.info.NumPieces()
+	return p.pieces == n && t.verified.count() == n
 }
 
 func (t *Torrent) onRequest(p *peer, m *wire.Message) error {

@@ -38,15 +38,12 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 	if pb == nil {
 		pb = &pieceBuf{
 			buf:     t.client.getPiece(int(t.info.PieceLen(b.Piece))),
-			senders: make([]int, t.s.blocks),
-		}
-		for i := range pb.senders {
-			pb.senders[i] = -1
+			senders: make([]*peer, t.s.blocks),
 		}
 		t.s.pieces[b.Piece] = pb
 	}
 	copy(pb.buf[b.Begin:], m.Block)
-	pb.senders[b.Begin/blockSize] = p.id
+	pb.senders[b.Begin/blockSize] = p
 	if done {
 		delete(t.s.pieces, b.Piece)
 		t.hash(hashJob{t: t, piece: b.Piece, buf: pb.buf}, pb.senders)
@@ -55,7 +52,7 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 }
 
 // hash queues a whole piece for a worker. senders is kept for smart ban.
-func (t *Torrent) hash(j hashJob, senders []int) {
+func (t *Torrent) hash(j hashJob, senders []*peer) {
 	t.s.senders[j.piece] = senders
 	if len(t.s.hashQ) > 0 || !t.client.hasher.trySubmit(j) {
 		t.s.hashQ = append(t.s.hashQ, j)
@@ -107,6 +104,11 @@ func (t *Torrent) pieceVerified(i int) {
 	if t.verified.count() == t.info.NumPieces() {
 		close(t.complete)
 		t.log.Info("download complete")
+		for _, p := range t.s.peers {
+			if t.bothSeeds(p) {
+				t.dropPeer(p, errBothSeeds)
+			}
+		}
 	}
 }
 
@@ -114,31 +116,28 @@ func (t *Torrent) pieceVerified(i int) {
 // out who lied. A peer that sent every block of a bad piece is banned at
 // once; when several peers contributed, each block's hash is remembered
 // and compared once a good copy verifies (smart ban).
-func (t *Torrent) pieceFailed(i int, buf []byte, senders []int) {
+func (t *Torrent) pieceFailed(i int, buf []byte, senders []*peer) {
 	t.s.picker.Failed(i)
-	distinct := map[int]bool{}
-	for _, id := range senders {
-		if id >= 0 {
-			distinct[id] = true
+	distinct := map[*peer]bool{}
+	for _, p := range senders {
+		if p != nil {
+			distinct[p] = true
 		}
 	}
 	t.log.Info("piece failed its hash", "piece", i, "peers", len(distinct))
 	if len(distinct) == 1 {
-		for id := range distinct {
-			if p := t.s.peers[id]; p != nil {
-				t.ban(p, "sent a piece that failed its hash")
-			}
+		for p := range distinct {
+			t.ban(p, "sent a piece that failed its hash")
 		}
 		return
 	}
-	for blk, id := range senders {
-		p := t.s.peers[id]
-		if id < 0 || p == nil {
+	for blk, p := range senders {
+		if p == nil {
 			continue
 		}
 		lo := blk * blockSize
 		hi := min(lo+blockSize, len(buf))
-		t.s.suspect[i] = append(t.s.suspect[i], blockRecord{peer: id, addr: p.addr.Addr(), block: blk, sum: sha1.Sum(buf[lo:hi])})
+		t.s.suspect[i] = append(t.s.suspect[i], blockRecord{peer: p, block: blk, sum: sha1.Sum(buf[lo:hi])})
 	}
 }
 
@@ -150,14 +149,26 @@ func (t *Torrent) smartBan(i int, good []byte) {
 	for _, r := range recs {
 		lo := r.block * blockSize
 		hi := min(lo+blockSize, len(good))
-		if sha1.Sum(good[lo:hi]) == r.sum {
-			continue
+		if sha1.Sum(good[lo:hi]) != r.sum {
+			t.ban(r.peer, "sent a corrupt block (smart ban)")
 		}
-		t.s.banned[r.addr.Unmap()] = true
-		if p := t.s.peers[r.peer]; p != nil {
-			t.ban(p, "sent a corrupt block (smart ban)")
-		} else {
-			t.s.stats.bans++
+	}
+}
+
+// resetPiece forgets every block of a piece being assembled, as when one
+// of its senders turned out to lie, and cancels its requests.
+func (t *Torrent) resetPiece(i int) {
+	if pb := t.s.pieces[i]; pb != nil {
+		t.client.putPiece(pb.buf)
+		delete(t.s.pieces, i)
+	}
+	t.s.picker.Failed(i)
+	for _, p := range t.s.peers {
+		for b := range p.inflight {
+			if b.Piece == i {
+				delete(p.inflight, b)
+				p.conn.Send(wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+			}
 		}
 	}
 }
@@ -231,7 +242,7 @@ func (t *Torrent) addCandidates(addrs []netip.AddrPort) {
 		if !a.IsValid() || a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast() {
 			continue
 		}
-		if t.client.isSelf(a) || t.s.banned[a.Addr()] {
+		if t.client.isSelf(a) || t.s.banned[banKey(a)] {
 			continue
 		}
 		if _, ok := t.s.known[a]; ok || len(t.s.known) >= maxCandidates {
@@ -247,9 +258,6 @@ const maxCandidates = 3000
 
 // connectMore dials known peers while below the connection limit.
 func (t *Torrent) connectMore(now time.Time) {
-	if t.verified.count() == t.info.NumPieces() {
-		return // a seed waits to be dialled
-	}
 	connected := map[netip.AddrPort]bool{}
 	for _, p := range t.s.peers {
 		connected[p.addr] = true

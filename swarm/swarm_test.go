@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -42,6 +43,9 @@ func newFixture(t testing.TB, size int, pieceLen int64) *fixture {
 
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
+	if os.Getenv("TBPROXY_DEBUG") != "" && cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	if cfg.ListenAddr == "" && cfg.Listener == nil {
 		cfg.ListenAddr = "127.0.0.1:0"
 	}

@@ -78,7 +78,7 @@ type loopState struct {
 	nextID  int                           // last peer ID handed out
 	freeIDs []int                         // peer IDs to reuse: the picker indexes by them
 	known   map[netip.AddrPort]*candidate // peers learned of, not connected
-	banned  map[netip.Addr]bool           // never again
+	banned  map[netip.AddrPort]bool       // by banKey: never again
 	pieces  map[int]*pieceBuf             // pieces being assembled
 	suspect map[int][]blockRecord         // failed pieces' blocks, for smart ban
 	hashQ   []hashJob                     // verified-ready pieces waiting for a worker
@@ -87,7 +87,7 @@ type loopState struct {
 	peerIDs map[[20]byte]int              // connected peer-ids, against duplicates
 	stats   counters                      // for Stats
 	out     []picker.Block                // scratch for Pick
-	senders map[int][]int                 // pieces being hashed: who sent each block
+	senders map[int][]*peer               // pieces being hashed: who sent each block
 	lastDL  time.Time                     // when a block last arrived
 	blocks  int                           // blocks per full piece
 }
@@ -108,14 +108,13 @@ type candidate struct {
 // pieceBuf collects the blocks of one piece until all have arrived.
 type pieceBuf struct {
 	buf     []byte
-	senders []int // peer ID per block, -1 until it arrives
+	senders []*peer // who sent each block; nil until it arrives
 }
 
 // blockRecord remembers who sent a block of a piece that failed its hash,
 // and what they sent, so that once a good copy verifies the liar is known.
 type blockRecord struct {
-	peer  int
-	addr  netip.Addr
+	peer  *peer
 	block int // index of the block within the piece
 	sum   [20]byte
 }
@@ -165,10 +164,10 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 		rnd:     rnd,
 		peers:   map[int]*peer{},
 		known:   map[netip.AddrPort]*candidate{},
-		banned:  map[netip.Addr]bool{},
+		banned:  map[netip.AddrPort]bool{},
 		pieces:  map[int]*pieceBuf{},
 		suspect: map[int][]blockRecord{},
-		senders: map[int][]int{},
+		senders: map[int][]*peer{},
 		peerIDs: map[[20]byte]int{},
 		blocks:  int((info.PieceLength + blockSize - 1) / blockSize),
 	}
@@ -335,4 +334,15 @@ func (t *Torrent) startSource(src PeerSource) {
 			}
 		})
 	})
+}
+
+// banKey is what a ban holds on to: the IP address, as peers are
+// identified by address; but on loopback, where every peer shares one
+// address, the address and port.
+func banKey(a netip.AddrPort) netip.AddrPort {
+	ip := a.Addr().Unmap()
+	if ip.IsLoopback() {
+		return netip.AddrPortFrom(ip, a.Port())
+	}
+	return netip.AddrPortFrom(ip, 0)
 }
