@@ -110,10 +110,15 @@ type Extension interface {
 	// Name is the message's name in the extension handshake, such as
 	// "ut_metadata"; it must be unique within a Client.
 	Name() string
-	// Received handles one message from a peer. It runs on the torrent's
-	// run loop, so it must return quickly; p is valid only during the call.
+	// Added is called when a peer's extension handshake offers this
+	// message, so the extension may send to it at once.
+	Added(p ExtensionPeer)
+	// Received handles one message from a peer.
 	Received(p ExtensionPeer, payload []byte)
 }
+
+// Both Extension methods run on the torrent's run loop, so they must
+// return quickly; p is valid only during the call, and Send only queues.
 
 // ExtensionPeer is the peer an Extension message came from.
 type ExtensionPeer interface {

@@ -81,6 +81,8 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		reject = "already connected to that peer-id"
 	case len(t.s.peers) >= t.client.cfg.MaxPeers:
 		reject = "peer limit reached"
+	case !addr.Addr().IsLoopback() && t.connectedIP(addr.Addr()):
+		reject = "already connected to that address"
 	}
 	if reject != "" {
 		t.log.Debug("dropping connection", "addr", addr, "why", reject)
@@ -121,6 +123,18 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 	}
 	pc.Start(t.events, t.done)
 	t.log.Debug("peer connected", "addr", addr, "outgoing", hs.outgoing)
+}
+
+// connectedIP reports a connection from ip already: one per address, so a
+// single host cannot take many slots (loopback excepted, where every peer
+// shares one address).
+func (t *Torrent) connectedIP(ip netip.Addr) bool {
+	for _, p := range t.s.peers {
+		if p.addr.Addr().Unmap() == ip.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // sendHave tells a new peer what we have, as compactly as the protocol allows.
@@ -333,11 +347,20 @@ func (t *Torrent) onExtended(p *peer, m *wire.Message) error {
 		if err != nil {
 			return err
 		}
+		had := map[string]bool{}
+		for name := range t.client.extensions {
+			_, had[name] = p.ext.ID(name)
+		}
 		p.ext.Update(h)
 		if h.Reqq > 0 {
 			p.reqq = h.Reqq
 		}
 		p.client = h.V
+		for name, x := range t.client.extensions {
+			if _, ok := p.ext.ID(name); ok && !had[name] {
+				x.Added(extPeer{t: t, p: p})
+			}
+		}
 		return nil
 	}
 	name, ok := t.client.ext.NameOf(m.ExtendedID)

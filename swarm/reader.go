@@ -110,6 +110,7 @@ func (r *Reader) report() error {
 	end := min(r.base+r.size, abs+r.readahead)
 	if !t.do(func() {
 		t.s.picker.SetReader(r.id, abs, end-abs)
+		t.updateInterestAll()
 		t.fillAll()
 	}) {
 		return ErrClosed
@@ -164,6 +165,7 @@ func (r *Reader) Close() error {
 	r.t.do(func() {
 		t := r.t
 		t.s.picker.RemoveReader(r.id)
+		t.updateInterestAll()
 	})
 	return nil
 }

@@ -227,3 +227,81 @@ func TestPipeTransport(t *testing.T) {
 	tor.AddPeers(netip.MustParseAddrPort("127.0.0.2:6881")) // never dialled for real
 	waitComplete(t, tor, 30*time.Second)
 }
+
+// hello is a user-defined BEP 10 message: each side greets the other as
+// soon as it learns the peer supports it.
+type hello struct {
+	from string
+	got  chan string
+}
+
+func (h *hello) Name() string { return "tb_hello" }
+func (h *hello) Added(p ExtensionPeer) {
+	if err := p.Send("tb_hello", []byte("hello from "+h.from)); err != nil {
+		panic(err)
+	}
+}
+func (h *hello) Received(p ExtensionPeer, payload []byte) {
+	select {
+	case h.got <- string(payload):
+	default:
+	}
+}
+
+func TestCustomExtensionMessage(t *testing.T) {
+	f := newFixture(t, 256<<10, 16<<10)
+	ha := &hello{from: "a", got: make(chan string, 1)}
+	hb := &hello{from: "b", got: make(chan string, 1)}
+	a := newClient(t, Config{Extensions: []Extension{ha}})
+	b := newClient(t, Config{Extensions: []Extension{hb}})
+	st := NewMemoryStorage(&f.meta.Info)
+	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true}); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := b.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.AddPeers(addrOf(a))
+	for _, tc := range []struct {
+		h    *hello
+		want string
+	}{{ha, "hello from b"}, {hb, "hello from a"}} {
+		select {
+		case got := <-tc.h.got:
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %q", tc.want)
+		}
+	}
+	if _, err := NewClient(Config{Extensions: []Extension{ha, ha}}); err == nil {
+		t.Fatal("two extensions with one name were accepted")
+	}
+}
+
+// staticSource is a user-supplied peer source.
+type staticSource struct{ addrs []netip.AddrPort }
+
+func (s staticSource) Run(ctx context.Context, v SourceView, found func([]netip.AddrPort)) {
+	found(s.addrs)
+	<-ctx.Done()
+}
+
+func TestPeerSourcePlugin(t *testing.T) {
+	f := newFixture(t, 1<<20, 32<<10)
+	seedClient, _ := f.seed(t)
+	leech := newClient(t, Config{})
+	tor, err := leech.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{
+		NoTrackers:  true,
+		PeerSources: []PeerSource{staticSource{[]netip.AddrPort{addrOf(seedClient)}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+}
