@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -45,6 +46,10 @@ type Config struct {
 	// Trackers announces to trackers; nil means a tracker.Client with its
 	// defaults.
 	Trackers tracker.Announcer
+	// HTTPClient fetches from web seeds; nil means a client that verifies
+	// TLS, ignores proxy settings (a proxy must not loop through itself)
+	// and keeps at most 3 connections per host.
+	HTTPClient *http.Client
 	// Logger receives the engine's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -57,6 +62,7 @@ type Config struct {
 	IdleTimeout      time.Duration // a peer silent this long is dropped; 0 means 3 min
 	HashWorkers      int           // hashing goroutines; 0 means one per core
 	ClientName       string        // sent in the BEP 10 handshake; "" means "tbproxy"
+	WebSeedRetry     time.Duration // a failing web seed waits failures² × this; 0 means 1 s
 	// Extensions are BEP 10 messages added by name.
 	Extensions []Extension
 }
@@ -72,6 +78,18 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Trackers == nil {
 		c.Trackers = &tracker.Client{}
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           c.Dial,
+			MaxConnsPerHost:       webWorkers,
+			MaxIdleConnsPerHost:   webWorkers,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			ForceAttemptHTTP2:     true,
+		}}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -96,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.WebSeedRetry <= 0 {
+		c.WebSeedRetry = time.Second
 	}
 	if c.ClientName == "" {
 		c.ClientName = "tbproxy"
@@ -134,6 +155,7 @@ type Client struct {
 	peerID   [20]byte
 	key      uint32 // tracker key, fixed per client
 	trackers tracker.Announcer
+	http     *http.Client // for web seeds
 	ln       net.Listener // nil when not listening
 	hasher   *hasher
 	blocks   sync.Pool // *[]byte of blockSize, for received blocks
@@ -166,6 +188,7 @@ func NewClient(cfg Config) (*Client, error) {
 		log:        cfg.Logger,
 		peerID:     cfg.PeerID,
 		trackers:   cfg.Trackers,
+		http:       cfg.HTTPClient,
 		extensions: map[string]Extension{},
 		torrents:   map[metainfo.Hash]*Torrent{},
 		pieces:     map[int]*sync.Pool{},
@@ -300,6 +323,7 @@ func (c *Client) Close() error {
 	}
 	c.wg.Wait()
 	c.hasher.close()
+	c.http.CloseIdleConnections()
 	return nil
 }
 

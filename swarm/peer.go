@@ -33,9 +33,10 @@ const (
 
 // peer is the run loop's state for one connection.
 type peer struct {
-	conn *peerconn.Conn
+	conn *peerconn.Conn // nil for a web seed
 	id   int
 	addr netip.AddrPort
+	web  *webSeed // set when this is a web seed's identity
 
 	amChoking, amInterested     bool
 	peerChoking, peerInterested bool
@@ -199,7 +200,7 @@ func (t *Torrent) dropPeer(p *peer, why error) {
 // and throws away every block it gave to a piece still being assembled.
 func (t *Torrent) ban(p *peer, why string) {
 	key := banKey(p.addr)
-	if !t.s.banned[key] {
+	if p.web == nil && !t.s.banned[key] {
 		t.s.banned[key] = true
 		t.s.stats.bans++
 		t.log.Info("banning peer", "addr", p.addr, "why", why)
@@ -209,9 +210,18 @@ func (t *Torrent) ban(p *peer, why string) {
 			t.resetPiece(i)
 		}
 	}
+	if p.web != nil {
+		t.dropWebSeed(p.web, errors.New(why))
+		return
+	}
 	if t.s.peers[p.id] == p {
 		t.dropPeer(p, errors.New("banned: "+why))
 	}
+}
+
+// cancel withdraws a request from the peer.
+func (p *peer) cancel(b picker.Block) {
+	p.conn.Send(wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
 }
 
 var errProtocol = errors.New("swarm: protocol violation")

@@ -11,8 +11,7 @@ import (
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 )
 
-// onBlock files a received block into its piece and, once the piece is
-// whole, sends it to be hashed.
+// onBlock files a block a peer sent.
 func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 	defer t.client.blocks.Put(buf)
 	b := picker.Block{Piece: int(m.Index), Begin: int(m.Begin), Length: len(m.Block)}
@@ -28,10 +27,23 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 	p.lastBlock = now
 	p.snubbed = false
 	t.s.lastDL = now
+	t.downloaded.Add(int64(b.Length))
 	for _, id := range others {
 		if q := t.s.peers[int(id)]; q != nil {
 			delete(q.inflight, b)
-			q.conn.Send(wire.Message{ID: wire.Cancel, Index: m.Index, Begin: m.Begin, Length: uint32(b.Length)})
+			q.cancel(b)
+		}
+	}
+	t.fileBlock(p, b, m.Block, done)
+	t.fill(p)
+}
+
+// fileBlock copies an accepted block into its piece and, once the piece is
+// whole, sends it to be hashed. from is who sent it, for blame.
+func (t *Torrent) fileBlock(from *peer, b picker.Block, data []byte, done bool) {
+	for _, r := range t.s.readers {
+		if r.piece == b.Piece {
+			r.since = t.client.now() // the bytes it waits for are moving
 		}
 	}
 	pb := t.s.pieces[b.Piece]
@@ -42,13 +54,12 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 		}
 		t.s.pieces[b.Piece] = pb
 	}
-	copy(pb.buf[b.Begin:], m.Block)
-	pb.senders[b.Begin/blockSize] = p
+	copy(pb.buf[b.Begin:], data)
+	pb.senders[b.Begin/blockSize] = from
 	if done {
 		delete(t.s.pieces, b.Piece)
 		t.hash(hashJob{t: t, piece: b.Piece, buf: pb.buf}, pb.senders)
 	}
-	t.fill(p)
 }
 
 // hash queues a whole piece for a worker. senders is kept for smart ban.
@@ -93,7 +104,6 @@ func (t *Torrent) onHashed(res hashResult) {
 func (t *Torrent) pieceVerified(i int) {
 	t.s.picker.Verified(i)
 	t.verified.set(i)
-	t.downloaded.Add(t.info.PieceLen(i))
 	t.notifyVerified()
 	for _, p := range t.s.peers {
 		if !t.s.picker.PeerHas(picker.PeerID(p.id), i) {
@@ -167,7 +177,7 @@ func (t *Torrent) resetPiece(i int) {
 		for b := range p.inflight {
 			if b.Piece == i {
 				delete(p.inflight, b)
-				p.conn.Send(wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+				p.cancel(b)
 			}
 		}
 	}
@@ -194,15 +204,73 @@ func (t *Torrent) onTick(now time.Time) {
 		for _, b := range expired {
 			delete(p.inflight, b)
 			t.s.picker.Rejected(picker.PeerID(p.id), b)
-			p.conn.Send(wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+			p.cancel(b)
 			p.snubbed = true
 		}
 	}
 	if t.s.rounds%int(t.s.choker.Interval()/time.Second) == 0 {
 		t.chokeRound(now)
 	}
+	t.rescueStalled(now)
+	if len(t.s.webSeeds) > 0 {
+		t.webWake()
+	}
 	t.connectMore(now)
 	t.fillAll()
+}
+
+// rescueStalled hands a web seed the gap any reader has waited on for the
+// stall budget: its requests to slow peers are withdrawn and the pieces
+// claimed for the seed in one range.
+func (t *Torrent) rescueStalled(now time.Time) {
+	for _, r := range t.s.readers {
+		if r.piece >= t.info.NumPieces() || t.verified.has(r.piece) || now.Sub(r.since) < t.stallBudget() {
+			continue
+		}
+		r.since = now
+		s := t.readyWebSeed(r.piece, now)
+		if s == nil {
+			continue
+		}
+		job := &webJob{seed: s, first: r.piece, end: r.piece, outstanding: map[int]bool{}}
+		var size int64
+		for i := r.piece; i < t.info.NumPieces() && size < rescueBytes && !t.verified.has(i) && t.covers(s, i); i++ {
+			t.withdraw(i)
+			t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
+			job.end = i + 1
+			job.outstanding[i] = true
+			size += t.info.PieceLen(i)
+		}
+		if job.end > job.first {
+			t.log.Debug("rescuing a stalled reader from a web seed", "piece", r.piece, "pieces", job.end-job.first)
+			t.s.ready = append(t.s.ready, job)
+			t.webWake()
+		}
+	}
+}
+
+// readyWebSeed is a web seed that can serve piece i now.
+func (t *Torrent) readyWebSeed(i int, now time.Time) *webSeed {
+	for _, s := range t.s.webSeeds {
+		if !s.dropped && !now.Before(s.retryAt) && t.covers(s, i) {
+			return s
+		}
+	}
+	return nil
+}
+
+// withdraw cancels every request for piece i that peers still owe us, so
+// that its blocks can be claimed elsewhere.
+func (t *Torrent) withdraw(i int) {
+	for _, p := range t.s.peers {
+		for b := range p.inflight {
+			if b.Piece == i {
+				delete(p.inflight, b)
+				t.s.picker.Rejected(picker.PeerID(p.id), b)
+				p.cancel(b)
+			}
+		}
+	}
 }
 
 // queueDepth keeps queueTime of a peer's delivery in flight, within the

@@ -110,6 +110,7 @@ func (r *Reader) report() error {
 	end := min(r.base+r.size, abs+r.readahead)
 	if !t.do(func() {
 		t.s.picker.SetReader(r.id, abs, end-abs)
+		t.s.readers[r.id] = &readerState{piece: int(abs / pl), since: t.client.now()}
 		t.updateInterestAll()
 		t.fillAll()
 	}) {
@@ -165,6 +166,7 @@ func (r *Reader) Close() error {
 	r.t.do(func() {
 		t := r.t
 		t.s.picker.RemoveReader(r.id)
+		delete(t.s.readers, r.id)
 		t.updateInterestAll()
 	})
 	return nil

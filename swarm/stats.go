@@ -15,7 +15,8 @@ type Stats struct {
 	BytesVerified  int64  // bytes of the verified pieces
 	Complete       bool
 
-	Downloaded    int64 // verified payload bytes received from peers
+	Downloaded    int64 // block bytes accepted from peers
+	FromWebSeeds  int64 // block bytes accepted from web seeds
 	Uploaded      int64 // payload bytes sent to peers
 	Wasted        int64 // bytes received but discarded: unrequested, duplicate
 	HashFailures  int   // pieces that failed their hash
@@ -61,6 +62,7 @@ func (t *Torrent) Stats() Stats {
 			})
 		}
 		s.Wasted = t.s.stats.wasted
+		s.FromWebSeeds = t.s.fromWeb
 		s.HashFailures = t.s.stats.hashFailures
 		s.Bans = t.s.stats.bans
 		s.StorageErrors = t.s.stats.storageErrs

@@ -31,8 +31,20 @@ type TorrentOptions struct {
 	// NoTrackers skips the torrent's trackers; peers come from AddPeers and
 	// PeerSources only.
 	NoTrackers bool
+	// Peers are addresses to connect to from the start, as AddPeers; given
+	// here they count before web seeds decide that no peer will come.
+	Peers []netip.AddrPort
 	// PeerSources are further ways to find peers.
 	PeerSources []PeerSource
+	// NoWebSeeds ignores the torrent's url-list (BEP 19); AddWebSeed
+	// still works.
+	NoWebSeeds bool
+	// WebSeedMode trades origin load against speed; the zero value uses
+	// web seeds only to rescue what peers cannot deliver.
+	WebSeedMode WebSeedMode
+	// StallBudget is how long a reader, or the whole torrent, may go
+	// without progress before web seeds step in; 0 means 2 s.
+	StallBudget time.Duration
 }
 
 // Torrent is one torrent in a Client. One run-loop goroutine owns its
@@ -45,14 +57,15 @@ type Torrent struct {
 	opts    TorrentOptions
 	log     *slog.Logger
 
-	events chan peerconn.Event // from peer reader goroutines
-	hashed chan hashResult     // from hash workers
-	adopt  chan *handshaken    // connections whose handshake is done
-	cmds   chan func()         // closures run on the loop
-	done   chan struct{}       // closed when Close begins
-	ctx    context.Context     // cancelled when Close begins, for dials and sources
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // the loop and every goroutine it starts
+	events  chan peerconn.Event // from peer reader goroutines
+	hashed  chan hashResult     // from hash workers
+	adopt   chan *handshaken    // connections whose handshake is done
+	webData chan webPiece       // pieces from web seed workers
+	cmds    chan func()         // closures run on the loop
+	done    chan struct{}       // closed when Close begins
+	ctx     context.Context     // cancelled when Close begins, for dials and sources
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // the loop and every goroutine it starts
 
 	closeOnce sync.Once
 
@@ -90,6 +103,13 @@ type loopState struct {
 	senders map[int][]*peer               // pieces being hashed: who sent each block
 	lastDL  time.Time                     // when a block last arrived
 	blocks  int                           // blocks per full piece
+
+	webSeeds  []*webSeed           // every web seed added, dropped ones too
+	webWakeCh chan struct{}        // closed to wake idle web seed workers
+	ready     []*webJob            // rescue jobs prepared for web seed workers
+	readers   map[int]*readerState // where each Reader waits, for rescue
+	fromWeb   int64                // block bytes accepted from web seeds
+	started   time.Time            // when the torrent was added
 }
 
 type counters struct {
@@ -109,6 +129,13 @@ type candidate struct {
 type pieceBuf struct {
 	buf     []byte
 	senders []*peer // who sent each block; nil until it arrives
+}
+
+// readerState is where a Reader is, and since when it has waited there
+// without bytes of that piece arriving.
+type readerState struct {
+	piece int
+	since time.Time
 }
 
 // blockRecord remembers who sent a block of a piece that failed its hash,
@@ -144,6 +171,7 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 		events:   make(chan peerconn.Event, 256),
 		hashed:   make(chan hashResult, 16),
 		adopt:    make(chan *handshaken),
+		webData:  make(chan webPiece),
 		cmds:     make(chan func()),
 		done:     make(chan struct{}),
 		verified: newAtomicBits(n),
@@ -160,16 +188,19 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 			TotalLength: info.TotalLength,
 			Rand:        rnd,
 		}),
-		choker:  choker.New(choker.Config{Slots: c.cfg.UploadSlots}),
-		rnd:     rnd,
-		peers:   map[int]*peer{},
-		known:   map[netip.AddrPort]*candidate{},
-		banned:  map[netip.AddrPort]bool{},
-		pieces:  map[int]*pieceBuf{},
-		suspect: map[int][]blockRecord{},
-		senders: map[int][]*peer{},
-		peerIDs: map[[20]byte]int{},
-		blocks:  int((info.PieceLength + blockSize - 1) / blockSize),
+		choker:    choker.New(choker.Config{Slots: c.cfg.UploadSlots}),
+		rnd:       rnd,
+		peers:     map[int]*peer{},
+		known:     map[netip.AddrPort]*candidate{},
+		banned:    map[netip.AddrPort]bool{},
+		pieces:    map[int]*pieceBuf{},
+		suspect:   map[int][]blockRecord{},
+		senders:   map[int][]*peer{},
+		readers:   map[int]*readerState{},
+		webWakeCh: make(chan struct{}),
+		started:   c.now(),
+		peerIDs:   map[[20]byte]int{},
+		blocks:    int((info.PieceLength + blockSize - 1) / blockSize),
 	}
 	done := 0
 	for i := range n {
@@ -182,6 +213,7 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 	if !opts.Lazy {
 		t.s.picker.SetWanted(0, n)
 	}
+	t.addCandidates(opts.Peers)
 	if done == n {
 		close(t.complete)
 	}
@@ -195,6 +227,13 @@ func (t *Torrent) start() {
 	}
 	for _, src := range t.opts.PeerSources {
 		t.startSource(src)
+	}
+	if !t.opts.NoWebSeeds {
+		for _, u := range t.meta.URLList {
+			if err := t.AddWebSeed(WebSeed{URL: u}); err != nil {
+				t.log.Info("ignoring web seed", "url", redactURL(u), "err", err)
+			}
+		}
 	}
 }
 
@@ -272,6 +311,8 @@ func (t *Torrent) run() {
 			t.onHashed(res)
 		case hs := <-t.adopt:
 			t.adoptConn(hs)
+		case wp := <-t.webData:
+			t.onWebPiece(wp)
 		case f := <-t.cmds:
 			f()
 		case now := <-tick.C:

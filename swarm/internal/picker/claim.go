@@ -1,0 +1,47 @@
+package picker
+
+import "math"
+
+// Claim requests for peer id every block of piece i that is neither
+// received nor in flight, and appends them to out. It is how a web seed,
+// which fetches whole pieces in one HTTP range, takes its share: Pick for
+// other peers then skips those blocks as it skips any in flight. Nothing
+// is claimed for a piece we have. It panics if id was not added or i is
+// out of range.
+func (p *Picker) Claim(id PeerID, i int, out []Block) []Block {
+	pr := p.peer(id)
+	p.checkPiece(i)
+	if p.have.Has(i) {
+		return out
+	}
+	pp := p.partialFor(i)
+	if pp.owner == noPeer {
+		pp.owner = int32(id)
+	}
+	return p.takeBlocks(pp, pr, int32(id), out, math.MaxInt)
+}
+
+// Untouched reports whether piece i is missing and has no block received
+// or in flight: a web seed can take it whole.
+func (p *Picker) Untouched(i int) bool {
+	p.checkPiece(i)
+	if p.have.Has(i) {
+		return false
+	}
+	pi := p.partialOf[i]
+	return pi < 0 || p.parts[pi].nReceived+p.parts[pi].nRequested == 0
+}
+
+// Wanted reports whether piece i is wanted or urgent for a reader.
+func (p *Picker) Wanted(i int) bool {
+	p.checkPiece(i)
+	if p.wanted.Has(i) {
+		return true
+	}
+	for _, u := range p.urgent {
+		if int(u) == i {
+			return true
+		}
+	}
+	return false
+}

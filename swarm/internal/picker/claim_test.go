@@ -1,0 +1,58 @@
+package picker
+
+import "testing"
+
+func TestClaim(t *testing.T) {
+	p := newTest(t, 4, 4)
+	p.SetWantedAll()
+	web, peer := PeerID(1), PeerID(2)
+	p.AddPeer(web)
+	p.PeerHaveAll(web)
+	p.AddPeer(peer)
+	p.PeerHaveAll(peer)
+
+	// A fresh piece is claimed whole.
+	if !p.Untouched(0) {
+		t.Fatal("fresh piece not untouched")
+	}
+	got := p.Claim(web, 0, nil)
+	if len(got) != 4 || p.Untouched(0) || p.InFlight(web) != 4 {
+		t.Fatalf("claimed %v, in flight %d", got, p.InFlight(web))
+	}
+	ok(t, p)
+
+	// Ordinary picking skips claimed blocks.
+	for _, b := range p.Pick(peer, 8, nil) { // short of endgame
+		if b.Piece == 0 {
+			t.Fatalf("picked claimed block %v", b)
+		}
+	}
+	ok(t, p)
+
+	// A piece partly requested elsewhere: only the free blocks are claimed.
+	p.Rejected(peer, blk(1, 0))
+	p.Rejected(peer, blk(1, 1))
+	got = p.Claim(web, 1, nil)
+	if len(got) != 2 || got[0] != blk(1, 0) || got[1] != blk(1, 1) {
+		t.Fatalf("claimed %v from a split piece", got)
+	}
+	ok(t, p)
+
+	// The claimant's blocks complete the piece like any peer's.
+	var done bool
+	for k := range 4 {
+		var accepted bool
+		accepted, done, _ = p.Received(web, blk(0, k))
+		if !accepted {
+			t.Fatalf("block %d refused", k)
+		}
+	}
+	if !done {
+		t.Fatal("piece not done")
+	}
+	p.Verified(0)
+	if got := p.Claim(web, 0, nil); len(got) != 0 || p.Wanted(0) && p.Untouched(0) {
+		t.Fatalf("claimed %v of a piece we have", got)
+	}
+	ok(t, p)
+}

@@ -1,0 +1,533 @@
+package swarm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tbproxy/tbproxy/swarm/internal/picker"
+)
+
+// WebSeed is an HTTP source of a torrent's bytes: a BEP 19 url-list entry,
+// or the URL a client asked the proxy for.
+type WebSeed struct {
+	URL string
+	// Origin says URL serves exactly file File of the torrent: the URL a
+	// client asked for, whose answer was the torrent. Otherwise URL follows
+	// BEP 19: one ending in "/" gets the torrent's name and file path
+	// appended.
+	Origin bool
+	File   int
+	// Header is sent with every request. Only an Origin seed gets one,
+	// since it came from a request to that same origin; it must not carry
+	// the BitTorrent Accept.
+	Header http.Header
+}
+
+// WebSeedMode trades origin load against speed.
+type WebSeedMode int
+
+const (
+	// WebSeedRescue uses web seeds only when peers cannot deliver: when no
+	// block has come from a peer for the stall budget, or when a reader has
+	// waited that long for its next bytes. The default: origins stay idle
+	// while peers keep up.
+	WebSeedRescue WebSeedMode = iota
+	// WebSeedAlways fetches from web seeds alongside peers, for speed.
+	WebSeedAlways
+)
+
+const (
+	// webWorkers is how many requests run at once per web seed: the
+	// per-host connection cap.
+	webWorkers = 3
+	// webJobBytes is the most one range request asks for.
+	webJobBytes = 16 << 20
+	// rescueBytes is how much a rescue takes from the stalled position.
+	rescueBytes = 4 << 20
+	// webMaxFailures drops a web seed after this many failures in a row.
+	webMaxFailures = 5
+	// DefaultStallBudget is how long a reader or the whole torrent may go
+	// without progress from peers before web seeds step in.
+	DefaultStallBudget = 2 * time.Second
+)
+
+// webSeed is the run loop's state for one web seed. It is also a peer to
+// the picker, which treats it as one that has every piece it covers.
+type webSeed struct {
+	ws       WebSeed
+	p        *peer // identity for the picker and for blame; not in Torrent.s.peers
+	failures int   // in a row
+	retryAt  time.Time
+	dropped  bool
+	workers  int // worker goroutines running
+}
+
+// webJob is one range request: pieces [first, end) whose blocks are claimed
+// for the seed.
+type webJob struct {
+	seed        *webSeed
+	first, end  int
+	outstanding map[int]bool // pieces not yet delivered
+}
+
+// webPiece is one piece of a web seed's answer, handed to the loop.
+type webPiece struct {
+	job   *webJob
+	piece int
+	buf   []byte // from the client's piece pool
+}
+
+// AddWebSeed adds an HTTP source. Its workers start at once and fetch only
+// as the torrent's WebSeedMode allows.
+func (t *Torrent) AddWebSeed(ws WebSeed) error {
+	u, err := url.Parse(ws.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("swarm: web seed %q: not an http or https URL", ws.URL)
+	}
+	if ws.Origin && (ws.File < 0 || ws.File >= len(t.info.Files)) {
+		return fmt.Errorf("swarm: web seed for file %d: no such file", ws.File)
+	}
+	if !ws.Origin {
+		ws.Header = nil
+	}
+	ok := t.do(func() {
+		for _, s := range t.s.webSeeds {
+			if s.ws.URL == ws.URL && !s.dropped {
+				return
+			}
+		}
+		s := &webSeed{ws: ws}
+		s.p = &peer{id: t.s.allocID(), web: s, connectedAt: t.client.now()}
+		t.s.picker.AddPeer(picker.PeerID(s.p.id))
+		t.s.picker.PeerHaveAll(picker.PeerID(s.p.id))
+		t.s.webSeeds = append(t.s.webSeeds, s)
+		for range webWorkers {
+			s.workers++
+			t.wg.Go(func() { t.webWorker(s) })
+		}
+	})
+	if !ok {
+		return ErrClosed
+	}
+	return nil
+}
+
+// covers reports whether seed s can serve all of piece i.
+func (t *Torrent) covers(s *webSeed, i int) bool {
+	if !s.ws.Origin {
+		return true
+	}
+	f := t.info.Files[s.ws.File]
+	start := int64(i) * t.info.PieceLength
+	return start >= f.Offset && start+t.info.PieceLen(i) <= f.Offset+f.Length
+}
+
+// webWake wakes idle web seed workers to look for work again.
+func (t *Torrent) webWake() {
+	close(t.s.webWakeCh)
+	t.s.webWakeCh = make(chan struct{})
+}
+
+// peersStalled reports whether peers have delivered nothing for the stall
+// budget: then web seeds fetch freely.
+func (t *Torrent) peersStalled(now time.Time) bool {
+	if len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0 && !t.hasPeerSources() {
+		return true // no peer will come: do not wait for one
+	}
+	last := t.s.lastDL
+	if last.IsZero() {
+		last = t.s.started
+	}
+	return now.Sub(last) >= t.stallBudget()
+}
+
+// hasPeerSources reports whether trackers or other sources may yet find
+// peers.
+func (t *Torrent) hasPeerSources() bool {
+	return len(t.opts.PeerSources) > 0 || (!t.opts.NoTrackers && len(t.meta.Trackers()) > 0)
+}
+
+func (t *Torrent) stallBudget() time.Duration {
+	if t.opts.StallBudget > 0 {
+		return t.opts.StallBudget
+	}
+	return DefaultStallBudget
+}
+
+// nextWebJob runs on the loop: it picks a range for seed s, or returns a
+// channel to wait on when there is nothing to do now.
+func (t *Torrent) nextWebJob(s *webSeed) (*webJob, <-chan struct{}) {
+	now := t.client.now()
+	if s.dropped || now.Before(s.retryAt) {
+		return nil, t.s.webWakeCh
+	}
+	// A rescue comes first: exactly the gap a reader is stuck on.
+	for k, job := range t.s.ready {
+		if job.seed == s {
+			t.s.ready = append(t.s.ready[:k], t.s.ready[k+1:]...)
+			return job, nil
+		}
+	}
+	start := -1
+	if t.opts.WebSeedMode == WebSeedAlways || t.peersStalled(now) {
+		start = t.firstWebPiece(s)
+	}
+	if start < 0 {
+		return nil, t.s.webWakeCh
+	}
+	job := &webJob{seed: s, first: start, end: start, outstanding: map[int]bool{}}
+	var size int64
+	for i := start; i < t.info.NumPieces() && size < webJobBytes && t.webEligible(s, i); i++ {
+		t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
+		job.end = i + 1
+		job.outstanding[i] = true
+		size += t.info.PieceLen(i)
+	}
+	return job, nil
+}
+
+// webEligible: a piece seed s covers, that is wanted, and that nobody has
+// started.
+func (t *Torrent) webEligible(s *webSeed, i int) bool {
+	return t.s.picker.Untouched(i) && t.s.picker.Wanted(i) && t.covers(s, i)
+}
+
+// firstWebPiece is where a free-running web seed starts: the readers'
+// positions first, else the first wanted piece nobody has started.
+func (t *Torrent) firstWebPiece(s *webSeed) int {
+	best := -1
+	for _, r := range t.s.readers {
+		for i := r.piece; i < t.info.NumPieces() && i < r.piece+webJobBytes/int(t.info.PieceLength)+1; i++ {
+			if t.webEligible(s, i) {
+				if best < 0 || i < best {
+					best = i
+				}
+				break
+			}
+		}
+	}
+	if best >= 0 {
+		return best
+	}
+	for i := range t.info.NumPieces() {
+		if t.webEligible(s, i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// webWorker runs one connection's worth of range requests for seed s.
+func (t *Torrent) webWorker(s *webSeed) {
+	for {
+		var job *webJob
+		var wait <-chan struct{}
+		dropped := false
+		if !t.do(func() {
+			dropped = s.dropped
+			if !dropped {
+				job, wait = t.nextWebJob(s)
+			}
+		}) || dropped {
+			return
+		}
+		if job == nil {
+			select {
+			case <-wait:
+			case <-t.done:
+				return
+			}
+			continue
+		}
+		err := t.fetch(job)
+		if !t.do(func() { t.webJobDone(job, err) }) {
+			return
+		}
+	}
+}
+
+// webJobDone returns what a job did not deliver to the pool and keeps the
+// seed's failure count.
+func (t *Torrent) webJobDone(job *webJob, err error) {
+	s := job.seed
+	id := picker.PeerID(s.p.id)
+	for i := range job.outstanding {
+		for b := range t.blocksOf(i) {
+			t.s.picker.Rejected(id, b)
+		}
+	}
+	if err == nil {
+		s.failures = 0
+		return
+	}
+	s.failures++
+	s.retryAt = t.client.now().Add(time.Duration(s.failures*s.failures) * t.client.cfg.WebSeedRetry)
+	t.log.Info("web seed failed", "url", redactURL(s.ws.URL), "failures", s.failures, "err", err)
+	var bad *badAnswerError
+	if errors.As(err, &bad) || s.failures >= webMaxFailures {
+		t.dropWebSeed(s, err)
+	}
+	t.fillAll()
+}
+
+// blocksOf iterates the blocks of piece i.
+func (t *Torrent) blocksOf(i int) func(func(picker.Block) bool) {
+	return func(yield func(picker.Block) bool) {
+		n := int(t.info.PieceLen(i))
+		for begin := 0; begin < n; begin += blockSize {
+			if !yield(picker.Block{Piece: i, Begin: begin, Length: min(blockSize, n-begin)}) {
+				return
+			}
+		}
+	}
+}
+
+func (t *Torrent) dropWebSeed(s *webSeed, why error) {
+	if s.dropped {
+		return
+	}
+	s.dropped = true
+	t.s.picker.RemovePeer(picker.PeerID(s.p.id))
+	t.s.freeIDs = append(t.s.freeIDs, s.p.id)
+	t.log.Info("web seed dropped", "url", redactURL(s.ws.URL), "why", why)
+	t.webWake()
+	t.fillAll()
+}
+
+// onWebPiece files a piece a web seed delivered. Only the blocks still
+// claimed by the seed are taken; the piece is hashed like any other.
+func (t *Torrent) onWebPiece(wp webPiece) {
+	job, s := wp.job, wp.job.seed
+	delete(job.outstanding, wp.piece)
+	defer t.client.putPiece(wp.buf)
+	if s.dropped {
+		return
+	}
+	for b := range t.blocksOf(wp.piece) {
+		accepted, done, others := t.s.picker.Received(picker.PeerID(s.p.id), b)
+		if !accepted {
+			continue
+		}
+		t.s.fromWeb += int64(b.Length)
+		for _, id := range others {
+			if q := t.s.peers[int(id)]; q != nil {
+				delete(q.inflight, b)
+				q.cancel(b)
+			}
+		}
+		t.fileBlock(s.p, b, wp.buf[b.Begin:b.Begin+b.Length], done)
+	}
+}
+
+// badAnswerError marks an answer that is not the expected representation:
+// the seed is dropped at once, not retried.
+type badAnswerError struct{ reason string }
+
+func (e *badAnswerError) Error() string { return "swarm: web seed answer: " + e.reason }
+
+// segment is one HTTP range of a job: bytes [off, off+n) of the resource
+// at url, which hold bytes starting at pos of the torrent's stream.
+type segment struct {
+	url     string
+	size    int64 // the resource's full length
+	off, n  int64
+	pos     int64
+	padding bool // a BEP 47 padding file: zeros, never fetched
+}
+
+// segments maps the torrent bytes [pos, end) onto seed s's resources.
+func (t *Torrent) segments(s *webSeed, pos, end int64) []segment {
+	var out []segment
+	for pos < end {
+		fi, ok := t.info.FileAt(pos)
+		if !ok {
+			break
+		}
+		f := t.info.Files[fi]
+		n := min(end, f.Offset+f.Length) - pos
+		seg := segment{url: t.fileURL(s, fi), size: f.Length, off: pos - f.Offset, n: n, pos: pos, padding: f.Padding()}
+		out = append(out, seg)
+		pos += n
+	}
+	return out
+}
+
+// fileURL is where seed s serves file i.
+func (t *Torrent) fileURL(s *webSeed, i int) string {
+	if s.ws.Origin {
+		return s.ws.URL
+	}
+	base := s.ws.URL
+	if !t.info.MultiFile {
+		if strings.HasSuffix(base, "/") {
+			return base + url.PathEscape(t.info.Name)
+		}
+		return base
+	}
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	parts := make([]string, len(t.info.Files[i].Path))
+	for k, c := range t.info.Files[i].Path {
+		parts[k] = url.PathEscape(c)
+	}
+	return base + strings.Join(parts, "/")
+}
+
+// fetch runs one job: range requests for its pieces, streamed piece by
+// piece to the loop. It runs on a web worker goroutine.
+func (t *Torrent) fetch(job *webJob) error {
+	pl := t.info.PieceLength
+	start := int64(job.first) * pl
+	end := min(int64(job.end)*pl, t.info.TotalLength)
+	piece := job.first
+	buf := t.client.getPiece(int(t.info.PieceLen(piece)))
+	filled := 0
+	deliver := func(p []byte) error {
+		for len(p) > 0 {
+			n := copy(buf[filled:], p)
+			filled += n
+			p = p[n:]
+			if filled < len(buf) {
+				continue
+			}
+			select {
+			case t.webData <- webPiece{job: job, piece: piece, buf: buf}:
+			case <-t.done:
+				return ErrClosed
+			}
+			piece++
+			filled = 0
+			if piece < job.end {
+				buf = t.client.getPiece(int(t.info.PieceLen(piece)))
+			} else {
+				buf = nil
+			}
+		}
+		return nil
+	}
+	defer func() {
+		if buf != nil {
+			t.client.putPiece(buf)
+		}
+	}()
+	for _, seg := range t.segments(job.seed, start, end) {
+		if seg.padding {
+			if err := deliver(make([]byte, seg.n)); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := t.fetchSegment(job.seed, seg, deliver); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetchSegment requests one range and checks the answer is the expected
+// representation before any byte of it is used.
+func (t *Torrent) fetchSegment(s *webSeed, seg segment, deliver func([]byte) error) error {
+	req, err := http.NewRequestWithContext(t.ctx, http.MethodGet, seg.url, nil)
+	if err != nil {
+		return &badAnswerError{reason: "bad URL"}
+	}
+	for k, vs := range s.ws.Header {
+		req.Header[k] = append([]string(nil), vs...)
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(seg.off, 10)+"-"+strconv.FormatInt(seg.off+seg.n-1, 10))
+	req.Header.Del("If-Range")
+	resp, err := t.client.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "application/x-bittorrent") {
+		return &badAnswerError{reason: "a metainfo document, not the file"}
+	}
+	body := io.Reader(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		first, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || first != seg.off || last != seg.off+seg.n-1 || (total >= 0 && total != seg.size) {
+			return &badAnswerError{reason: "Content-Range " + strconv.Quote(resp.Header.Get("Content-Range")) + " does not match the request"}
+		}
+	case http.StatusOK:
+		// The whole file, though a range was asked for: skip to the range.
+		if resp.ContentLength >= 0 && resp.ContentLength != seg.size {
+			return &badAnswerError{reason: "length " + strconv.FormatInt(resp.ContentLength, 10) + " is not the file's"}
+		}
+		if _, err := io.CopyN(io.Discard, body, seg.off); err != nil {
+			return fmt.Errorf("swarm: web seed: skipping to the range: %w", err)
+		}
+	default:
+		return fmt.Errorf("swarm: web seed answered %s", resp.Status)
+	}
+	lr := &io.LimitedReader{R: body, N: seg.n}
+	chunk := make([]byte, 256<<10)
+	for lr.N > 0 {
+		n, err := lr.Read(chunk)
+		if n > 0 {
+			if derr := deliver(chunk[:n]); derr != nil {
+				return derr
+			}
+		}
+		if err == io.EOF {
+			if lr.N > 0 {
+				return fmt.Errorf("swarm: web seed: answer ended %d bytes early", lr.N)
+			}
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("swarm: web seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// parseContentRange reads "bytes first-last/total"; total is -1 for "*".
+func parseContentRange(v string) (first, last, total int64, ok bool) {
+	rest, found := strings.CutPrefix(v, "bytes ")
+	if !found {
+		return 0, 0, 0, false
+	}
+	span, size, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, 0, false
+	}
+	a, b, found := strings.Cut(span, "-")
+	if !found {
+		return 0, 0, 0, false
+	}
+	var err1, err2 error
+	first, err1 = strconv.ParseInt(a, 10, 64)
+	last, err2 = strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || first < 0 || last < first {
+		return 0, 0, 0, false
+	}
+	if size == "*" {
+		return first, last, -1, true
+	}
+	total, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || total <= last {
+		return 0, 0, 0, false
+	}
+	return first, last, total, true
+}
+
+// redactURL keeps credentials and query strings out of logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	u.RawQuery = ""
+	return u.String()
+}

@@ -1,0 +1,278 @@
+package swarm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm/internal/wire"
+)
+
+// countingServer serves content with Range support, counts the bytes it
+// sends, and lets a test spoil its answers.
+type countingServer struct {
+	*httptest.Server
+	sent     atomic.Int64
+	requests atomic.Int64
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
+}
+
+func serve(t testing.TB, h http.Handler) *countingServer {
+	cs := &countingServer{}
+	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cs.requests.Add(1)
+		h.ServeHTTP(countingWriter{w, &cs.sent}, r)
+	}))
+	t.Cleanup(cs.Close)
+	return cs
+}
+
+func contentHandler(name string, content []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(content))
+	})
+}
+
+func (f *fixture) withURLList(t testing.TB, urls ...string) *metainfo.MetaInfo {
+	t.Helper()
+	m := *f.meta
+	m.URLList = urls
+	data, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := metainfo.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func leechWith(t testing.TB, m *metainfo.MetaInfo, cfg Config, opts TorrentOptions) (*Torrent, *MemoryStorage) {
+	t.Helper()
+	c := newClient(t, cfg)
+	st := NewMemoryStorage(&m.Info)
+	opts.NoTrackers = true
+	tor, err := c.AddTorrent(m, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tor, st
+}
+
+func checkBytes(t testing.TB, st *MemoryStorage, want []byte) {
+	t.Helper()
+	got := make([]byte, len(want))
+	if _, err := st.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("downloaded bytes differ")
+	}
+}
+
+func TestWebSeedOnly(t *testing.T) {
+	f := newFixture(t, 3<<20+5, 64<<10)
+	srv := serve(t, http.StripPrefix("/files/", contentHandler("content.bin", f.content)))
+	for _, u := range []string{srv.URL + "/files/", srv.URL + "/files/content.bin"} {
+		t.Run(u[len(srv.URL):], func(t *testing.T) {
+			srv.sent.Store(0)
+			srv.requests.Store(0)
+			m := f.withURLList(t, u)
+			tor, st := leechWith(t, m, Config{}, TorrentOptions{StallBudget: time.Millisecond})
+			waitComplete(t, tor, 30*time.Second)
+			checkBytes(t, st, f.content)
+			s := tor.Stats()
+			if s.FromWebSeeds != int64(len(f.content)) || s.Downloaded != 0 {
+				t.Fatalf("from web seeds %d, from peers %d", s.FromWebSeeds, s.Downloaded)
+			}
+			// Large ranges, not a request per block.
+			if n := srv.requests.Load(); n > 10 {
+				t.Fatalf("%d requests for %d bytes", n, len(f.content))
+			}
+		})
+	}
+}
+
+func TestWebSeedMultiFile(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "album")
+	var all []byte
+	for _, f := range []struct {
+		name string
+		size int
+	}{{"a track.mp3", 700_000}, {"disc 2/b.mp3", 1 << 20}, {"c.txt", 10}} {
+		data := bytes.Repeat([]byte(f.name), f.size/len(f.name)+1)[:f.size]
+		path := filepath.Join(root, f.name)
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, data...)
+	}
+	m, err := metainfo.Build(context.Background(), root, metainfo.BuildOptions{PieceLength: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, http.FileServer(http.Dir(filepath.Dir(root))))
+	f := &fixture{content: all, meta: m}
+	m = f.withURLList(t, srv.URL+"/")
+	// Build walks the directory in lexical order; make the expectation match.
+	var want []byte
+	for _, fl := range m.Info.Files {
+		data, err := os.ReadFile(filepath.Join(filepath.Dir(root), filepath.FromSlash(fl.DisplayPath())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, data...)
+	}
+	tor, st := leechWith(t, m, Config{}, TorrentOptions{StallBudget: time.Millisecond})
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, want)
+}
+
+// TestBadWebSeeds: a seed that lies is caught by the hashes and dropped; one
+// that ignores Range is still used; one that fails is retried, then
+// dropped; the file is still correct.
+func TestBadWebSeeds(t *testing.T) {
+	f := newFixture(t, 2<<20, 32<<10)
+	good := contentHandler("f", f.content)
+	tests := []struct {
+		name    string
+		handler http.Handler
+		dropped bool
+		tries   int64 // requests to wait for before the good seed joins
+	}{
+		{"wrong bytes in one range", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			spoilt := bytes.Clone(f.content)
+			spoilt[1<<20] ^= 0xff
+			http.ServeContent(w, r, "f", time.Time{}, bytes.NewReader(spoilt))
+		}), true, 1},
+		{"whole file for a range", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "2097152")
+			w.Write(f.content)
+		}), false, 1},
+		{"404", http.NotFoundHandler(), true, webMaxFailures},
+		{"500", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		}), true, webMaxFailures},
+		{"a torrent instead of the file", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-bittorrent")
+			w.Write([]byte("d4:infod4:name1:aee"))
+		}), true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			bad := serve(t, tt.handler)
+			fallback := serve(t, good)
+			m := f.withURLList(t, bad.URL+"/f")
+			tor, st := leechWith(t, m, Config{WebSeedRetry: 10 * time.Millisecond}, TorrentOptions{StallBudget: time.Millisecond})
+			// The good seed joins once the bad one has been tried enough.
+			deadline := time.Now().Add(10 * time.Second)
+			for bad.requests.Load() < tt.tries && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err := tor.AddWebSeed(WebSeed{URL: fallback.URL + "/f"}); err != nil {
+				t.Fatal(err)
+			}
+			waitComplete(t, tor, 30*time.Second)
+			checkBytes(t, st, f.content)
+			dropped := false
+			tor.do(func() { dropped = tor.s.webSeeds[0].dropped })
+			if dropped != tt.dropped {
+				t.Fatalf("bad seed dropped: %v, want %v", dropped, tt.dropped)
+			}
+		})
+	}
+}
+
+// TestOriginWebSeedHeaders: the origin seed carries the client's headers;
+// url-list seeds do not.
+func TestOriginWebSeedHeaders(t *testing.T) {
+	f := newFixture(t, 1<<20, 32<<10)
+	var sawCookie, sawAccept atomic.Bool
+	origin := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Cookie") == "session=1" {
+			sawCookie.Store(true)
+		}
+		if strings.Contains(r.Header.Get("Accept"), "bittorrent") {
+			sawAccept.Store(true)
+		}
+		http.ServeContent(w, r, "f", time.Time{}, bytes.NewReader(f.content))
+	}))
+	tor, st := leechWith(t, f.meta, Config{}, TorrentOptions{StallBudget: time.Millisecond})
+	h := http.Header{"Cookie": {"session=1"}, "Accept": {"*/*"}}
+	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true, File: 0, Header: h}); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, f.content)
+	if !sawCookie.Load() || sawAccept.Load() {
+		t.Fatalf("cookie sent %v, bittorrent accept sent %v", sawCookie.Load(), sawAccept.Load())
+	}
+	if err := tor.AddWebSeed(WebSeed{URL: "ftp://127.0.0.1/x"}); err == nil {
+		t.Fatal("an ftp web seed was accepted")
+	}
+}
+
+// TestRescueStalledReader: the only peer accepts requests and never answers;
+// the reader is rescued from the web seed long before requests time out.
+func TestRescueStalledReader(t *testing.T) {
+	f := newFixture(t, 2<<20, 64<<10)
+	stuck := startFakePeer(t, f, seedGreeting, func(*bufio.Writer, *wire.Message, *fixture) {})
+	origin := serve(t, contentHandler("f", f.content))
+	tor, _ := leechWith(t, f.meta, Config{RequestTimeout: time.Hour}, TorrentOptions{Lazy: true, StallBudget: 200 * time.Millisecond})
+	tor.AddPeers(stuck.addr())
+	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := tor.NewReader(ctx)
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.content) {
+		t.Fatal("bytes differ")
+	}
+	if stuck.served.Load() == 0 {
+		t.Fatal("the stuck peer was never asked")
+	}
+}
+
+// TestWebSeedSparingWhenPeersKeepUp: with a healthy peer, the origin serves
+// little.
+func TestWebSeedSparingWhenPeersKeepUp(t *testing.T) {
+	f := newFixture(t, 8<<20, 64<<10)
+	seedClient, _ := f.seed(t)
+	origin := serve(t, contentHandler("f", f.content))
+	m := f.withURLList(t, origin.URL+"/f")
+	tor, st := leechWith(t, m, Config{}, TorrentOptions{Peers: []netip.AddrPort{addrOf(seedClient)}})
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, f.content)
+	if sent := origin.sent.Load(); sent*10 > int64(len(f.content)) {
+		t.Fatalf("origin served %d of %d bytes", sent, len(f.content))
+	}
+}
