@@ -302,6 +302,10 @@ func (t *Torrent) Close() error {
 func (t *Torrent) run() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	// Stalls are looked for more often than once a second, so a reader
+	// waits little longer than the budget before web seeds step in.
+	stall := time.NewTicker(max(t.stallBudget()/4, 50*time.Millisecond))
+	defer stall.Stop()
 	defer t.shutdown()
 	for {
 		select {
@@ -317,6 +321,11 @@ func (t *Torrent) run() {
 			f()
 		case now := <-tick.C:
 			t.onTick(now)
+		case now := <-stall.C:
+			t.rescueStalled(now)
+			if len(t.s.webSeeds) > 0 && t.peersStalled(now) {
+				t.webWake()
+			}
 		case <-t.done:
 			return
 		}
