@@ -1,0 +1,185 @@
+package negotiate
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// FuzzAccept runs InjectAccept on arbitrary Accept values: no panic; when
+// it injects, the result lists the torrent type exactly once, keeps every
+// media range of the client in order, and has */* exactly when the client
+// had it or sent nothing usable.
+func FuzzAccept(f *testing.F) {
+	f.Fuzz(func(t *testing.T, accept string) {
+		r := &http.Request{Method: http.MethodGet, URL: &url.URL{Scheme: "http", Host: "a.example", Path: "/f"},
+			Header: http.Header{"Accept": {accept}}}
+		before, parsed := parseAccept([]string{accept})
+		injected, reason := InjectAccept(r, Config{})
+		after := r.Header.Values("Accept")
+		if !injected {
+			if len(after) != 1 || after[0] != accept {
+				t.Fatalf("not injected (%s) but Accept changed to %q", reason, after)
+			}
+			if reason != ReasonClientAccepts && reason != ReasonClientRefuses {
+				t.Fatalf("unexpected reason %q", reason)
+			}
+			return
+		}
+		if len(after) != 1 {
+			t.Fatalf("Accept has %d lines", len(after))
+		}
+		got, ok := parseAccept(after)
+		if !ok {
+			t.Fatalf("injected Accept %q does not parse", after[0])
+		}
+		ours, star := 0, false
+		for _, mr := range got {
+			if mr.isTorrent() {
+				ours++
+			}
+			if mr.typ == "*" && mr.sub == "*" {
+				star = true
+			}
+		}
+		if ours != 1 {
+			t.Fatalf("torrent type listed %d times in %q", ours, after[0])
+		}
+		if !parsed || len(before) == 0 {
+			if after[0] != defaultAccept {
+				t.Fatalf("absent or malformed Accept %q became %q", accept, after[0])
+			}
+			return
+		}
+		hadStar := false
+		for i, mr := range before {
+			if got[i+1].raw != mr.raw {
+				t.Fatalf("client range %q lost or moved in %q", mr.raw, after[0])
+			}
+			hadStar = hadStar || mr.typ == "*" && mr.sub == "*"
+		}
+		if len(got) != len(before)+1 || star != hadStar {
+			t.Fatalf("ranges %d -> %d, */* %v -> %v", len(before), len(got), hadStar, star)
+		}
+		if !safeValue(after[0]) {
+			t.Fatalf("control character in %q", after[0])
+		}
+	})
+}
+
+// FuzzSniff checks that SniffTorrent does not panic, only recognises data
+// that holds an info key, and does not change its mind when more of the
+// body arrives.
+func FuzzSniff(f *testing.F) {
+	f.Fuzz(func(t *testing.T, prefix []byte) {
+		if !SniffTorrent(prefix) {
+			return
+		}
+		if !bytes.Contains(prefix, []byte("4:infod")) {
+			t.Fatal("sniffed a torrent without an info dictionary")
+		}
+		if len(prefix) < SniffLen && !SniffTorrent(append(bytes.Clone(prefix), "garbage"...)) {
+			t.Fatal("more bytes changed the verdict")
+		}
+	})
+}
+
+// FuzzParseRange checks ParseRange's results for any header and size: only
+// its sentinel errors, at most MaxRanges non-empty ranges inside [0, size)
+// with at most MaxOverlap over one byte.
+func FuzzParseRange(f *testing.F) {
+	f.Fuzz(func(t *testing.T, header string, size int64) {
+		rs, err := ParseRange(header, size)
+		if err != nil {
+			if rs != nil || !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnsatisfiable) && !errors.Is(err, ErrTooManyRanges) {
+				t.Fatalf("ParseRange = %v, %v", rs, err)
+			}
+			return
+		}
+		if len(rs) == 0 || len(rs) > MaxRanges {
+			t.Fatalf("%d ranges", len(rs))
+		}
+		for _, r := range rs {
+			if r.Start < 0 || r.End > size || r.Start >= r.End {
+				t.Fatalf("range %v outside [0, %d)", r, size)
+			}
+		}
+		if overlap(rs) > MaxOverlap {
+			t.Fatalf("%v overlaps more than %d times", rs, MaxOverlap)
+		}
+	})
+}
+
+// FuzzContentRange checks ParseContentRange: no panic, a consistent range
+// on success, and a round trip through its canonical form.
+func FuzzContentRange(f *testing.F) {
+	f.Fuzz(func(t *testing.T, v string) {
+		start, end, total, err := ParseContentRange(v)
+		if err != nil {
+			if errors.Is(err, ErrUnsatisfiable) && (total < 0 || start != -1 || end != -1) {
+				t.Fatalf("unsatisfied form: %d %d %d", start, end, total)
+			}
+			return
+		}
+		if start < 0 || end <= start || total < -1 || total >= 0 && end > total {
+			t.Fatalf("ParseContentRange(%q) = %d, %d, %d", v, start, end, total)
+		}
+		length := "*"
+		if total >= 0 {
+			length = fmt.Sprint(total)
+		}
+		s2, e2, t2, err := ParseContentRange(fmt.Sprintf("bytes %d-%d/%s", start, end-1, length))
+		if err != nil || s2 != start || e2 != end || t2 != total {
+			t.Fatalf("round trip: %d %d %d %v", s2, e2, t2, err)
+		}
+	})
+}
+
+// FuzzPickFile matches random request paths against a small multi-file
+// torrent: no panic, and a picked file is a real, non-padding file whose
+// last component is the last path segment and whose match beats every
+// other file's.
+func FuzzPickFile(f *testing.F) {
+	m := multiTorrent(f)
+	f.Fuzz(func(t *testing.T, path string) {
+		u, err := url.Parse("http://a.example/" + strings.TrimPrefix(path, "/"))
+		if err != nil {
+			return
+		}
+		i, ok := PickFile(&m.Info, u)
+		if !ok {
+			return
+		}
+		if i < 0 || i >= len(m.Info.Files) || m.Info.Files[i].Padding() {
+			t.Fatalf("picked file %d", i)
+		}
+		var segs []string
+		for _, s := range strings.Split(u.EscapedPath(), "/") {
+			seg, err := url.PathUnescape(s)
+			if err != nil {
+				t.Fatalf("picked %d for an undecodable path", i)
+			}
+			segs = append(segs, seg)
+		}
+		score := func(p []string) int {
+			k := 0
+			for k < len(p) && k < len(segs) && p[len(p)-1-k] == segs[len(segs)-1-k] {
+				k++
+			}
+			return k
+		}
+		mine := score(m.Info.Files[i].Path)
+		if mine == 0 {
+			t.Fatalf("picked %d with no matching segment", i)
+		}
+		for j, fl := range m.Info.Files {
+			if j != i && !fl.Padding() && score(fl.Path) >= mine {
+				t.Fatalf("picked %d but %d matches as well", i, j)
+			}
+		}
+	})
+}

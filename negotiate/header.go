@@ -1,0 +1,114 @@
+package negotiate
+
+import (
+	"net/http"
+	"strings"
+)
+
+// isTchar reports whether c may appear in an RFC 9110 token.
+func isTchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+// tokenEnd returns the index just past the token that starts at s[i].
+func tokenEnd(s string, i int) int {
+	for i < len(s) && isTchar(s[i]) {
+		i++
+	}
+	return i
+}
+
+func skipOWS(s string, i int) int {
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// quotedEnd returns the index just past the quoted-string that starts at
+// s[i] (which is '"'), or ok == false when it is unterminated or holds a
+// control character.
+func quotedEnd(s string, i int) (end int, ok bool) {
+	for i++; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			return i + 1, true
+		case c == '\\':
+			i++
+			if i == len(s) || isCTL(s[i]) && s[i] != '\t' {
+				return 0, false
+			}
+		case isCTL(c) && c != '\t':
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+func isCTL(c byte) bool { return c < 0x20 || c == 0x7f }
+
+// safeValue reports whether a header value may be copied into a response:
+// no control characters other than HTAB.
+func safeValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if isCTL(v[i]) && v[i] != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// splitList splits one field value at the commas that separate list
+// elements (RFC 9110 §5.6.1), leaving commas inside quoted strings alone,
+// and trims optional whitespace. Empty elements are kept as "".
+func splitList(v string) []string {
+	var out []string
+	start, quoted := 0, false
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '\\':
+			if quoted {
+				i++
+			}
+		case '"':
+			quoted = !quoted
+		case ',':
+			if !quoted {
+				out = append(out, strings.Trim(v[start:i], " \t"))
+				start = i + 1
+			}
+		}
+	}
+	return append(out, strings.Trim(v[start:], " \t"))
+}
+
+// directives is the set of Cache-Control directive names of a message, in
+// lower case.
+type directives map[string]bool
+
+// cacheControl collects the directive names of every Cache-Control field
+// line of h. Arguments are ignored: a "private" with field names is
+// treated as private, which errs on the side of privacy.
+func cacheControl(h http.Header) directives {
+	var d directives
+	for _, v := range h.Values("Cache-Control") {
+		for _, elem := range splitList(v) {
+			name, _, _ := strings.Cut(elem, "=")
+			name = strings.ToLower(strings.Trim(name, " \t"))
+			if name == "" {
+				continue
+			}
+			if d == nil {
+				d = make(directives)
+			}
+			d[name] = true
+		}
+	}
+	return d
+}
+
+func (d directives) has(name string) bool { return d[name] }
