@@ -1,0 +1,285 @@
+// Package proxy is tbproxy's forward proxy: it negotiates BitTorrent with
+// origins by adding application/x-bittorrent to the Accept of GET requests,
+// and when an origin answers with a torrent, it answers the client with the
+// file itself, streamed from the swarm through http.ServeContent. Every
+// other answer passes through untouched, and when the torrent cannot be
+// used the proxy refetches the URL as plain HTTP.
+//
+// It is the only package that imports goproxy. It decides policy (what to
+// negotiate, CONNECT rules, MITM, the local endpoints) and owns the HTTP
+// server; the engine (swarm), the pure negotiation rules (negotiate) and
+// the CA (certs) do the rest.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// Store gives torrents their storage: the disk cache in production, memory
+// in tests.
+type Store interface {
+	// Open returns storage for m. Transient content (private, no-store)
+	// must not outlive its release.
+	Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, error)
+	// Pin keeps the torrent's data while a response streams it; release
+	// undoes it.
+	Pin(ih metainfo.Hash) (release func())
+}
+
+// Config configures a Proxy. Zero fields take the defaults given.
+type Config struct {
+	// Engine runs the torrents. Required.
+	Engine *swarm.Client
+	// Store keeps what they download; nil means memory, per torrent.
+	Store Store
+	// AllowedClients are the networks that may use a proxy listening
+	// beyond loopback. Loopback clients are always allowed.
+	AllowedClients []netip.Prefix
+	// CA enables MITM of CONNECT tunnels when set; nil keeps tunnels blind.
+	CA *certs.CA
+	// MITMExclude are hosts (or *.suffix patterns) tunnelled blindly even
+	// with MITM on: clients that pin certificates.
+	MITMExclude []string
+	// ConnectPorts are the ports CONNECT may reach; nil means 443 only.
+	ConnectPorts []int
+	// ExcludeHosts are never negotiated.
+	ExcludeHosts []string
+	// RootCAs verify upstream TLS; nil means the system's roots.
+	RootCAs *x509.CertPool
+	// Dial connects upstream; nil means a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// AllowPrivateUpstream permits CONNECT and requests to loopback,
+	// link-local and private addresses (tests, LAN origins). Off, they are
+	// refused at dial time, on the resolved address.
+	AllowPrivateUpstream bool
+	// StallBudget is passed to each torrent; 0 means the engine's default.
+	StallBudget time.Duration
+	// Logger receives one structured line per transformed request.
+	Logger *slog.Logger
+}
+
+// Proxy is the forward proxy.
+type Proxy struct {
+	cfg      Config
+	log      *slog.Logger
+	gp       *goproxy.ProxyHttpServer
+	upstream *http.Transport
+	store    Store
+	self     selfAddrs // our own listening addresses, against loops
+
+	addMu sync.Mutex // serialises get-or-add of torrents
+
+	mu        sync.Mutex
+	transfers map[int64]*transfer // active synthesised responses; guarded by mu
+	nextID    int64               // guarded by mu
+	totals    totals              // guarded by mu
+	sources   map[string]bool     // trackers' and web seeds' host:port; guarded by mu
+
+	servers []*http.Server // guarded by mu
+	wg      sync.WaitGroup // streaming goroutines
+}
+
+// New builds a Proxy; Serve runs it on a listener.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("proxy: no engine")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConnectPorts == nil {
+		cfg.ConnectPorts = []int{443}
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		store:     cfg.Store,
+		transfers: map[int64]*transfer{},
+	}
+	if p.store == nil {
+		p.store = newMemoryStore()
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+		dial = d.DialContext
+	}
+	guarded := p.guardDial(dial)
+	p.upstream = &http.Transport{
+		Proxy:                 nil, // never through another proxy: no loops
+		DialContext:           guarded,
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true,
+		DisableCompression:    true, // pass encodings through untouched
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = slogPrintf{p.log}
+	gp.Tr = p.upstream
+	gp.KeepAcceptEncoding = true
+	gp.ConnectDial = func(network, addr string) (net.Conn, error) {
+		return guarded(context.Background(), network, addr)
+	}
+	gp.NonproxyHandler = http.HandlerFunc(p.serveLocal)
+	gp.OnRequest().HandleConnectFunc(p.handleConnect)
+	gp.OnRequest().DoFunc(p.onRequest)
+	p.gp = gp
+	return p, nil
+}
+
+// Serve answers proxy clients on ln until Close.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		p.mu.Lock()
+		p.self.add(ap)
+		p.mu.Unlock()
+	}
+	srv := &http.Server{
+		Handler:           p.checkClient(p.gp),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
+	}
+	p.mu.Lock()
+	p.servers = append(p.servers, srv)
+	p.mu.Unlock()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops the servers and waits for every response stream to end.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	servers := p.servers
+	p.servers = nil
+	p.mu.Unlock()
+	for _, s := range servers {
+		s.Close()
+	}
+	p.wg.Wait()
+	p.upstream.CloseIdleConnections()
+	return nil
+}
+
+// checkClient refuses clients outside loopback and the allow-list.
+func (p *Proxy) checkClient(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil || !p.clientAllowed(ap.Addr().Unmap()) {
+			http.Error(w, "tbproxy: client not allowed", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (p *Proxy) clientAllowed(a netip.Addr) bool {
+	if a.IsLoopback() {
+		return true
+	}
+	for _, pfx := range p.cfg.AllowedClients {
+		if pfx.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// selfAddrs are the addresses the proxy listens on.
+type selfAddrs struct{ addrs []netip.AddrPort }
+
+func (s *selfAddrs) add(a netip.AddrPort) { s.addrs = append(s.addrs, a) }
+
+// isSelf reports whether a host:port names one of our listeners.
+func (p *Proxy) isSelf(hostport string) bool {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	if host == "localhost" {
+		ip, err = netip.MustParseAddr("127.0.0.1"), nil
+	}
+	if err != nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.self.addrs {
+		if int(a.Port()) == n && (a.Addr().Unmap() == ip.Unmap() || a.Addr().IsUnspecified() || ip.IsLoopback() && a.Addr().IsLoopback()) {
+			return true
+		}
+	}
+	return false
+}
+
+// errForbiddenTarget is a dial refused by policy.
+var errForbiddenTarget = errors.New("proxy: destination not allowed")
+
+// guardDial checks the address actually dialled, after resolution, so a
+// name that resolves to a private address (DNS rebinding) is refused too.
+func (p *Proxy) guardDial(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if p.isSelf(addr) {
+			return nil, fmt.Errorf("%w: %s is this proxy", errForbiddenTarget, addr)
+		}
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if !p.cfg.AllowPrivateUpstream {
+			if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil && !publicAddr(ap.Addr()) {
+				conn.Close()
+				return nil, fmt.Errorf("%w: %s resolves to %s", errForbiddenTarget, addr, ap.Addr())
+			}
+		}
+		if p.isSelf(conn.RemoteAddr().String()) {
+			conn.Close()
+			return nil, fmt.Errorf("%w: %s is this proxy", errForbiddenTarget, addr)
+		}
+		return conn, nil
+	}
+}
+
+// publicAddr reports an address outside loopback, link-local, private and
+// unspecified space.
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return !(a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsPrivate() || a.IsUnspecified() || a.IsMulticast())
+}
+
+// slogPrintf adapts goproxy's Printf logger to slog, at debug level.
+type slogPrintf struct{ l *slog.Logger }
+
+func (s slogPrintf) Printf(format string, v ...any) {
+	s.l.Debug(fmt.Sprintf(format, v...), "component", "goproxy")
+}

@@ -1,0 +1,382 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tbproxy/tbproxy/bencode"
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// world is an origin that answers the negotiation, a swarm seed, a tracker
+// that points at the seed, and the proxy under test.
+type world struct {
+	content   []byte
+	meta      *metainfo.MetaInfo
+	torrent   []byte
+	origin    *httptest.Server
+	proxy     *Proxy
+	proxyURL  *url.URL
+	client    *http.Client
+	originHit atomic.Int64 // requests for the file itself, plainly
+}
+
+func newWorld(t *testing.T, size int) *world {
+	t.Helper()
+	w := &world{content: make([]byte, size)}
+	rand.Read(w.content)
+
+	seed, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seed.Close() })
+
+	mux := http.NewServeMux()
+	w.origin = httptest.NewServer(mux)
+	t.Cleanup(w.origin.Close)
+
+	path := filepath.Join(t.TempDir(), "episode.mp3")
+	if err := os.WriteFile(path, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.meta, err = metainfo.Build(context.Background(), path, metainfo.BuildOptions{
+		PieceLength:  64 << 10,
+		Trackers:     [][]string{{w.origin.URL + "/announce"}},
+		CreationDate: time.Unix(1_700_000_000, 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.torrent, err = w.meta.Marshal(); err != nil {
+		t.Fatal(err)
+	}
+	st := swarm.NewMemoryStorage(&w.meta.Info)
+	if err := st.Fill(bytes.NewReader(w.content)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.AddTorrent(w.meta, st, swarm.TorrentOptions{NoTrackers: true}); err != nil {
+		t.Fatal(err)
+	}
+	seedAddr := netip.MustParseAddrPort(seed.Addr().String())
+
+	wantsTorrent := func(r *http.Request) bool {
+		return strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent")
+	}
+	serveFile := func(rw http.ResponseWriter, r *http.Request) {
+		w.originHit.Add(1)
+		rw.Header().Set("ETag", `"origin-file"`)
+		http.ServeContent(rw, r, "episode.mp3", time.Time{}, bytes.NewReader(w.content))
+	}
+	serveTorrent := func(rw http.ResponseWriter, extra map[string]string, body []byte) {
+		rw.Header().Set("Content-Type", "application/x-bittorrent")
+		rw.Header().Set("Vary", "Accept")
+		rw.Header().Set("ETag", `"origin-torrent"`)
+		for k, v := range extra {
+			rw.Header().Set(k, v)
+		}
+		rw.Write(body)
+	}
+	mux.HandleFunc("/episode.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if wantsTorrent(r) {
+			serveTorrent(rw, nil, w.torrent)
+			return
+		}
+		serveFile(rw, r)
+	})
+	mux.HandleFunc("/broken.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if wantsTorrent(r) {
+			serveTorrent(rw, nil, w.torrent[:len(w.torrent)/2])
+			return
+		}
+		serveFile(rw, r)
+	})
+	mux.HandleFunc("/notransform.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if wantsTorrent(r) {
+			serveTorrent(rw, map[string]string{"Cache-Control": "no-transform"}, w.torrent)
+			return
+		}
+		serveFile(rw, r)
+	})
+	mux.HandleFunc("/page.html", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/html")
+		rw.Header().Set("ETag", `"page"`)
+		fmt.Fprint(rw, "<p>hello</p>")
+	})
+	mux.HandleFunc("/announce", func(rw http.ResponseWriter, r *http.Request) {
+		ip := seedAddr.Addr().As4()
+		peer := string(ip[:]) + string([]byte{byte(seedAddr.Port() >> 8), byte(seedAddr.Port())})
+		body, _ := bencode.Marshal(map[string]any{"interval": 1800, "peers": peer})
+		rw.Write(body)
+	})
+
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	w.proxy, err = New(Config{Engine: engine, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.proxy.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		w.proxy.Close()
+		<-done
+	})
+	w.proxyURL, _ = url.Parse("http://" + ln.Addr().String())
+	tr := &http.Transport{Proxy: http.ProxyURL(w.proxyURL), DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	w.client = &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	return w
+}
+
+func (w *world) get(t *testing.T, path string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	return w.do(t, http.MethodGet, path, hdr)
+}
+
+func (w *world) do(t *testing.T, method, path string, hdr map[string]string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, w.origin.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading body: %v", err)
+	}
+	return resp, body
+}
+
+func TestTransparentDownload(t *testing.T) {
+	w := newWorld(t, 3<<20+17)
+	resp, body := w.get(t, "/episode.mp3", nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, w.content) {
+		t.Fatalf("status %d, %d bytes, equal %v", resp.StatusCode, len(body), bytes.Equal(body, w.content))
+	}
+	wantETag := fmt.Sprintf(`"bt-%s-0"`, w.meta.InfoHash)
+	if ct := resp.Header.Get("Content-Type"); ct != "audio/mpeg" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if resp.ContentLength != int64(len(w.content)) || resp.Header.Get("ETag") != wantETag || resp.Header.Get("Accept-Ranges") != "bytes" {
+		t.Errorf("headers %v, length %d", resp.Header, resp.ContentLength)
+	}
+	if lm := resp.Header.Get("Last-Modified"); lm != time.Unix(1_700_000_000, 0).UTC().Format(http.TimeFormat) {
+		t.Errorf("Last-Modified %q", lm)
+	}
+	if !strings.Contains(resp.Header.Get("Via"), "tbproxy") {
+		t.Errorf("Via %q", resp.Header.Get("Via"))
+	}
+	st := w.proxy.Status()
+	if st.Transformed != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	tor, _ := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash)
+	if s := tor.Stats(); s.Downloaded == 0 {
+		t.Fatalf("nothing came from the peer: %+v", s)
+	}
+
+	t.Run("range", func(t *testing.T) {
+		resp, body := w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=1000-2000"})
+		if resp.StatusCode != 206 || !bytes.Equal(body, w.content[1000:2001]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 1000-2000/%d", len(w.content)) {
+			t.Fatalf("status %d, Content-Range %q", resp.StatusCode, resp.Header.Get("Content-Range"))
+		}
+		resp, body = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=-500"})
+		if resp.StatusCode != 206 || !bytes.Equal(body, w.content[len(w.content)-500:]) {
+			t.Fatalf("suffix range: status %d", resp.StatusCode)
+		}
+		resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=0-0,5-9"})
+		if resp.StatusCode != 206 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/byteranges") {
+			t.Fatalf("two ranges: status %d, type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=999999999-"})
+		if resp.StatusCode != 416 {
+			t.Fatalf("unsatisfiable range: status %d", resp.StatusCode)
+		}
+	})
+	t.Run("conditional", func(t *testing.T) {
+		resp, _ := w.get(t, "/episode.mp3", map[string]string{"If-None-Match": wantETag})
+		if resp.StatusCode != 304 {
+			t.Fatalf("If-None-Match: status %d", resp.StatusCode)
+		}
+		resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=0-9", "If-Range": wantETag})
+		if resp.StatusCode != 206 {
+			t.Fatalf("If-Range match: status %d", resp.StatusCode)
+		}
+		resp, body := w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=0-9", "If-Range": `"other"`})
+		if resp.StatusCode != 200 || len(body) != len(w.content) {
+			t.Fatalf("If-Range mismatch: status %d", resp.StatusCode)
+		}
+	})
+}
+
+func TestPassThrough(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	resp, body := w.get(t, "/page.html", nil)
+	if string(body) != "<p>hello</p>" || resp.Header.Get("ETag") != `"page"` {
+		t.Fatalf("page changed: %q %v", body, resp.Header)
+	}
+	// A client that asks for the torrent gets the torrent.
+	resp, body = w.get(t, "/episode.mp3", map[string]string{"Accept": "application/x-bittorrent"})
+	if !bytes.Equal(body, w.torrent) || resp.Header.Get("Content-Type") != "application/x-bittorrent" {
+		t.Fatalf("the torrent itself was not passed through: %d bytes", len(body))
+	}
+	// HEAD is never negotiated.
+	resp, _ = w.do(t, http.MethodHead, "/episode.mp3", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-file"` {
+		t.Fatalf("HEAD: %d %v", resp.StatusCode, resp.Header)
+	}
+	if _, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash); ok {
+		t.Fatal("a torrent was started without a GET")
+	}
+}
+
+func TestFallbacks(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	for _, path := range []string{"/broken.mp3", "/notransform.mp3"} {
+		t.Run(path, func(t *testing.T) {
+			before := w.originHit.Load()
+			resp, body := w.get(t, path, nil)
+			if resp.StatusCode != 200 || !bytes.Equal(body, w.content) || resp.Header.Get("ETag") != `"origin-file"` {
+				t.Fatalf("status %d, %d bytes, ETag %q", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+			}
+			if w.originHit.Load() != before+1 {
+				t.Fatal("the file was not fetched plainly")
+			}
+		})
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 2 || st.Transformed != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestConcurrentRequestsShareOneTorrent(t *testing.T) {
+	w := newWorld(t, 2<<20)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			resp, err := w.client.Get(w.origin.URL + "/episode.mp3")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(body, w.content) {
+				errs <- fmt.Errorf("body differs (%d bytes): %v", len(body), err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := w.proxy.Status(); st.Transformed != 20 || len(st.Transfers) != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestClientDisconnectReleasesReader(t *testing.T) {
+	w := newWorld(t, 4<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/episode.mp3", nil)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadFull(resp.Body, make([]byte, 1000))
+	cancel()
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(w.proxy.Status().Transfers) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(w.proxy.Status().Transfers); n != 0 {
+		t.Fatalf("%d transfers still active after the client left", n)
+	}
+}
+
+func TestLoopsAndConnectPolicy(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	// A proxied request to the proxy's own address is a loop.
+	req, _ := http.NewRequest(http.MethodGet, w.proxyURL.String()+"/status.json", nil)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusLoopDetected {
+		t.Fatalf("self request: status %d", resp.StatusCode)
+	}
+	// CONNECT to anything but 443 is refused.
+	conn, err := net.Dial("tcp", w.proxyURL.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+	buf := make([]byte, 64)
+	n, _ := conn.Read(buf)
+	if strings.Contains(string(buf[:n]), " 200 ") {
+		t.Fatalf("CONNECT to port 22 accepted: %q", buf[:n])
+	}
+	// Direct requests get the local endpoints, only with a local Host.
+	resp, err = http.Get(w.proxyURL.String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz: %d", resp.StatusCode)
+	}
+	req, _ = http.NewRequest(http.MethodGet, w.proxyURL.String()+"/status.json", nil)
+	req.Host = "evil.example"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign Host: %d", resp.StatusCode)
+	}
+	http.DefaultClient.CloseIdleConnections()
+}

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// errTruncated aborts a response whose body could not be completed: the
+// client sees a broken connection, never a short body passed off as whole.
+var errTruncated = errors.New("proxy: response body could not be completed")
+
+// transfer is one synthesised response in flight, for /status.json.
+type transfer struct {
+	ID       int64
+	App      string // the client's User-Agent
+	URL      string
+	File     string
+	Size     int64
+	Started  time.Time
+	sent     atomic.Int64
+	torrent  *swarm.Torrent
+	infohash metainfo.Hash
+}
+
+// serve answers orig with file idx of t through http.ServeContent, which
+// gives ranges, multi-range, 416, conditional requests and HEAD. The body
+// streams through a pipe from a goroutine that ends when the body is done,
+// the client goes away, or the proxy closes.
+func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
+	rd, err := t.NewFileReader(orig.Context(), idx)
+	if err != nil {
+		return p.fallback(orig)
+	}
+	release := p.store.Pin(m.InfoHash)
+	pr, pw := io.Pipe()
+	w := &pipeWriter{header: h, pw: pw, ready: make(chan struct{})}
+	f := m.Info.Files[idx]
+	tr := &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
+	w.sent = &tr.sent
+	id := p.addTransfer(tr)
+	p.wg.Go(func() {
+		defer p.removeTransfer(id)
+		defer release()
+		defer rd.Close()
+		http.ServeContent(w, orig, "", negotiate.ModTime(m), rd)
+		w.WriteHeader(http.StatusOK) // in case ServeContent wrote nothing
+		if w.declared >= 0 && w.written < w.declared {
+			pw.CloseWithError(errTruncated)
+			return
+		}
+		pw.Close()
+	})
+	select {
+	case <-w.ready:
+	case <-orig.Context().Done():
+		pr.Close()
+		return nil, orig.Context().Err()
+	}
+	resp := &http.Response{
+		StatusCode:    w.status,
+		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        w.header,
+		Body:          pr,
+		ContentLength: w.declared,
+		Request:       orig,
+	}
+	if orig.Method == http.MethodHead {
+		resp.Body = http.NoBody
+		pr.Close()
+	}
+	return resp, nil
+}
+
+// pipeWriter is the http.ResponseWriter ServeContent writes to: it holds
+// the status and headers until WriteHeader, then streams the body into a
+// pipe.
+type pipeWriter struct {
+	header   http.Header
+	pw       *io.PipeWriter
+	ready    chan struct{} // closed by the first WriteHeader
+	once     sync.Once
+	status   int
+	declared int64 // Content-Length, or -1
+	written  int64
+	sent     *atomic.Int64
+}
+
+func (w *pipeWriter) Header() http.Header { return w.header }
+
+func (w *pipeWriter) WriteHeader(code int) {
+	w.once.Do(func() {
+		w.status = code
+		w.declared = -1
+		if cl := w.header.Get("Content-Length"); cl != "" {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+				w.declared = n
+			}
+		}
+		close(w.ready)
+	})
+}
+
+func (w *pipeWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	n, err := w.pw.Write(b)
+	w.written += int64(n)
+	w.sent.Add(int64(n))
+	return n, err
+}
+
+func (p *Proxy) addTransfer(tr *transfer) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nextID++
+	tr.ID = p.nextID
+	p.transfers[tr.ID] = tr
+	return tr.ID
+}
+
+func (p *Proxy) removeTransfer(id int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if tr := p.transfers[id]; tr != nil {
+		p.totals.served += tr.sent.Load()
+	}
+	delete(p.transfers, id)
+}
+
+// totals count requests by outcome and bytes served.
+type totals struct {
+	transformed, passed, fallbacks int64
+	served                         int64 // body bytes of finished synthesised responses
+}
+
+func (p *Proxy) count(f func(*totals)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.totals)
+}

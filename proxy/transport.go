@@ -1,0 +1,292 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// onRequest runs for every proxied request: it refuses loops into the
+// proxy itself, strips hop-by-hop headers, and puts the negotiating round
+// tripper in place.
+func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	if p.isSelf(hostPort(r.URL)) {
+		return r, textResponse(r, http.StatusLoopDetected, "tbproxy: request addressed to the proxy itself")
+	}
+	if r.Header.Get("Upgrade") == "" {
+		// Upgrades (websockets) pass through untouched, Connection and all.
+		negotiate.RemoveHopByHop(r.Header)
+	}
+	ctx.RoundTripper = goproxy.RoundTripperFunc(p.roundTrip)
+	return r, nil
+}
+
+// hostPort is u's host with the scheme's default port made explicit.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// stripped are the request headers taken off the negotiation request: the
+// metainfo must come whole, and the client's validators and ranges apply to
+// the file we will answer with, not to the metainfo.
+var stripped = []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"}
+
+// roundTrip is the seam: it sends the negotiation request and, when the
+// answer is a torrent, returns a response synthesised from the swarm.
+func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+	orig := req.Clone(req.Context())
+	injected, reason := negotiate.InjectAccept(req, negotiate.Config{ExcludeHosts: p.cfg.ExcludeHosts, ExcludeURLs: p.excludedURL})
+	if !injected {
+		p.count(func(t *totals) { t.passed++ })
+		p.log.Debug("passing through", "url", redact(req.URL), "why", reason)
+		return p.plain(orig)
+	}
+	hadStripped := false
+	for _, h := range stripped {
+		if req.Header.Get(h) != "" {
+			hadStripped = true
+			req.Header.Del(h)
+		}
+	}
+	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
+	resp, err := p.upstream.RoundTrip(req)
+	if err != nil {
+		return p.upstreamFailed(orig, err), nil
+	}
+	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
+	prefix, _ := br.Peek(negotiate.SniffLen)
+	d := negotiate.Decide(resp, true, prefix)
+	switch {
+	case d.Refetch:
+		resp.Body.Close()
+		p.log.Info("torrent answer not used; fetching plainly", "url", redact(req.URL), "why", d.Reason)
+		return p.fallback(orig)
+	case !d.Transform:
+		if hadStripped {
+			// Not a torrent, but the client's range or validators were
+			// left off to ask for one: ask again as the client did.
+			resp.Body.Close()
+			return p.fallback(orig)
+		}
+		p.count(func(t *totals) { t.passed++ })
+		resp.Body = readCloser{br, resp.Body}
+		return resp, nil
+	}
+	m, _, err := negotiate.ReadMetainfo(br)
+	resp.Body.Close()
+	if err != nil {
+		p.log.Info("unusable metainfo; fetching plainly", "url", redact(req.URL), "err", err)
+		return p.fallback(orig)
+	}
+	idx, ok := negotiate.PickFile(&m.Info, req.URL)
+	if !ok {
+		p.log.Info("no file in the torrent matches the URL; fetching plainly", "url", redact(req.URL))
+		return p.fallback(orig)
+	}
+	if sz := negotiate.FileSize(&m.Info, idx); sz <= 0 {
+		return p.fallback(orig)
+	}
+	return p.transform(orig, resp, m, idx)
+}
+
+// plain forwards the client's own request.
+func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
+	out := orig.Clone(orig.Context())
+	negotiate.AddVia(out.Header, out.ProtoMajor, out.ProtoMinor)
+	resp, err := p.upstream.RoundTrip(out)
+	if err != nil {
+		return p.upstreamFailed(orig, err), nil
+	}
+	return resp, nil
+}
+
+// fallback is plain, counted as a fallback.
+func (p *Proxy) fallback(orig *http.Request) (*http.Response, error) {
+	p.count(func(t *totals) { t.fallbacks++ })
+	return p.plain(orig)
+}
+
+// upstreamFailed answers 502 without passing internal error text on.
+func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
+	p.log.Info("upstream failed", "url", redact(req.URL), "err", err)
+	status := http.StatusBadGateway
+	msg := "tbproxy: the origin could not be reached"
+	var ce *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, errForbiddenTarget):
+		status, msg = http.StatusForbidden, "tbproxy: destination not allowed"
+	case errors.As(err, &ce):
+		msg = "tbproxy: the origin's TLS certificate did not verify"
+	}
+	return textResponse(req, status, msg)
+}
+
+// transform answers the client with file idx of m, from the swarm.
+func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int) (*http.Response, error) {
+	t, err := p.torrent(m)
+	if err != nil {
+		p.log.Warn("cannot start the torrent; fetching plainly", "url", redact(orig.URL), "err", err)
+		return p.fallback(orig)
+	}
+	// The URL the client asked for is always a source of the file, asked
+	// for plainly, with the client's own headers.
+	seedHeader := orig.Header.Clone()
+	for _, h := range stripped {
+		seedHeader.Del(h)
+	}
+	seedHeader.Del("Via")
+	if err := t.AddWebSeed(swarm.WebSeed{URL: orig.URL.String(), Origin: true, File: idx, Header: seedHeader}); err != nil {
+		p.log.Debug("origin web seed not added", "err", err)
+	}
+	p.count(func(t *totals) { t.transformed++ })
+	p.log.Info("serving from the swarm", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
+		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent())
+	return p.serve(orig, t, m, idx, negotiate.Headers(m, idx, originResp.Header))
+}
+
+// torrent returns the engine's torrent for m, adding it once: concurrent
+// requests for one info-hash share one download.
+func (p *Proxy) torrent(m *metainfo.MetaInfo) (*swarm.Torrent, error) {
+	p.addMu.Lock()
+	defer p.addMu.Unlock()
+	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok {
+		return t, nil
+	}
+	st, err := p.store.Open(m, false)
+	if err != nil {
+		return nil, err
+	}
+	p.rememberSources(m)
+	return p.cfg.Engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, StallBudget: p.cfg.StallBudget})
+}
+
+// rememberSources notes a torrent's tracker URLs (announce and scrape),
+// which are never negotiated, whoever asks. It goes by URL, not host: an
+// origin may well be its own tracker. Web seed URLs are not excluded: they
+// are the very URLs clients fetch the files by, and negotiating another
+// BitTorrent client's web seed request still answers it with the right
+// bytes.
+func (p *Proxy) rememberSources(m *metainfo.MetaInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sources == nil {
+		p.sources = map[string]bool{}
+	}
+	add := func(raw string) {
+		if u, err := url.Parse(raw); err == nil && u.Host != "" && len(p.sources) < maxSources {
+			p.sources[sourceKey(u)] = true
+		}
+	}
+	for _, tier := range m.Trackers() {
+		for _, u := range tier {
+			add(u)
+			if i := strings.LastIndex(u, "/announce"); i >= 0 {
+				add(u[:i] + "/scrape" + u[i+len("/announce"):])
+			}
+		}
+	}
+}
+
+// sourceKey is host:port and path, lower-cased host.
+func sourceKey(u *url.URL) string { return strings.ToLower(hostPort(u)) + u.EscapedPath() }
+
+// maxSources bounds the remembered tracker URLs.
+const maxSources = 4096
+
+// excludedURL reports a tracker's URL.
+func (p *Proxy) excludedURL(u *url.URL) bool {
+	key := sourceKey(u)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sources[key]
+}
+
+// handleConnect applies the CONNECT policy: only allowed ports, never the
+// proxy itself; MITM when a CA is configured and the host is not excluded.
+func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+	reject := &goproxy.ConnectAction{Action: goproxy.ConnectReject}
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		return reject, host
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || !slices.Contains(p.cfg.ConnectPorts, n) || p.isSelf(host) {
+		p.log.Info("CONNECT refused", "host", host)
+		return reject, host
+	}
+	if p.cfg.CA == nil || matchHost(p.cfg.MITMExclude, h) {
+		return &goproxy.ConnectAction{Action: goproxy.ConnectAccept}, host
+	}
+	ca := p.cfg.CA
+	return &goproxy.ConnectAction{
+		Action: goproxy.ConnectMitm,
+		TLSConfig: func(string, *goproxy.ProxyCtx) (*tls.Config, error) {
+			// The leaf names the CONNECT authority, whatever SNI says.
+			return ca.TLSConfigForHost(h), nil
+		},
+	}, host
+}
+
+// matchHost reports whether host matches an exact name or a *.suffix.
+func matchHost(patterns []string, host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, pat := range patterns {
+		pat = strings.ToLower(pat)
+		if suffix, ok := strings.CutPrefix(pat, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+		} else if host == pat {
+			return true
+		}
+	}
+	return false
+}
+
+// readCloser reads from r and closes c.
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+func textResponse(req *http.Request, status int, msg string) *http.Response {
+	body := msg + "\n"
+	return &http.Response{
+		StatusCode:    status,
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(body))}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}
+
+// redact keeps credentials and query strings out of logs.
+func redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	c.RawQuery = ""
+	return c.String()
+}
