@@ -25,6 +25,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"torrent", "create and inspect .torrent files and magnet links", runTorrent},
+		{"ca", "the MITM certificate authority: path, export, install, rotate", runCA},
 	}
 }
 

@@ -147,3 +147,39 @@ func TestTorrentCreateErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestCACommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ca")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"ca", "path", "--dir", dir}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	path := strings.TrimSpace(out.String())
+	if path != filepath.Join(dir, "ca.pem") {
+		t.Fatalf("path %q", path)
+	}
+	st, err := os.Stat(filepath.Join(dir, "ca-key.pem"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"ca", "export", "--dir", dir}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	pem1 := out.String()
+	if !strings.HasPrefix(pem1, "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("export: %q", pem1)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"ca", "rotate", "--dir", dir}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	run(context.Background(), []string{"ca", "export", "--dir", dir}, &out, io.Discard)
+	if out.String() == pem1 {
+		t.Fatal("rotate kept the same CA")
+	}
+	if err := run(context.Background(), []string{"ca", "bogus"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown action: %v", err)
+	}
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/tbproxy/tbproxy/certs"
+)
+
+// systemCAFile is where Debian's update-ca-certificates picks up local CAs.
+const systemCAFile = "/usr/local/share/ca-certificates/tbproxy.crt"
+
+func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tbproxy ca", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("dir", "", "CA directory (default: the XDG config directory)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "Usage: tbproxy ca {path|export|install|uninstall|rotate} [--dir DIR]")
+		fmt.Fprintln(stderr, "  path       print the CA certificate's path (creating the CA if needed)")
+		fmt.Fprintln(stderr, "  export     print the CA certificate (PEM)")
+		fmt.Fprintln(stderr, "  install    add the CA to the system store (Debian: update-ca-certificates; needs root)")
+		fmt.Fprintln(stderr, "  uninstall  remove it from the system store")
+		fmt.Fprintln(stderr, "  rotate     replace the CA with a new one")
+		return errUsage
+	}
+	if *dir == "" {
+		if *dir, err = defaultCADir(); err != nil {
+			return err
+		}
+	}
+	switch pos[0] {
+	case "path":
+		ca, err := certs.Load(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, ca.Path())
+	case "export":
+		ca, err := certs.Load(*dir)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(ca.CertPEM())
+		return err
+	case "install":
+		ca, err := certs.Load(*dir)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(systemCAFile), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(systemCAFile, ca.CertPEM(), 0o644); err != nil {
+			return fmt.Errorf("installing the CA (run as root): %w", err)
+		}
+		if err := updateCACertificates(stdout, stderr); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "Installed %s in the system store.\n", ca.Path())
+		fmt.Fprintln(stdout, "Browsers keep their own stores: in Firefox, Settings → Privacy & Security → Certificates → Import;")
+		fmt.Fprintln(stdout, "for Chromium on Linux, certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n tbproxy -i "+ca.Path())
+	case "uninstall":
+		if err := os.Remove(systemCAFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return updateCACertificates(stdout, stderr)
+	case "rotate":
+		ca, err := certs.Rotate(*dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "New CA at %s. Install it again where the old one was trusted.\n", ca.Path())
+	default:
+		fmt.Fprintf(stderr, "tbproxy ca: unknown action %q\n", pos[0])
+		return errUsage
+	}
+	return nil
+}
+
+func updateCACertificates(stdout, stderr io.Writer) error {
+	cmd := exec.Command("update-ca-certificates", "--fresh")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("update-ca-certificates: %w", err)
+	}
+	return nil
+}
