@@ -25,7 +25,7 @@ const (
 	maxInvalid = 300
 	// minQueue and maxQueue bound the requests we keep in flight to a peer;
 	// between them, the depth follows the peer's delivery rate.
-	minQueue = 16
+	minQueue = 32
 	maxQueue = 1000
 	// queueTime is how much of a peer's delivery we keep requested ahead.
 	queueTime = time.Second
@@ -41,7 +41,7 @@ type peer struct {
 	amChoking, amInterested     bool
 	peerChoking, peerInterested bool
 	fast, extended              bool // negotiated in the handshake
-	gotFirst                    bool // a message has arrived; bitfield and have-all must be first
+	gotFirst                    bool // a message other than an extension handshake has arrived
 
 	inflight map[picker.Block]time.Time // requests we sent and when
 	depth    int                        // requests to keep in flight
@@ -244,7 +244,7 @@ func (t *Torrent) onPeerEvent(ev peerconn.Event) {
 }
 
 func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
-	// Bitfield, have-all and have-none must come first; an extension
+	// A first bitfield or have-none sets the peer's pieces; an extension
 	// handshake may come before them (BEP 10 sends it right after ours).
 	first := !p.gotFirst
 	if m.ID != wire.Extended {
@@ -275,27 +275,39 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 		t.updateInterest(p)
 		t.fill(p)
 	case wire.Bitfield:
-		if !first {
-			return fmt.Errorf("%w: bitfield after the first message", errProtocol)
-		}
 		bf, err := bitfield.FromWire(m.Bitfield, t.info.NumPieces())
 		if err != nil {
 			return err
 		}
-		t.s.picker.PeerBitfield(picker.PeerID(p.id), bf)
-		p.pieces = bf.Count()
-		t.updateInterest(p)
-	case wire.HaveAll, wire.HaveNone:
-		if !p.fast || !first {
-			return fmt.Errorf("%w: %v without the fast extension or after the first message", errProtocol, m.ID)
+		if first {
+			t.s.picker.PeerBitfield(picker.PeerID(p.id), bf)
+			p.pieces = bf.Count()
+		} else {
+			// Some clients (aria2) announce batches of new pieces with a
+			// fresh bitfield: take it as haves; it never takes one back.
+			for i := bf.NextSet(0); i >= 0; i = bf.NextSet(i + 1) {
+				if !t.s.picker.PeerHas(picker.PeerID(p.id), i) {
+					p.pieces++
+					t.s.picker.PeerHave(picker.PeerID(p.id), i)
+				}
+			}
 		}
-		if m.ID == wire.HaveAll {
+		t.updateInterest(p)
+		t.fill(p)
+	case wire.HaveAll, wire.HaveNone:
+		if !p.fast {
+			return fmt.Errorf("%w: %v without the fast extension", errProtocol, m.ID)
+		}
+		switch {
+		case m.ID == wire.HaveAll:
+			// Late, it means the peer completed (aria2 says so).
 			t.s.picker.PeerHaveAll(picker.PeerID(p.id))
 			p.pieces = t.info.NumPieces()
-		} else {
+		case first:
 			t.s.picker.PeerHaveNone(picker.PeerID(p.id))
 		}
 		t.updateInterest(p)
+		t.fill(p)
 	case wire.Request:
 		return t.onRequest(p, m)
 	case wire.Cancel:

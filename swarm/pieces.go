@@ -278,8 +278,10 @@ func (t *Torrent) withdraw(i int) {
 func queueDepth(p *peer) int {
 	d := int(p.rateDown * queueTime.Seconds() / blockSize)
 	hi := maxQueue
-	if p.reqq > 0 {
-		hi = min(hi, p.reqq)
+	if p.reqq > 1 {
+		// One short of the peer's stated limit: some (transmission) reject
+		// the last slot they advertise.
+		hi = min(hi, p.reqq-1)
 	}
 	return max(min(d, hi), min(minQueue, hi))
 }
@@ -337,7 +339,7 @@ func (t *Torrent) connectMore(now time.Time) {
 		if c.retryAt.After(now) || connected[c.addr] {
 			continue
 		}
-		c.retryAt = now.Add(time.Duration(1+c.failures*c.failures) * 15 * time.Second)
+		c.retryAt = now.Add(min(2*time.Second<<min(c.failures, 10), 5*time.Minute))
 		c.failures++
 		t.s.dialing++
 		addr := c.addr
