@@ -51,6 +51,10 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// LocalHandler serves the proxy's own pages (status, PAC, CA, health) for a
+// separate status listener.
+func (p *Proxy) LocalHandler() http.Handler { return http.HandlerFunc(p.serveLocal) }
+
 // localHost reports a Host header that names this machine by loopback
 // address or localhost: the only names the proxy answers to.
 func localHost(host string) bool {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -24,6 +25,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"run", "run the proxy (the default)", runProxy},
 		{"torrent", "create and inspect .torrent files and magnet links", runTorrent},
 		{"ca", "the MITM certificate authority: path, export, install, rotate", runCA},
 	}
@@ -47,12 +49,17 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		usage(stderr)
-		if len(args) == 0 {
-			return errUsage
-		}
+		fmt.Fprintln(stderr)
+		fs, _ := runProxyFlags(stderr)
+		fmt.Fprintln(stderr, "Flags of run:")
+		fs.PrintDefaults()
 		return nil
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		// No command: run the proxy, with any flags given.
+		return runProxy(ctx, args, stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -65,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: tbproxy COMMAND [flags] [args]")
+	fmt.Fprintln(w, "Usage: tbproxy [COMMAND] [flags] [args]   (no command runs the proxy)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands() {

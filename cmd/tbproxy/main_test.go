@@ -64,11 +64,13 @@ func TestParseArgsInterspersed(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var stderr bytes.Buffer
-	if err := run(context.Background(), nil, io.Discard, &stderr); !errors.Is(err, errUsage) {
-		t.Fatalf("no args: %v", err)
+	if err := run(context.Background(), []string{"--help"}, io.Discard, &stderr); err != nil {
+		t.Fatalf("--help: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "torrent") {
-		t.Fatalf("usage does not list commands: %s", stderr.String())
+	for _, want := range []string{"torrent", "-cache-size", "-mitm", "-listen", "-peer-listen", "-data-dir"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Fatalf("help does not mention %s:\n%s", want, stderr.String())
+		}
 	}
 	if err := run(context.Background(), []string{"bogus"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 		t.Fatalf("unknown command: %v", err)

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tbproxy/tbproxy/cache"
+	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/proxy"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// runOptions are the flags of `tbproxy run`.
+type runOptions struct {
+	listen       string
+	uiListen     string
+	dataDir      string
+	peerListen   string
+	cacheSize    int64
+	mitm         bool
+	caDir        string
+	mitmExclude  listFlag
+	allowClients listFlag
+	excludeHosts listFlag
+	connectPorts string
+	allowPrivate bool
+	upstreamCA   string
+	logLevel     string
+}
+
+func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
+	o := &runOptions{cacheSize: 10 << 30}
+	fs := flag.NewFlagSet("tbproxy run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "proxy `address`; beyond loopback it needs --allow-clients")
+	fs.StringVar(&o.uiListen, "ui-listen", "127.0.0.1:8081", "status page `address`; empty to disable")
+	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "cache `directory`")
+	fs.StringVar(&o.peerListen, "peer-listen", ":6881", "BitTorrent peer `address`")
+	fs.Var(sizeFlag{&o.cacheSize}, "cache-size", "bytes of cached content to keep, such as 10GiB")
+	fs.BoolVar(&o.mitm, "mitm", false, "intercept HTTPS (CONNECT) with a per-install CA; see `tbproxy ca`")
+	fs.StringVar(&o.caDir, "ca-dir", "", "CA `directory` (default: the XDG config directory)")
+	fs.Var(&o.mitmExclude, "mitm-exclude", "`host` (or *.suffix) to tunnel blindly even with --mitm; repeatable")
+	fs.Var(&o.allowClients, "allow-clients", "client `network` (CIDR) allowed besides loopback; repeatable")
+	fs.Var(&o.excludeHosts, "exclude-host", "`host` (or *.suffix) never negotiated; repeatable")
+	fs.StringVar(&o.connectPorts, "connect-ports", "443", "comma-separated `ports` CONNECT may reach")
+	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	return fs, o
+}
+
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, o := runProxyFlags(stderr)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "tbproxy run: unexpected argument %q\n", pos[0])
+		return errUsage
+	}
+	log, err := newLogger(stderr, o.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := o.proxyConfig()
+	if err != nil {
+		return err
+	}
+
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: o.peerListen, Logger: log.With("component", "swarm")})
+	if err != nil {
+		return err
+	}
+	store := &cacheStore{handles: map[metainfo.Hash]*cache.Torrent{}}
+	cacheCfg := cache.Config{
+		Dir:      o.dataDir,
+		MaxBytes: o.cacheSize,
+		Logger:   log.With("component", "cache"),
+		OnEvict:  func(ih metainfo.Hash) { store.evict(engine, ih) },
+	}
+	if store.c, err = cache.Open(cacheCfg); err != nil {
+		engine.Close()
+		return err
+	}
+	// The engine stops before the cache closes under it.
+	defer func() {
+		engine.Close()
+		store.close()
+	}()
+	cfg.Engine = engine
+	cfg.Store = store
+	cfg.Logger = log.With("component", "proxy")
+	if o.mitm {
+		dir := o.caDir
+		if dir == "" {
+			if dir, err = defaultCADir(); err != nil {
+				return err
+			}
+		}
+		if cfg.CA, err = certs.Load(dir); err != nil {
+			return err
+		}
+	}
+	p, err := proxy.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listening for proxy clients: %w", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { store.reseed(ctx, engine, log) })
+	wg.Go(func() { store.account(ctx, engine) })
+	var ui *http.Server
+	if o.uiListen != "" {
+		uiLn, err := net.Listen("tcp", o.uiListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listening for the status page: %w", err)
+		}
+		ui = &http.Server{Handler: p.LocalHandler(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() { ui.Serve(uiLn) })
+		defer ui.Close()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- p.Serve(ln) }()
+	addr := ln.Addr().String()
+	fmt.Fprintf(stdout, "tbproxy is listening on %s\n", addr)
+	fmt.Fprintf(stdout, "  use it:   export http_proxy=http://%s https_proxy=http://%s\n", addr, addr)
+	fmt.Fprintf(stdout, "  or PAC:   http://%s/proxy.pac\n", addr)
+	if ui != nil {
+		fmt.Fprintf(stdout, "  status:   http://%s/\n", o.uiListen)
+	}
+	fmt.Fprintf(stdout, "  peers on %s, cache %s (%s)\n", engine.Addr(), o.dataDir, formatSize(o.cacheSize))
+	if cfg.CA != nil {
+		fmt.Fprintf(stdout, "  HTTPS interception is on: trust %s (tbproxy ca install)\n", cfg.CA.Path())
+	}
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-serveErr:
+	}
+	p.Close()
+	if err == nil {
+		<-serveErr
+	}
+	return err
+}
+
+func (o *runOptions) proxyConfig() (proxy.Config, error) {
+	var cfg proxy.Config
+	for _, c := range o.allowClients {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			return cfg, fmt.Errorf("--allow-clients %q: %w", c, err)
+		}
+		cfg.AllowedClients = append(cfg.AllowedClients, pfx)
+	}
+	if host, _, err := net.SplitHostPort(o.listen); err == nil {
+		ip, perr := netip.ParseAddr(host)
+		loopback := host == "localhost" || (perr == nil && ip.IsLoopback())
+		if !loopback && len(cfg.AllowedClients) == 0 {
+			return cfg, fmt.Errorf("--listen %s is beyond loopback: name the client networks with --allow-clients", o.listen)
+		}
+	}
+	for _, p := range strings.Split(o.connectPorts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 || n > 65535 {
+			return cfg, fmt.Errorf("--connect-ports: bad port %q", p)
+		}
+		cfg.ConnectPorts = append(cfg.ConnectPorts, n)
+	}
+	if o.upstreamCA != "" {
+		pem, err := os.ReadFile(o.upstreamCA)
+		if err != nil {
+			return cfg, fmt.Errorf("--upstream-ca: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("--upstream-ca %s: no certificates in it", o.upstreamCA)
+		}
+		cfg.RootCAs = pool
+	}
+	cfg.MITMExclude = o.mitmExclude
+	cfg.ExcludeHosts = o.excludeHosts
+	cfg.AllowPrivateUpstream = o.allowPrivate
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return strconv.FormatFloat(float64(n)/(1<<30), 'f', -1, 64) + " GiB"
+	case n >= 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', -1, 64) + " MiB"
+	}
+	return strconv.FormatInt(n, 10) + " B"
+}
+
+// cacheStore adapts the disk cache to the proxy and keeps the handle of
+// every torrent it opened, so that pins and evictions find it.
+type cacheStore struct {
+	c *cache.Store
+
+	mu      sync.Mutex
+	handles map[metainfo.Hash]*cache.Torrent // guarded by mu
+}
+
+func (s *cacheStore) Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, error) {
+	h, err := s.c.Torrent(m, cache.TorrentOptions{Transient: transient})
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.handles[m.InfoHash]; old != nil && old != h {
+		old.Close()
+	}
+	s.handles[m.InfoHash] = h
+	return h, nil
+}
+
+func (s *cacheStore) Pin(ih metainfo.Hash) func() {
+	s.mu.Lock()
+	h := s.handles[ih]
+	s.mu.Unlock()
+	if h == nil {
+		return func() {}
+	}
+	h.Touch()
+	return h.Pin()
+}
+
+// evict drops a torrent the cache is about to delete: the engine stops
+// seeding it first, then its handle closes.
+func (s *cacheStore) evict(engine *swarm.Client, ih metainfo.Hash) {
+	if t, ok := engine.Torrent(ih); ok {
+		t.Close()
+	}
+	s.mu.Lock()
+	h := s.handles[ih]
+	delete(s.handles, ih)
+	s.mu.Unlock()
+	if h != nil {
+		h.Close()
+	}
+}
+
+// reseed loads every cached torrent into the engine, so what was
+// downloaded before a restart is seeded again.
+func (s *cacheStore) reseed(ctx context.Context, engine *swarm.Client, log *slog.Logger) {
+	for _, e := range s.c.Entries() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !e.Seed || e.Transient {
+			continue
+		}
+		st, err := s.Open(e.MetaInfo, false)
+		if err != nil {
+			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
+			continue
+		}
+		if _, err := engine.AddTorrent(e.MetaInfo, st, swarm.TorrentOptions{Lazy: true}); err != nil && !errors.Is(err, swarm.ErrExists) {
+			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
+		}
+	}
+}
+
+// account reports upload counts to the cache, for its seeding policy, and
+// stops seeding torrents the policy is done with.
+func (s *cacheStore) account(ctx context.Context, engine *swarm.Client) {
+	reported := map[metainfo.Hash]int64{}
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		handles := make(map[metainfo.Hash]*cache.Torrent, len(s.handles))
+		for ih, h := range s.handles {
+			handles[ih] = h
+		}
+		s.mu.Unlock()
+		for ih, h := range handles {
+			t, ok := engine.Torrent(ih)
+			if !ok {
+				continue
+			}
+			up := t.Stats().Uploaded
+			h.AddUploaded(up - reported[ih])
+			reported[ih] = up
+			if !h.Seeding() {
+				t.Close()
+			}
+		}
+	}
+}
+
+func (s *cacheStore) close() {
+	s.mu.Lock()
+	for ih, h := range s.handles {
+		h.Close()
+		delete(s.handles, ih)
+	}
+	s.mu.Unlock()
+	s.c.Close()
+}
