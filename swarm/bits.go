@@ -2,9 +2,10 @@ package swarm
 
 import "sync/atomic"
 
-// atomicBits is a fixed-size bit set that one goroutine sets and any may
+// atomicBits is a fixed-size bit set that one goroutine changes and any may
 // read without a lock: the torrent's verified pieces, read by Readers and
-// uploads while the run loop adds to it. Bits are only ever set.
+// uploads while the run loop adds to it (and, when storage loses a piece,
+// takes it out).
 type atomicBits struct {
 	words []atomic.Uint64
 	n     atomic.Int64 // bits set
@@ -34,3 +35,18 @@ func (b *atomicBits) set(i int) {
 }
 
 func (b *atomicBits) count() int { return int(b.n.Load()) }
+
+func (b *atomicBits) clear(i int) {
+	w := &b.words[i/64]
+	bit := uint64(1) << (uint(i) % 64)
+	for {
+		old := w.Load()
+		if old&bit == 0 {
+			return
+		}
+		if w.CompareAndSwap(old, old&^bit) {
+			b.n.Add(-1)
+			return
+		}
+	}
+}

@@ -100,6 +100,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 			PieceLength: func(i uint32) uint32 { return uint32(t.info.PieceLen(int(i))) },
 		},
 		IdleTimeout: t.client.cfg.IdleTimeout,
+		Fast:        hs.remote.SupportsFast(),
 		ReadBlock:   t.readBlock,
 		Blocks:      &t.client.blocks,
 	})
@@ -173,6 +174,7 @@ func (t *Torrent) readBlock(index, begin uint32, p []byte) error {
 	}
 	off := int64(index)*t.info.PieceLength + int64(begin)
 	if _, err := t.storage.ReadAt(p, off); err != nil {
+		t.reportLost(err)
 		return err
 	}
 	t.uploaded.Add(int64(len(p)))

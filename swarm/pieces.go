@@ -112,8 +112,12 @@ func (t *Torrent) pieceVerified(i int) {
 		t.updateInterest(p)
 	}
 	if t.verified.count() == t.info.NumPieces() {
-		close(t.complete)
-		t.log.Info("download complete")
+		select {
+		case <-t.complete: // complete before; a lost piece came back
+		default:
+			close(t.complete)
+			t.log.Info("download complete")
+		}
 		for _, p := range t.s.peers {
 			if t.bothSeeds(p) {
 				t.dropPeer(p, errBothSeeds)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // DefaultReadahead is how far past its position a Reader asks for pieces.
@@ -72,30 +73,39 @@ func (r *Reader) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	t := r.t
-	abs := r.base + r.pos
-	piece := int(abs / t.info.PieceLength)
-	if err := r.report(); err != nil {
-		return 0, err
+	for {
+		abs := r.base + r.pos
+		piece := int(abs / t.info.PieceLength)
+		if err := r.report(); err != nil {
+			return 0, err
+		}
+		if err := r.wait(piece); err != nil {
+			return 0, err
+		}
+		// Read on through every verified piece the buffer reaches.
+		end := min(r.base+r.size, abs+int64(len(p)))
+		limit := int64(piece+1) * t.info.PieceLength
+		for limit < end && t.verified.has(int(limit/t.info.PieceLength)) {
+			limit += t.info.PieceLength
+		}
+		n := int(min(end, limit) - abs)
+		n, err := t.storage.ReadAt(p[:n], abs)
+		r.pos += int64(n)
+		switch {
+		case err == nil:
+			return n, nil
+		case n > 0:
+			return n, nil // the rest of the buffer is for the next Read
+		case t.reportLost(err):
+			// Storage lost the piece: wait for it to be fetched again.
+			t.waitLost(piece)
+			continue
+		case errors.Is(err, io.EOF):
+			return 0, io.ErrUnexpectedEOF
+		default:
+			return 0, fmt.Errorf("swarm: reading verified data: %w", err)
+		}
 	}
-	if err := r.wait(piece); err != nil {
-		return 0, err
-	}
-	// Read on through every verified piece the buffer reaches.
-	end := min(r.base+r.size, abs+int64(len(p)))
-	limit := int64(piece+1) * t.info.PieceLength
-	for limit < end && t.verified.has(int(limit/t.info.PieceLength)) {
-		limit += t.info.PieceLength
-	}
-	n := int(min(end, limit) - abs)
-	n, err := t.storage.ReadAt(p[:n], abs)
-	r.pos += int64(n)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("swarm: reading verified data: %w", err)
-	}
-	if err != nil && n == 0 {
-		return 0, io.ErrUnexpectedEOF
-	}
-	return n, nil
 }
 
 // report tells the engine the position when it has moved to another piece.
@@ -135,6 +145,21 @@ func (r *Reader) wait(piece int) error {
 		}
 	}
 	return nil
+}
+
+// waitLost waits, briefly, for the loop to take a lost piece out of the
+// verified set, so that the next wait blocks on its refetch.
+func (t *Torrent) waitLost(piece int) {
+	for range 100 {
+		if !t.verified.has(piece) {
+			return
+		}
+		select {
+		case <-t.done:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Seek sets the position for the next Read, as io.Seeker does.

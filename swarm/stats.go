@@ -22,6 +22,7 @@ type Stats struct {
 	HashFailures  int   // pieces that failed their hash
 	Bans          int   // peers banned for bad data
 	StorageErrors int   // verified pieces that storage failed to keep
+	LostPieces    int   // verified pieces storage later could not read back
 
 	Peers []PeerStats
 }
@@ -66,6 +67,7 @@ func (t *Torrent) Stats() Stats {
 		s.HashFailures = t.s.stats.hashFailures
 		s.Bans = t.s.stats.bans
 		s.StorageErrors = t.s.stats.storageErrs
+		s.LostPieces = t.s.stats.lost
 	})
 	_ = ok // a closed torrent still reports its counters below
 	s.InfoHash = t.meta.InfoHash

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -304,4 +305,51 @@ func TestPeerSourcePlugin(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitComplete(t, tor, 30*time.Second)
+}
+
+// lossyStorage loses piece `lose` once: its next read fails as the disk
+// cache reports a lost piece, and the bytes must be fetched again.
+type lossyStorage struct {
+	*MemoryStorage
+	pieceLen int64
+	lose     atomic.Int32 // piece to lose on its next read; -1 for none
+}
+
+type lostErr struct{ piece int }
+
+func (e lostErr) Error() string  { return "disk read failed" }
+func (e lostErr) LostPiece() int { return e.piece }
+
+func (s *lossyStorage) ReadAt(p []byte, off int64) (int, error) {
+	first := int(off / s.pieceLen)
+	last := int((off + int64(len(p)) - 1) / s.pieceLen)
+	if l := int(s.lose.Load()); l >= first && l <= last && s.lose.CompareAndSwap(int32(l), -1) {
+		return 0, lostErr{l}
+	}
+	return s.MemoryStorage.ReadAt(p, off)
+}
+
+func TestStorageLosesAPiece(t *testing.T) {
+	f := newFixture(t, 2<<20, 64<<10)
+	seedClient, _ := f.seed(t)
+	st := &lossyStorage{MemoryStorage: NewMemoryStorage(&f.meta.Info), pieceLen: f.meta.Info.PieceLength}
+	st.lose.Store(-1)
+	tor, err := newClient(t, Config{}).AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true, Peers: []netip.AddrPort{addrOf(seedClient)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+	st.lose.Store(5)
+	r := tor.NewReader(t.Context())
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.content) {
+		t.Fatal("bytes differ after a lost piece")
+	}
+	if s := tor.Stats(); s.LostPieces != 1 || !s.Complete {
+		t.Fatalf("lost %d, complete %v", s.LostPieces, s.Complete)
+	}
 }

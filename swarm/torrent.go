@@ -61,6 +61,7 @@ type Torrent struct {
 	hashed  chan hashResult     // from hash workers
 	adopt   chan *handshaken    // connections whose handshake is done
 	webData chan webPiece       // pieces from web seed workers
+	lost    chan int            // pieces storage could not read back
 	cmds    chan func()         // closures run on the loop
 	done    chan struct{}       // closed when Close begins
 	ctx     context.Context     // cancelled when Close begins, for dials and sources
@@ -113,6 +114,7 @@ type loopState struct {
 }
 
 type counters struct {
+	lost         int // pieces storage lost after they were verified
 	wasted       int64
 	hashFailures int
 	bans         int
@@ -172,6 +174,7 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 		hashed:   make(chan hashResult, 16),
 		adopt:    make(chan *handshaken),
 		webData:  make(chan webPiece),
+		lost:     make(chan int, 64),
 		cmds:     make(chan func()),
 		done:     make(chan struct{}),
 		verified: newAtomicBits(n),
@@ -246,7 +249,8 @@ func (t *Torrent) Info() *metainfo.Info { return t.info }
 // MetaInfo is the torrent's metainfo.
 func (t *Torrent) MetaInfo() *metainfo.MetaInfo { return t.meta }
 
-// Complete is closed once every piece is verified.
+// Complete is closed once every piece has been verified. A piece that
+// storage loses later is fetched again; Stats tells the current state.
 func (t *Torrent) Complete() <-chan struct{} { return t.complete }
 
 // Done is closed when the torrent is closing.
@@ -317,6 +321,8 @@ func (t *Torrent) run() {
 			t.adoptConn(hs)
 		case wp := <-t.webData:
 			t.onWebPiece(wp)
+		case i := <-t.lost:
+			t.pieceLost(i)
 		case f := <-t.cmds:
 			f()
 		case now := <-tick.C:
@@ -395,4 +401,38 @@ func banKey(a netip.AddrPort) netip.AddrPort {
 		return netip.AddrPortFrom(ip, a.Port())
 	}
 	return netip.AddrPortFrom(ip, 0)
+}
+
+// lostPiecer is what a storage error says when it lost a piece: the cache's
+// read errors implement it.
+type lostPiecer interface{ LostPiece() int }
+
+// reportLost tells the loop, from any goroutine and without blocking, that
+// storage lost a piece. A report dropped here is made again on the next
+// failed read.
+func (t *Torrent) reportLost(err error) bool {
+	var lp lostPiecer
+	if !errors.As(err, &lp) {
+		return false
+	}
+	select {
+	case t.lost <- lp.LostPiece():
+	default:
+	}
+	return true
+}
+
+// pieceLost takes a piece storage lost out of the verified set, so it is
+// neither served nor uploaded until it is fetched and verified again.
+func (t *Torrent) pieceLost(i int) {
+	if i < 0 || i >= t.info.NumPieces() || !t.verified.has(i) {
+		return
+	}
+	t.verified.clear(i)
+	t.s.picker.Lost(i)
+	t.s.stats.lost++
+	t.log.Warn("storage lost a piece; fetching it again", "piece", i)
+	t.updateInterestAll()
+	t.fillAll()
+	t.webWake()
 }

@@ -8,7 +8,6 @@ package peerconn
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -33,8 +32,11 @@ type Config struct {
 	// WriteTimeout bounds one flush to the peer; 0 means 60 seconds.
 	WriteTimeout time.Duration
 	// ReadBlock reads the bytes of an upload, from verified storage. It
-	// runs on the writer goroutine.
+	// runs on the writer goroutine. When it fails the block is not sent:
+	// a peer with the fast extension gets a reject, others time out.
 	ReadBlock func(index, begin uint32, p []byte) error
+	// Fast says the peer speaks BEP 6, so failed uploads are rejected.
+	Fast bool
 	// Blocks supplies BlockSize buffers (as *[]byte) for received blocks;
 	// the run loop puts them back when it has copied the data out.
 	Blocks *sync.Pool
@@ -316,7 +318,12 @@ func (c *Conn) flushBatch(enc *wire.Encoder, bw *bufio.Writer, batch []item, blo
 			}
 			p := block[:u.length]
 			if err := c.cfg.ReadBlock(u.index, u.begin, p); err != nil {
-				return fmt.Errorf("peerconn: reading upload: %w", err)
+				if c.cfg.Fast {
+					if err := enc.Encode(&wire.Message{ID: wire.Reject, Index: u.index, Begin: u.begin, Length: u.length}); err != nil {
+						return err
+					}
+				}
+				continue
 			}
 			if err := enc.WritePiece(u.index, u.begin, p); err != nil {
 				return err

@@ -45,3 +45,26 @@ func (p *Picker) Wanted(i int) bool {
 	}
 	return false
 }
+
+// Lost records that piece i, ours until now, is gone: storage could not
+// read it back. It is missing again, and fetched anew if wanted or urgent.
+// It panics if i is out of range.
+func (p *Picker) Lost(i int) {
+	p.checkPiece(i)
+	if !p.have.Has(i) {
+		return
+	}
+	p.have.Clear(i)
+	p.urgentDone = 0
+	if !p.wanted.Has(i) {
+		return
+	}
+	p.need.Set(i)
+	p.addFresh(i)
+	for j := range p.peers {
+		pr := &p.peers[j]
+		if pr.live && !pr.seed && pr.has.Len() > 0 && pr.has.Has(i) {
+			pr.interest++
+		}
+	}
+}

@@ -56,3 +56,28 @@ func TestClaim(t *testing.T) {
 	}
 	ok(t, p)
 }
+
+func TestLost(t *testing.T) {
+	p := newTest(t, 4, 2)
+	peer := PeerID(1)
+	p.AddPeer(peer)
+	p.PeerBitfield(peer, bf(4, 0, 1))
+	p.SetHave(0)
+	p.SetHave(1)
+	ok(t, p)
+	if p.Interesting(peer) {
+		t.Fatal("interested in a peer with nothing new")
+	}
+	p.Lost(0)
+	ok(t, p)
+	if p.Have(0) || !p.Interesting(peer) {
+		t.Fatal("a lost piece is not wanted again")
+	}
+	got := p.Pick(peer, 10, nil)
+	if len(got) != 2 || got[0].Piece != 0 {
+		t.Fatalf("picked %v, want piece 0 again", got)
+	}
+	ok(t, p)
+	p.Lost(3) // not ours: nothing happens
+	ok(t, p)
+}
