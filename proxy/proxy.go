@@ -71,6 +71,9 @@ type Config struct {
 	AllowPrivateUpstream bool
 	// StallBudget is passed to each torrent; 0 means the engine's default.
 	StallBudget time.Duration
+	// FirstByte is how long a response from the swarm may take to its
+	// first byte before the proxy answers plainly instead; 0 means 20 s.
+	FirstByte time.Duration
 	// Logger receives one structured line per transformed request.
 	Logger *slog.Logger
 }

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // world is an origin that answers the negotiation, a swarm seed, a tracker
 // that points at the seed, and the proxy under test.
 type world struct {
+	mux       *http.ServeMux
 	content   []byte
 	meta      *metainfo.MetaInfo
 	torrent   []byte
@@ -53,6 +54,7 @@ func newWorld(t *testing.T, size int) *world {
 	t.Cleanup(func() { seed.Close() })
 
 	mux := http.NewServeMux()
+	w.mux = mux
 	w.origin = httptest.NewServer(mux)
 	t.Cleanup(w.origin.Close)
 
@@ -135,7 +137,7 @@ func newWorld(t *testing.T, size int) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close() })
-	w.proxy, err = New(Config{Engine: engine, AllowPrivateUpstream: true})
+	w.proxy, err = New(Config{Engine: engine, AllowPrivateUpstream: true, FirstByte: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,4 +381,45 @@ func TestLoopsAndConnectPolicy(t *testing.T) {
 		t.Fatalf("foreign Host: %d", resp.StatusCode)
 	}
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// TestFirstByteFallback: a torrent no peer and no web seed can deliver is
+// answered plainly once the first-byte budget runs out.
+func TestFirstByteFallback(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	path := filepath.Join(t.TempDir(), "lonely.mp3")
+	if err := os.WriteFile(path, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), path, metainfo.BuildOptions{
+		PieceLength: 64 << 10,
+		Trackers:    [][]string{{w.origin.URL + "/no-peers/announce"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	w.mux.HandleFunc("/no-peers/announce", func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := bencode.Marshal(map[string]any{"interval": 1800, "peers": ""})
+		rw.Write(body)
+	})
+	w.mux.HandleFunc("/lonely.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent"):
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(torrent)
+		case r.Header.Get("Range") != "":
+			http.Error(rw, "no ranges today", http.StatusServiceUnavailable) // the web seed gets nothing
+		default:
+			rw.Header().Set("ETag", `"origin-file"`)
+			rw.Write(w.content)
+		}
+	})
+	resp, body := w.get(t, "/lonely.mp3", nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, w.content) || resp.Header.Get("ETag") != `"origin-file"` {
+		t.Fatalf("status %d, %d bytes, ETag %q", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 1 {
+		t.Fatalf("status %+v", st)
+	}
 }

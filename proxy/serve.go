@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -36,13 +37,15 @@ type transfer struct {
 // streams through a pipe from a goroutine that ends when the body is done,
 // the client goes away, or the proxy closes.
 func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
-	rd, err := t.NewFileReader(orig.Context(), idx)
+	ctx, cancel := context.WithCancel(orig.Context())
+	rd, err := t.NewFileReader(ctx, idx)
 	if err != nil {
+		cancel()
 		return p.fallback(orig)
 	}
 	release := p.store.Pin(m.InfoHash)
 	pr, pw := io.Pipe()
-	w := &pipeWriter{header: h, pw: pw, ready: make(chan struct{})}
+	w := &pipeWriter{header: h, pw: pw, started: make(chan struct{})}
 	f := m.Info.Files[idx]
 	tr := &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
 	w.sent = &tr.sent
@@ -50,18 +53,31 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 	p.wg.Go(func() {
 		defer p.removeTransfer(id)
 		defer release()
+		defer cancel()
 		defer rd.Close()
 		http.ServeContent(w, orig, "", negotiate.ModTime(m), rd)
 		w.WriteHeader(http.StatusOK) // in case ServeContent wrote nothing
+		w.start()                    // a response with no body starts here
 		if w.declared >= 0 && w.written < w.declared {
 			pw.CloseWithError(errTruncated)
 			return
 		}
 		pw.Close()
 	})
+	// Headers go out with the first byte of the body: until then the
+	// client can still be answered plainly if the swarm and the origin
+	// web seed deliver nothing within the budget.
+	timer := time.NewTimer(p.firstByte())
+	defer timer.Stop()
 	select {
-	case <-w.ready:
+	case <-w.started:
+	case <-timer.C:
+		cancel()
+		pr.Close()
+		p.log.Warn("no bytes from the swarm in time; fetching plainly", "url", redact(orig.URL), "after", p.firstByte())
+		return p.fallback(orig)
 	case <-orig.Context().Done():
+		cancel()
 		pr.Close()
 		return nil, orig.Context().Err()
 	}
@@ -89,8 +105,9 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 type pipeWriter struct {
 	header   http.Header
 	pw       *io.PipeWriter
-	ready    chan struct{} // closed by the first WriteHeader
+	started  chan struct{} // closed at the first body byte, or when there is none
 	once     sync.Once
+	startOne sync.Once
 	status   int
 	declared int64 // Content-Length, or -1
 	written  int64
@@ -108,12 +125,15 @@ func (w *pipeWriter) WriteHeader(code int) {
 				w.declared = n
 			}
 		}
-		close(w.ready)
 	})
 }
 
+// start releases the response to the client.
+func (w *pipeWriter) start() { w.startOne.Do(func() { close(w.started) }) }
+
 func (w *pipeWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
+	w.start()
 	n, err := w.pw.Write(b)
 	w.written += int64(n)
 	w.sent.Add(int64(n))
@@ -136,6 +156,17 @@ func (p *Proxy) removeTransfer(id int64) {
 		p.totals.served += tr.sent.Load()
 	}
 	delete(p.transfers, id)
+}
+
+// DefaultFirstByte is how long a transformed response may wait for its
+// first byte before the client is answered plainly instead.
+const DefaultFirstByte = 20 * time.Second
+
+func (p *Proxy) firstByte() time.Duration {
+	if p.cfg.FirstByte > 0 {
+		return p.cfg.FirstByte
+	}
+	return DefaultFirstByte
 }
 
 // totals count requests by outcome and bytes served.
