@@ -1,0 +1,74 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// startTimeout bounds how long any peer may take to be ready.
+const startTimeout = 30 * time.Second
+
+// seed is a running python3-libtorrent seed (integration/testdata/ltpeer.py).
+type seed struct {
+	proc  *process
+	port  int       // its TCP listen port on 127.0.0.1
+	ready time.Time // when it reported listening; it has dialled its peers then
+}
+
+// addr is the seed's address for dialling.
+func (s *seed) addr() string { return hostPort(s.port) }
+
+// startSeed starts a libtorrent seed in seed_mode (no hash check up front,
+// no upload limit) for t, with HOME at home, and returns once it listens. ltpeer.py dials each
+// of dial as soon as it listens and again every 2 s while not connected.
+// The caller stops it.
+func startSeed(ctx context.Context, ws *workspace, t torrent, home string, dial ...string) (*seed, error) {
+	args := []string{ws.ltpeer,
+		"--torrent", t.path,
+		"--save", filepath.Dir(ws.content),
+		"--listen-port", "0",
+		"--mode", "seed",
+		"--seed-mode",
+	}
+	for _, a := range dial {
+		args = append(args, "--peer", a)
+	}
+	listening := make(chan int, 1)
+	var once sync.Once
+	onLine := func(line string) {
+		var ev struct {
+			Event string `json:"event"`
+			Port  int    `json:"port"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Event == "listening" {
+			once.Do(func() { listening <- ev.Port })
+		}
+	}
+	p, err := startProcess(procSpec{name: "libtorrent seed", path: systemPython, args: args, home: home, onLine: onLine})
+	if err != nil {
+		return nil, err
+	}
+	s := &seed{proc: p}
+	select {
+	case s.port = <-listening:
+		s.ready = time.Now()
+		return s, nil
+	case <-p.Done():
+		return nil, p.exitErr("exited before listening")
+	case <-ctx.Done():
+		p.stop()
+		return nil, ctx.Err()
+	case <-time.After(startTimeout):
+		p.stop()
+		return nil, fmt.Errorf("libtorrent seed did not listen within %v:\n%s", startTimeout, p.out)
+	}
+}
+
+func hostPort(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
