@@ -26,6 +26,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run the proxy (the default)", runProxy},
+		{"get", "download one URL through the engine, with a progress bar", runGet},
 		{"torrent", "create and inspect .torrent files and magnet links", runTorrent},
 		{"ca", "the MITM certificate authority: path, export, install, rotate", runCA},
 	}

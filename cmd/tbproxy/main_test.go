@@ -7,13 +7,18 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tbproxy/tbproxy/metainfo"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -183,5 +188,44 @@ func TestCACommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"ca", "bogus"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 		t.Fatalf("unknown action: %v", err)
+	}
+}
+
+func TestGet(t *testing.T) {
+	dir := t.TempDir()
+	content := bytes.Repeat([]byte("0123456789abcdef"), 100_000)
+	file := filepath.Join(dir, "show.mp3")
+	if err := os.WriteFile(file, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), file, metainfo.BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/show.mp3" && strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			w.Header().Set("Content-Type", "application/x-bittorrent")
+			w.Write(torrent)
+			return
+		}
+		http.ServeContent(w, r, "x", time.Time{}, bytes.NewReader(content))
+	}))
+	defer origin.Close()
+	for _, tt := range []struct{ name, path string }{{"torrent", "/show.mp3"}, {"plain", "/plain.bin"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(dir, tt.name+".out")
+			args := []string{"get", "-q", "--data-dir", filepath.Join(dir, "cache"), "--peer-listen", "127.0.0.1:0", "-o", out, origin.URL + tt.path}
+			if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("%d bytes, %v", len(got), err)
+			}
+		})
+	}
+	if err := run(context.Background(), []string{"get", "magnet:?xt=urn:btih:" + m.InfoHash.String()}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "magnet") {
+		t.Fatalf("magnet: %v", err)
 	}
 }

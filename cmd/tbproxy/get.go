@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/tbproxy/tbproxy/cache"
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// runGet downloads one URL the way the proxy would: it negotiates, and
+// when the origin answers with a torrent it fetches the file through the
+// engine (peers first, the URL itself as a web seed), into the cache.
+func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tbproxy get", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", defaultDataDir(), "cache `directory`")
+	out := fs.String("o", "", "write to `FILE` (default: the URL's file name; - for stdout)")
+	peerListen := fs.String("peer-listen", ":6881", "BitTorrent peer `address`")
+	quiet := fs.Bool("q", false, "no progress bar")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintln(stderr, "Usage: tbproxy get [--data-dir DIR] [-o FILE] URL")
+		return errUsage
+	}
+	target := pos[0]
+	if strings.HasPrefix(strings.ToLower(target), "magnet:") {
+		return errors.New("magnet links need metadata exchange from peers (BEP 9), which tbproxy does not do yet; give the torrent's URL instead")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
+		return fmt.Errorf("not an http or https URL: %q", target)
+	}
+	req.Header.Set("User-Agent", "tbproxy-get")
+	injected, _ := negotiate.InjectAccept(req, negotiate.Config{})
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dest := *out
+	if dest == "" {
+		dest = path.Base(req.URL.Path)
+		if dest == "/" || dest == "." || dest == "" {
+			dest = "index.html"
+		}
+	}
+	prefix := make([]byte, negotiate.SniffLen)
+	n, _ := io.ReadFull(resp.Body, prefix)
+	prefix = prefix[:n]
+	body := io.MultiReader(strings.NewReader(string(prefix)), resp.Body)
+	if d := negotiate.Decide(resp, injected, prefix); !d.Transform {
+		if d.Refetch {
+			resp.Body.Close()
+			plain, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+			if resp, err = client.Do(plain); err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body = resp.Body
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("the origin answered %s", resp.Status)
+		}
+		fmt.Fprintln(stderr, "plain HTTP (the origin offered no torrent)")
+		return save(dest, stdout, body, resp.ContentLength, *quiet, stderr, nil)
+	}
+	m, _, err := negotiate.ReadMetainfo(body)
+	if err != nil {
+		return fmt.Errorf("the origin's torrent is unusable: %w", err)
+	}
+	idx, ok := negotiate.PickFile(&m.Info, req.URL)
+	if !ok {
+		return errors.New("no file in the torrent matches the URL")
+	}
+	return getTorrent(ctx, m, idx, target, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+}
+
+func getTorrent(ctx context.Context, m *metainfo.MetaInfo, idx int, url, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
+	store, err := cache.Open(cache.Config{Dir: dataDir})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.Torrent(m, cache.TorrentOptions{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	release := st.Pin()
+	defer release()
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: peerListen})
+	if err != nil {
+		return err
+	}
+	defer engine.Close() // before the cache closes: deferred calls run in reverse
+	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true})
+	if err != nil {
+		return err
+	}
+	if err := t.AddWebSeed(swarm.WebSeed{URL: url, Origin: true, File: idx}); err != nil {
+		return err
+	}
+	r, err := t.NewFileReader(ctx, idx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	fmt.Fprintf(stderr, "BitTorrent: %s (info-hash %s)\n", m.Info.Files[idx].DisplayPath(), m.InfoHash)
+	return save(dest, stdout, r, r.Size(), quiet, stderr, t)
+}
+
+// save writes body to dest (or stdout for "-"), with a progress bar on
+// stderr that shows the peers' and the origin's shares for a torrent. A
+// file is written under a temporary name and renamed when complete.
+func save(dest string, stdout io.Writer, body io.Reader, size int64, quiet bool, stderr io.Writer, t *swarm.Torrent) error {
+	var w io.Writer = stdout
+	var tmp *os.File
+	if dest != "-" {
+		var err error
+		tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part-*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		w = tmp
+	}
+	if !quiet {
+		bar := progressbar.NewOptions64(size,
+			progressbar.OptionSetWriter(stderr),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
+		)
+		if t != nil {
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			defer close(stop)
+			wg.Go(func() { describe(bar, t, stop) })
+		}
+		w = io.MultiWriter(w, bar)
+	}
+	n, err := io.Copy(w, body)
+	if err != nil {
+		return err
+	}
+	if size >= 0 && n != size {
+		return fmt.Errorf("got %d bytes, want %d", n, size)
+	}
+	if tmp == nil {
+		return nil
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dest)
+}
+
+// describe keeps the bar's label on the peer and origin shares.
+func describe(bar *progressbar.ProgressBar, t *swarm.Torrent, stop <-chan struct{}) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		s := t.Stats()
+		total := max(s.Downloaded+s.FromWebSeeds, 1)
+		bar.Describe(fmt.Sprintf("%d peers, %d%% peers / %d%% origin", len(s.Peers), 100*s.Downloaded/total, 100*s.FromWebSeeds/total))
+	}
+}
