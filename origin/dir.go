@@ -1,0 +1,134 @@
+package origin
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// DirResolver maps URL paths to regular files under a directory, as
+// http.FileServer(http.Dir(dir)) does, and refuses anything that would leave
+// the directory: a path with a ".." element, and a symbolic link that
+// resolves outside it.
+type DirResolver struct {
+	root string // absolute, symbolic links resolved; immutable
+}
+
+// NewDirResolver returns a DirResolver for dir, which must be a directory.
+func NewDirResolver(dir string) (*DirResolver, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("origin: dir: %w", err)
+	}
+	root, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("origin: dir: %w", err)
+	}
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("origin: dir: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("origin: dir: %s is not a directory", dir)
+	}
+	return &DirResolver{root: root}, nil
+}
+
+// Root is the published directory, absolute and with symbolic links
+// resolved.
+func (d *DirResolver) Root() string { return d.root }
+
+// Resolve implements Resolver. It never fetches; fetch is ignored.
+func (d *DirResolver) Resolve(r *http.Request, fetch bool) (Resource, bool) {
+	key, ok := cleanKey(r.URL.Path)
+	if !ok {
+		return Resource{}, false
+	}
+	return d.resolve(key)
+}
+
+// Check implements Resolver: res.Key must still resolve to res.Path, with
+// the same size and modification time.
+func (d *DirResolver) Check(res Resource) bool {
+	if key, ok := cleanKey(res.Key); !ok || key != res.Key {
+		return false
+	}
+	cur, ok := d.resolve(res.Key)
+	return ok && cur.Path == res.Path && sameVersion(cur, res)
+}
+
+func (d *DirResolver) resolve(key string) (Resource, bool) {
+	if filepath.Separator != '/' && strings.ContainsRune(key, filepath.Separator) {
+		return Resource{}, false
+	}
+	// The root has no symbolic links, so only the elements below it are
+	// looked at: one lstat each, and EvalSymlinks only when a link is met.
+	cur := d.root
+	elems := strings.Split(key[1:], "/")
+	for i, e := range elems {
+		cur += string(filepath.Separator) + e
+		st, err := os.Lstat(cur)
+		switch {
+		case err != nil:
+			return Resource{}, false
+		case st.Mode()&os.ModeSymlink != 0:
+			return d.resolveLinks(key)
+		case i < len(elems)-1 && !st.IsDir():
+			return Resource{}, false
+		case i == len(elems)-1 && st.Mode().IsRegular():
+			return Resource{Key: key, Path: cur, Size: st.Size(), ModTime: st.ModTime()}, true
+		}
+	}
+	return Resource{}, false
+}
+
+// resolveLinks resolves key through symbolic links, and refuses a file
+// whose real path is not inside the root.
+func (d *DirResolver) resolveLinks(key string) (Resource, bool) {
+	real, err := filepath.EvalSymlinks(filepath.Join(d.root, filepath.FromSlash(key[1:])))
+	if err != nil {
+		return Resource{}, false
+	}
+	if r, err := filepath.Rel(d.root, real); err != nil || r == "." || !filepath.IsLocal(r) {
+		return Resource{}, false
+	}
+	st, err := os.Stat(real)
+	if err != nil || !st.Mode().IsRegular() {
+		return Resource{}, false
+	}
+	return Resource{Key: key, Path: real, Size: st.Size(), ModTime: st.ModTime()}, true
+}
+
+// cleanKey turns a URL path into a resource key: the path cleaned, or not ok
+// for a path that http.FileServer would not serve as a file: one that is
+// not absolute, holds a ".." element or a NUL, names a directory (a trailing
+// "/"), or ends in "/index.html", which http.FileServer redirects.
+func cleanKey(p string) (string, bool) {
+	if p == "" || p[0] != '/' || strings.HasSuffix(p, "/") || strings.IndexByte(p, 0) >= 0 {
+		return "", false
+	}
+	for e := range strings.SplitSeq(p, "/") {
+		if e == ".." {
+			return "", false
+		}
+	}
+	for e := range strings.SplitSeq(p, "\\") {
+		if e == ".." {
+			return "", false
+		}
+	}
+	key := path.Clean(p)
+	if key == "/" || strings.HasSuffix(key, "/index.html") {
+		return "", false
+	}
+	return key, true
+}
+
+// sameVersion reports whether a and b have the same size and modification
+// time.
+func sameVersion(a, b Resource) bool {
+	return a.Size == b.Size && a.ModTime.Equal(b.ModTime)
+}

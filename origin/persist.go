@@ -1,0 +1,124 @@
+package origin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
+)
+
+// recordExt ends the name of every record in the data directory.
+const recordExt = ".torrent.json"
+
+// maxRecord bounds a record read back: base64 of the largest metainfo plus
+// room for the identity.
+const maxRecord = negotiate.MaxMetainfoSize/3*4 + 64<<10
+
+// record is one persisted version: its identity and its template metainfo.
+type record struct {
+	Key     string `json:"key"`
+	Path    string `json:"path"`
+	Size    int64  `json:"size"`
+	ModTime int64  `json:"mtime_ns"`
+	Torrent []byte `json:"torrent"`
+}
+
+// recordName names the record of res: a hash of its identity, so that no
+// part of a file name or URL reaches the data directory's names.
+func recordName(res Resource) string {
+	h := sha256.New()
+	for _, s := range []string{res.Key, res.Path, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)) + recordExt
+}
+
+func isRecordName(name string) bool {
+	hexPart, ok := strings.CutSuffix(name, recordExt)
+	if !ok || len(hexPart) != 2*sha256.Size {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil && strings.ToLower(hexPart) == hexPart
+}
+
+// recordPath is where res's record lives, or "" when nothing is persisted.
+func (p *Publisher) recordPath(res Resource) string {
+	if p.cfg.DataDir == "" {
+		return ""
+	}
+	return filepath.Join(p.cfg.DataDir, recordName(res))
+}
+
+func readRecord(file string) (Resource, *metainfo.MetaInfo, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return Resource{}, nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	if err != nil {
+		return Resource{}, nil, err
+	}
+	if len(data) > maxRecord {
+		return Resource{}, nil, errors.New("origin: record too large")
+	}
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return Resource{}, nil, fmt.Errorf("origin: record: %w", err)
+	}
+	mi, err := metainfo.Parse(rec.Torrent)
+	if err != nil {
+		return Resource{}, nil, fmt.Errorf("origin: record: %w", err)
+	}
+	res := Resource{Key: rec.Key, Path: rec.Path, Size: rec.Size, ModTime: time.Unix(0, rec.ModTime)}
+	if mi.Info.MultiFile || mi.Info.TotalLength != res.Size || !filepath.IsAbs(res.Path) {
+		return Resource{}, nil, errors.New("origin: record does not describe its file")
+	}
+	return res, mi, nil
+}
+
+// writeRecord persists mi for res: to a temporary file, then renamed, so
+// a record is either whole or absent.
+func writeRecord(file string, res Resource, mi *metainfo.MetaInfo) error {
+	torrent, err := mi.Marshal()
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(record{Key: res.Key, Path: res.Path, Size: res.Size, ModTime: res.ModTime.UnixNano(), Torrent: torrent})
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".record-*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), file)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// removeRecord deletes a record, best effort: one left behind fails its
+// check at the next Load and is deleted then.
+func removeRecord(file string) {
+	_ = os.Remove(file)
+}
