@@ -97,6 +97,12 @@ type Proxy struct {
 
 	servers []*http.Server // guarded by mu
 	wg      sync.WaitGroup // streaming goroutines
+
+	// base is cancelled by Close: every stream's context derives from it
+	// as well as from its request's, since goproxy's MITM loop gives
+	// requests contexts that never end.
+	base   context.Context
+	cancel context.CancelFunc
 }
 
 // New builds a Proxy; Serve runs it on a listener.
@@ -119,6 +125,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.store == nil {
 		p.store = newMemoryStore()
 	}
+	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {
 		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
@@ -184,6 +191,7 @@ func (p *Proxy) Close() error {
 	for _, s := range servers {
 		s.Close()
 	}
+	p.cancel()
 	p.wg.Wait()
 	p.upstream.CloseIdleConnections()
 	return nil

@@ -38,8 +38,10 @@ type transfer struct {
 // the client goes away, or the proxy closes.
 func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(orig.Context())
+	stopBase := context.AfterFunc(p.base, cancel)
 	rd, err := t.NewFileReader(ctx, idx)
 	if err != nil {
+		stopBase()
 		cancel()
 		return p.fallback(orig)
 	}
@@ -53,8 +55,11 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 	p.wg.Go(func() {
 		defer p.removeTransfer(id)
 		defer release()
+		defer stopBase()
 		defer cancel()
 		defer rd.Close()
+		stopWatch := p.watchProgress(ctx, cancel, &tr.sent)
+		defer stopWatch()
 		http.ServeContent(w, orig, "", negotiate.ModTime(m), rd)
 		w.WriteHeader(http.StatusOK) // in case ServeContent wrote nothing
 		w.start()                    // a response with no body starts here
@@ -126,6 +131,43 @@ func (w *pipeWriter) WriteHeader(code int) {
 			}
 		}
 	})
+}
+
+// maxNoProgress is how long a stream may send nothing before it is
+// aborted: a client that left a MITM tunnel is only noticed on a write.
+const maxNoProgress = 2 * time.Minute
+
+// watchProgress cancels a stream that has sent nothing for maxNoProgress.
+// The returned func stops the watch and waits for it.
+func (p *Proxy) watchProgress(ctx context.Context, cancel context.CancelFunc, sent *atomic.Int64) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(maxNoProgress / 8)
+		defer tick.Stop()
+		last, since := sent.Load(), time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				if n := sent.Load(); n != last {
+					last, since = n, now
+				} else if now.Sub(since) >= maxNoProgress {
+					p.log.Warn("stream made no progress; aborting it", "after", maxNoProgress)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+	}
 }
 
 // start releases the response to the client.

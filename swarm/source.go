@@ -14,7 +14,8 @@ import (
 // can plug in more (a DHT, a LAN directory, a static list).
 type PeerSource interface {
 	// Run looks for peers until ctx ends, passing each batch it finds to
-	// found. It runs on a goroutine of its own, owned by the torrent.
+	// found (an empty batch says the source answered but knew no one). It
+	// runs on a goroutine of its own, owned by the torrent.
 	Run(ctx context.Context, t SourceView, found func([]netip.AddrPort))
 }
 
@@ -109,16 +110,14 @@ func (s *trackerSource) Run(ctx context.Context, v SourceView, found func([]neti
 			return
 		}
 		if err != nil {
-			s.client.log.Debug("announce failed", "tracker", url, "err", err)
+			s.client.log.Info("announce failed", "tracker", redactURL(url), "err", err)
 			tiers.Failure(url, s.client.now())
 			continue
 		}
 		tiers.Success(url)
 		last = url
 		event = tracker.None
-		if len(resp.Peers) > 0 {
-			found(resp.Peers)
-		}
+		found(resp.Peers) // even none: then web seeds need not wait for peers
 		interval := max(resp.Interval, resp.MinInterval, time.Second)
 		timer := time.NewTimer(interval)
 		select {

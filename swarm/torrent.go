@@ -105,12 +105,13 @@ type loopState struct {
 	lastDL  time.Time                     // when a block last arrived
 	blocks  int                           // blocks per full piece
 
-	webSeeds  []*webSeed           // every web seed added, dropped ones too
-	webWakeCh chan struct{}        // closed to wake idle web seed workers
-	ready     []*webJob            // rescue jobs prepared for web seed workers
-	readers   map[int]*readerState // where each Reader waits, for rescue
-	fromWeb   int64                // block bytes accepted from web seeds
-	started   time.Time            // when the torrent was added
+	webSeeds        []*webSeed           // every web seed added, dropped ones too
+	webWakeCh       chan struct{}        // closed to wake idle web seed workers
+	ready           []*webJob            // rescue jobs prepared for web seed workers
+	readers         map[int]*readerState // where each Reader waits, for rescue
+	fromWeb         int64                // block bytes accepted from web seeds
+	started         time.Time            // when the torrent was added
+	sourcesAnswered bool                 // a peer source reported, even if it found no one
 }
 
 type counters struct {
@@ -385,7 +386,10 @@ func (t *Torrent) startSource(src PeerSource) {
 	t.wg.Go(func() {
 		src.Run(t.ctx, t.sourceView(), func(addrs []netip.AddrPort) {
 			select {
-			case t.cmds <- func() { t.addCandidates(addrs) }:
+			case t.cmds <- func() {
+				t.s.sourcesAnswered = true
+				t.addCandidates(addrs)
+			}:
 			case <-t.done:
 			}
 		})

@@ -137,8 +137,8 @@ func (t *Torrent) webWake() {
 // peersStalled reports whether peers have delivered nothing for the stall
 // budget: then web seeds fetch freely.
 func (t *Torrent) peersStalled(now time.Time) bool {
-	if len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0 && !t.hasPeerSources() {
-		return true // no peer will come: do not wait for one
+	if len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0 && (!t.hasPeerSources() || t.s.sourcesAnswered) {
+		return true // no peer will come, or the sources found none: do not wait
 	}
 	last := t.s.lastDL
 	if last.IsZero() {
@@ -223,8 +223,21 @@ func (t *Torrent) firstWebPiece(s *webSeed) int {
 	return -1
 }
 
+// releaseWebID frees a dropped seed's picker ID once no worker of it can
+// still report a job under that ID.
+func (t *Torrent) releaseWebID(s *webSeed) {
+	if s.dropped && s.workers == 0 && s.p.id != 0 {
+		t.s.freeIDs = append(t.s.freeIDs, s.p.id)
+		s.p.id = 0
+	}
+}
+
 // webWorker runs one connection's worth of range requests for seed s.
 func (t *Torrent) webWorker(s *webSeed) {
+	defer t.do(func() {
+		s.workers--
+		t.releaseWebID(s)
+	})
 	for {
 		var job *webJob
 		var wait <-chan struct{}
@@ -256,6 +269,9 @@ func (t *Torrent) webWorker(s *webSeed) {
 // seed's failure count.
 func (t *Torrent) webJobDone(job *webJob, err error) {
 	s := job.seed
+	if s.dropped {
+		return // RemovePeer released the seed's claims
+	}
 	id := picker.PeerID(s.p.id)
 	for i := range job.outstanding {
 		for b := range t.blocksOf(i) {
@@ -294,7 +310,7 @@ func (t *Torrent) dropWebSeed(s *webSeed, why error) {
 	}
 	s.dropped = true
 	t.s.picker.RemovePeer(picker.PeerID(s.p.id))
-	t.s.freeIDs = append(t.s.freeIDs, s.p.id)
+	t.releaseWebID(s)
 	t.log.Info("web seed dropped", "url", redactURL(s.ws.URL), "why", why)
 	t.webWake()
 	t.fillAll()
