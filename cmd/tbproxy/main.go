@@ -26,6 +26,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run the proxy (the default)", runProxy},
+		{"publish", "serve a directory (or a web server) as a Transparent BitTorrent origin", runPublish},
+		{"tracker", "run the BitTorrent tracker on its own", runTracker},
 		{"get", "download one URL through the engine, with a progress bar", runGet},
 		{"torrent", "create and inspect .torrent files and magnet links", runTorrent},
 		{"ca", "the MITM certificate authority: path, export, install, rotate", runCA},
