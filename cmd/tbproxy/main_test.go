@@ -229,3 +229,37 @@ func TestGet(t *testing.T) {
 		t.Fatalf("magnet: %v", err)
 	}
 }
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	os.WriteFile(path, []byte("listen = \"127.0.0.1:9999\"\ncache-size = \"2GiB\"\nmitm-exclude = [\"a.example\", \"*.b.example\"]\nallow-private = true\n"), 0o644)
+	fs, o := runProxyFlags(io.Discard)
+	p, explicit := configPath([]string{"--listen", "127.0.0.1:1", "--config", path})
+	if p != path || !explicit {
+		t.Fatalf("configPath = %q %v", p, explicit)
+	}
+	if err := applyConfigFile(fs, p, explicit); err != nil {
+		t.Fatal(err)
+	}
+	if o.listen != "127.0.0.1:9999" || o.cacheSize != 2<<30 || len(o.mitmExclude) != 2 || !o.allowPrivate {
+		t.Fatalf("from the file: %+v", o)
+	}
+	// Flags given on the command line win.
+	if _, err := parseArgs(fs, []string{"--listen", "127.0.0.1:1"}); err != nil || o.listen != "127.0.0.1:1" {
+		t.Fatalf("flag did not override: %q %v", o.listen, err)
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("lisen = \"x\"\n"), 0o644)
+	fs, _ = runProxyFlags(io.Discard)
+	if err := applyConfigFile(fs, bad, true); err == nil || !strings.Contains(err.Error(), `"lisen"`) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	fs, _ = runProxyFlags(io.Discard)
+	if err := applyConfigFile(fs, filepath.Join(dir, "missing.toml"), false); err != nil {
+		t.Fatalf("a missing default file is fine: %v", err)
+	}
+	if err := applyConfigFile(fs, filepath.Join(dir, "missing.toml"), true); err == nil {
+		t.Fatal("a missing named file is an error")
+	}
+}

@@ -62,11 +62,16 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
 	return fs, o
 }
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, o := runProxyFlags(stderr)
+	path, explicit := configPath(args)
+	if err := applyConfigFile(fs, path, explicit); err != nil {
+		return err
+	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
