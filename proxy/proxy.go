@@ -76,6 +76,9 @@ type Config struct {
 	FirstByte time.Duration
 	// Logger receives one structured line per transformed request.
 	Logger *slog.Logger
+	// Cache is the disk cache as the status page shows it; nil means the
+	// page has no cache section and nothing can be dropped.
+	Cache CacheView
 }
 
 // Proxy is the forward proxy.
@@ -94,9 +97,12 @@ type Proxy struct {
 	nextID    int64               // guarded by mu
 	totals    totals              // guarded by mu
 	sources   map[string]bool     // trackers' and web seeds' host:port; guarded by mu
+	proxyAddr netip.AddrPort      // the first proxy listener, named by the PAC file; guarded by mu
 
 	servers []*http.Server // guarded by mu
 	wg      sync.WaitGroup // streaming goroutines
+
+	ui ui // the status page, /metrics and the totals sampler
 
 	// base is cancelled by Close: every stream's context derives from it
 	// as well as from its request's, since goproxy's MITM loop gives
@@ -125,6 +131,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.store == nil {
 		p.store = newMemoryStore()
 	}
+	p.store = trackingStore{p.store, p}
 	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {
@@ -163,6 +170,9 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
 		p.mu.Lock()
 		p.self.add(ap)
+		if !p.proxyAddr.IsValid() {
+			p.proxyAddr = ap
+		}
 		p.mu.Unlock()
 	}
 	srv := &http.Server{
@@ -175,6 +185,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 	p.mu.Lock()
 	p.servers = append(p.servers, srv)
 	p.mu.Unlock()
+	p.startSampler()
 	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
@@ -192,6 +203,7 @@ func (p *Proxy) Close() error {
 		s.Close()
 	}
 	p.cancel()
+	p.stopSampler()
 	p.wg.Wait()
 	p.upstream.CloseIdleConnections()
 	return nil
@@ -225,6 +237,20 @@ func (p *Proxy) clientAllowed(a netip.Addr) bool {
 type selfAddrs struct{ addrs []netip.AddrPort }
 
 func (s *selfAddrs) add(a netip.AddrPort) { s.addrs = append(s.addrs, a) }
+
+// AddSelf adds addr (host:port), such as the status page's listener, to
+// the addresses the proxy refuses to forward to, so that no proxied
+// request ever reaches them.
+func (p *Proxy) AddSelf(addr string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("proxy: own address %q: %w", addr, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.self.add(ap)
+	return nil
+}
 
 // isSelf reports whether a host:port names one of our listeners.
 func (p *Proxy) isSelf(hostport string) bool {

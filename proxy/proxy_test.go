@@ -423,3 +423,18 @@ func TestFirstByteFallback(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+func TestPACNamesTheProxyPort(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	ui := httptest.NewServer(w.proxy.LocalHandler())
+	defer ui.Close()
+	resp, err := http.Get(ui.URL + "/proxy.pac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := "PROXY 127.0.0.1:" + w.proxyURL.Port() + ";"; !strings.Contains(string(body), want) {
+		t.Fatalf("PAC from the status listener:\n%s\nwant %q", body, want)
+	}
+}

@@ -129,6 +129,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	cfg.Engine = engine
 	cfg.Store = store
+	cfg.Cache = cacheView{store: store, engine: engine}
 	cfg.Logger = log.With("component", "proxy")
 	if o.mitm {
 		dir := o.caDir
@@ -161,6 +162,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("listening for the status page: %w", err)
+		}
+		// A proxied request must never reach the status page.
+		if err := p.AddSelf(uiLn.Addr().String()); err != nil {
+			ln.Close()
+			uiLn.Close()
+			return err
 		}
 		ui = &http.Server{Handler: p.LocalHandler(), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() { ui.Serve(uiLn) })
@@ -353,6 +360,54 @@ func (s *cacheStore) account(ctx context.Context, engine *swarm.Client) {
 			}
 		}
 	}
+}
+
+// cacheView shows the cache on the status page.
+type cacheView struct {
+	store  *cacheStore
+	engine *swarm.Client
+}
+
+func (v cacheView) Usage() (used, limit int64) {
+	st := v.store.c.Stats()
+	return st.BytesUsed, st.MaxBytes
+}
+
+func (v cacheView) Torrents() []proxy.CachedTorrent {
+	entries := v.store.c.Entries()
+	out := make([]proxy.CachedTorrent, 0, len(entries))
+	for _, e := range entries {
+		ct := proxy.CachedTorrent{
+			InfoHash:  e.InfoHash,
+			DiskBytes: e.Bytes,
+			Seeding:   e.Seed && !e.Transient,
+			Uploaded:  e.Uploaded,
+			LastUse:   e.LastUse,
+		}
+		if m := e.MetaInfo; m != nil {
+			ct.Name = m.Info.Name
+			ct.Size = m.Info.TotalLength
+			ct.Verified = float64(e.Verified) / float64(max(m.Info.NumPieces(), 1))
+		}
+		out = append(out, ct)
+	}
+	return out
+}
+
+// Drop stops seeding the torrent. The cache has no way yet to delete one
+// entry on demand, so its data stays until eviction.
+func (v cacheView) Drop(ih metainfo.Hash) error {
+	cached := false
+	for _, e := range v.store.c.Entries() {
+		cached = cached || e.InfoHash == ih
+	}
+	if !cached {
+		return fmt.Errorf("dropping %s: %w", ih, proxy.ErrNotCached)
+	}
+	if t, ok := v.engine.Torrent(ih); ok {
+		t.Close()
+	}
+	return fmt.Errorf("dropping %s from the cache: %w", ih, errors.ErrUnsupported)
 }
 
 func (s *cacheStore) close() {
