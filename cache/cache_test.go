@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1013,4 +1014,32 @@ func TestReseedAfterRestart(t *testing.T) {
 			t.Fatal("bytes from the partial torrent differ")
 		}
 	})
+}
+
+func TestRemove(t *testing.T) {
+	var evicted []metainfo.Hash
+	s := openStore(t, Config{Dir: t.TempDir(), OnEvict: func(ih metainfo.Hash) { evicted = append(evicted, ih) }})
+	f := newFixture(t, 1<<20, 64<<10)
+	h := handle(t, s, f.meta, TorrentOptions{})
+	f.put(t, h)
+	release := h.Pin()
+	if err := s.Remove(f.meta.InfoHash); !errors.Is(err, ErrPinned) {
+		t.Fatalf("removing a pinned torrent: %v", err)
+	}
+	release()
+	if err := s.Remove(f.meta.InfoHash); err != nil {
+		t.Fatal(err)
+	}
+	if len(evicted) != 1 || evicted[0] != f.meta.InfoHash {
+		t.Fatalf("OnEvict calls %v", evicted)
+	}
+	if _, err := os.Stat(entryDir(s, f.meta)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("directory still there: %v", err)
+	}
+	if _, err := h.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrEvicted) {
+		t.Fatalf("handle after remove: %v", err)
+	}
+	if err := s.Remove(f.meta.InfoHash); !errors.Is(err, ErrNotCached) {
+		t.Fatalf("second remove: %v", err)
+	}
 }

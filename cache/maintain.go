@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
 )
 
 // flusher writes the completion records of changed entries every
@@ -162,6 +164,34 @@ func (s *Store) evict() {
 		s.evictions.Add(1)
 		s.log.Info("evicted torrent", "infohash", victim.ih, "bytes", freed)
 	}
+}
+
+// Remove deletes a cached torrent at once, as eviction would: OnEvict runs
+// first, then its files go, and its open handles fail with ErrEvicted. A
+// pinned torrent (one being streamed) is refused with ErrPinned; an
+// unknown one with ErrNotCached.
+func (s *Store) Remove(ih metainfo.Hash) error {
+	s.mu.Lock()
+	e := s.entries[ih]
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case e == nil:
+		s.mu.Unlock()
+		return ErrNotCached
+	case e.pins > 0 || e.writes.Load() > 0:
+		s.mu.Unlock()
+		return ErrPinned
+	}
+	ch := s.dropLocked(e)
+	s.mu.Unlock()
+	if s.cfg.OnEvict != nil {
+		s.cfg.OnEvict(ih)
+	}
+	s.destroy(e, ErrEvicted, ch)
+	s.log.Info("removed torrent", "infohash", ih)
+	return nil
 }
 
 // recheckAll hashes, one entry after another, the entries Open could not

@@ -62,6 +62,10 @@ var (
 	ErrClosed = errors.New("cache: closed")
 	// ErrEvicted is returned by the handles of a torrent that was evicted.
 	ErrEvicted = errors.New("cache: torrent evicted")
+	// ErrPinned refuses to remove a torrent that is being streamed.
+	ErrPinned = errors.New("cache: torrent in use")
+	// ErrNotCached names a torrent the cache does not hold.
+	ErrNotCached = errors.New("cache: torrent not cached")
 	// ErrNotVerified is wrapped by the error of a read that touches a piece
 	// that is not verified.
 	ErrNotVerified = errors.New("cache: piece not verified")

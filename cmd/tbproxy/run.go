@@ -394,20 +394,14 @@ func (v cacheView) Torrents() []proxy.CachedTorrent {
 	return out
 }
 
-// Drop stops seeding the torrent. The cache has no way yet to delete one
-// entry on demand, so its data stays until eviction.
+// Drop deletes a torrent from the cache; the cache's OnEvict stops the
+// engine's torrent first.
 func (v cacheView) Drop(ih metainfo.Hash) error {
-	cached := false
-	for _, e := range v.store.c.Entries() {
-		cached = cached || e.InfoHash == ih
-	}
-	if !cached {
+	err := v.store.c.Remove(ih)
+	if errors.Is(err, cache.ErrNotCached) {
 		return fmt.Errorf("dropping %s: %w", ih, proxy.ErrNotCached)
 	}
-	if t, ok := v.engine.Torrent(ih); ok {
-		t.Close()
-	}
-	return fmt.Errorf("dropping %s from the cache: %w", ih, errors.ErrUnsupported)
+	return err
 }
 
 func (s *cacheStore) close() {
