@@ -27,6 +27,7 @@ import (
 
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
+	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 	"github.com/tbproxy/tbproxy/tracker"
 )
@@ -199,6 +200,11 @@ func NewClient(cfg Config) (*Client, error) {
 	rand.Read(k[:])
 	c.key = uint32(k[0])<<24 | uint32(k[1])<<16 | uint32(k[2])<<8 | uint32(k[3])
 	c.blocks.New = func() any { b := make([]byte, blockSize); return &b }
+	// ut_metadata (BEP 9) is built in: we serve our torrents' info
+	// dictionaries, and fetch those of magnet links.
+	if _, err := c.ext.Register(metadata.Name); err != nil {
+		return nil, err
+	}
 	for _, x := range cfg.Extensions {
 		if _, err := c.ext.Register(x.Name()); err != nil {
 			return nil, fmt.Errorf("swarm: extension %q: %w", x.Name(), err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tbproxy/tbproxy/swarm/internal/bitfield"
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
+	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
 	"github.com/tbproxy/tbproxy/swarm/internal/peerconn"
 	"github.com/tbproxy/tbproxy/swarm/internal/picker"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
@@ -43,12 +44,13 @@ type peer struct {
 	fast, extended              bool // negotiated in the handshake
 	gotFirst                    bool // a message other than an extension handshake has arrived
 
-	inflight map[picker.Block]time.Time // requests we sent and when
-	depth    int                        // requests to keep in flight
-	reqq     int                        // the peer's own request queue limit, 0 if unknown
-	invalid  int                        // invalid requests so far
-	ext      extension.Peer             // the peer's BEP 10 message IDs
-	client   string                     // the peer's client name, from BEP 10
+	inflight     map[picker.Block]time.Time // requests we sent and when
+	depth        int                        // requests to keep in flight
+	reqq         int                        // the peer's own request queue limit, 0 if unknown
+	invalid      int                        // invalid requests so far
+	ext          extension.Peer             // the peer's BEP 10 message IDs
+	client       string                     // the peer's client name, from BEP 10
+	metaRequests int                        // BEP 9 requests it made, against a budget
 
 	rateDown, rateUp float64 // bytes per second, smoothed
 	lastDown, lastUp int64   // conn counters at the last tick
@@ -154,10 +156,11 @@ func (t *Torrent) sendHave(p *peer) {
 
 func (t *Torrent) sendExtHandshake(p *peer) {
 	payload, err := extension.MarshalHandshake(extension.Handshake{
-		M:    t.client.ext.Ours(),
-		V:    t.client.cfg.ClientName,
-		P:    int(t.client.port()),
-		Reqq: maxQueuedUploads,
+		M:            t.client.ext.Ours(),
+		V:            t.client.cfg.ClientName,
+		P:            int(t.client.port()),
+		Reqq:         maxQueuedUploads,
+		MetadataSize: int64(len(t.meta.InfoBytes)),
 	})
 	if err != nil {
 		t.log.Error("encoding extension handshake", "err", err)
@@ -391,9 +394,35 @@ func (t *Torrent) onExtended(p *peer, m *wire.Message) error {
 	if !ok {
 		return nil // a message we never offered: ignore it
 	}
+	if name == metadata.Name {
+		return t.serveMetadata(p, m.Payload)
+	}
 	if x := t.client.extensions[name]; x != nil {
 		x.Received(extPeer{t: t, p: p}, m.Payload)
 	}
+	return nil
+}
+
+// serveMetadata answers a BEP 9 request for a piece of our info
+// dictionary, within a budget per peer.
+func (t *Torrent) serveMetadata(p *peer, payload []byte) error {
+	msg, err := metadata.Parse(payload)
+	if err != nil {
+		return err
+	}
+	if msg.Type != metadata.Request {
+		return nil // data we did not ask for
+	}
+	id, ok := p.ext.ID(metadata.Name)
+	if !ok {
+		return nil
+	}
+	p.metaRequests++
+	reply := metadata.Serve(t.meta.InfoBytes, msg.Piece)
+	if p.metaRequests > 2*metadata.Pieces(int64(len(t.meta.InfoBytes)))+16 {
+		reply = metadata.Message{Type: metadata.Reject, Piece: msg.Piece}
+	}
+	p.conn.Send(wire.Message{ID: wire.Extended, ExtendedID: id, Payload: metadata.Append(nil, reply)})
 	return nil
 }
 

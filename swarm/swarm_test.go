@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -351,5 +352,37 @@ func TestStorageLosesAPiece(t *testing.T) {
 	}
 	if s := tor.Stats(); s.LostPieces != 1 || !s.Complete {
 		t.Fatalf("lost %d, complete %v", s.LostPieces, s.Complete)
+	}
+}
+
+// TestFetchMetadata: a magnet link becomes a torrent through BEP 9 from a
+// peer that has it, and then downloads.
+func TestFetchMetadata(t *testing.T) {
+	f := newFixture(t, 24<<20, 16<<10) // 1536 pieces: 30 KiB of hashes, two metadata pieces
+	seedClient, _ := f.seed(t)
+	leech := newClient(t, Config{})
+	mg := metainfo.Magnet{InfoHash: f.meta.InfoHash, Length: -1}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := leech.FetchMetadata(ctx, mg, addrOf(seedClient))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.InfoHash != f.meta.InfoHash || !bytes.Equal(m.InfoBytes, f.meta.InfoBytes) {
+		t.Fatal("fetched metadata differs")
+	}
+	st := NewMemoryStorage(&m.Info)
+	tor, err := leech.AddTorrent(m, st, TorrentOptions{NoTrackers: true, Peers: []netip.AddrPort{addrOf(seedClient)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+
+	// Nobody has it: the context ends the search with a clear error.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	other := metainfo.Magnet{InfoHash: metainfo.Hash{1, 2, 3}, Length: -1}
+	if _, err := leech.FetchMetadata(ctx2, other, addrOf(seedClient)); !errors.Is(err, ErrNoMetadata) {
+		t.Fatalf("got %v, want ErrNoMetadata", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
@@ -42,7 +43,35 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	target := pos[0]
 	if strings.HasPrefix(strings.ToLower(target), "magnet:") {
-		return errors.New("magnet links need metadata exchange from peers (BEP 9), which tbproxy does not do yet; give the torrent's URL instead")
+		mg, err := metainfo.ParseMagnet(target)
+		if err != nil {
+			return err
+		}
+		dest := *out
+		if dest == "" {
+			dest = filepath.Base(mg.Name)
+			if mg.Name == "" || dest == "." || dest == "/" {
+				dest = mg.InfoHash.String()
+			}
+		}
+		resolve := func(engine *swarm.Client) (*metainfo.MetaInfo, int, error) {
+			fmt.Fprintln(stderr, "fetching the torrent's metadata from peers (BEP 9)...")
+			fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			defer cancel()
+			m, err := engine.FetchMetadata(fctx, mg)
+			if err != nil {
+				return nil, 0, err
+			}
+			return m, largestFile(&m.Info), nil
+		}
+		// Peers the magnet names (x.pe) are peers of the download too.
+		var peers []netip.AddrPort
+		for _, pe := range mg.Params["x.pe"] {
+			if a, err := netip.ParseAddrPort(pe); err == nil {
+				peers = append(peers, a)
+			}
+		}
+		return getTorrent(ctx, resolve, "", peers, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -92,15 +121,39 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if !ok {
 		return errors.New("no file in the torrent matches the URL")
 	}
-	return getTorrent(ctx, m, idx, target, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
+	return getTorrent(ctx, resolve, target, nil, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
 }
 
-func getTorrent(ctx context.Context, m *metainfo.MetaInfo, idx int, url, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
+// largestFile is the file a magnet download writes: the biggest one.
+func largestFile(info *metainfo.Info) int {
+	best := 0
+	for i, f := range info.Files {
+		if !f.Padding() && f.Length > info.Files[best].Length {
+			best = i
+		}
+	}
+	return best
+}
+
+// getTorrent downloads file idx of the torrent resolve gives, into the
+// cache and to dest. originURL, when set, is the file's own URL, used as a
+// web seed.
+func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
 	store, err := cache.Open(cache.Config{Dir: dataDir})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: peerListen})
+	if err != nil {
+		return err
+	}
+	defer engine.Close() // before the cache closes: deferred calls run in reverse
+	m, idx, err := resolve(engine)
+	if err != nil {
+		return err
+	}
 	st, err := store.Torrent(m, cache.TorrentOptions{})
 	if err != nil {
 		return err
@@ -108,17 +161,15 @@ func getTorrent(ctx context.Context, m *metainfo.MetaInfo, idx int, url, dataDir
 	defer st.Close()
 	release := st.Pin()
 	defer release()
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: peerListen})
+	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, Peers: peers})
 	if err != nil {
 		return err
 	}
-	defer engine.Close() // before the cache closes: deferred calls run in reverse
-	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true})
-	if err != nil {
-		return err
-	}
-	if err := t.AddWebSeed(swarm.WebSeed{URL: url, Origin: true, File: idx}); err != nil {
-		return err
+	defer t.Close() // the torrent stops before its storage closes
+	if originURL != "" {
+		if err := t.AddWebSeed(swarm.WebSeed{URL: originURL, Origin: true, File: idx}); err != nil {
+			return err
+		}
 	}
 	r, err := t.NewFileReader(ctx, idx)
 	if err != nil {

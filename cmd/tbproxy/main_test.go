@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -225,8 +227,27 @@ func TestGet(t *testing.T) {
 			}
 		})
 	}
-	if err := run(context.Background(), []string{"get", "magnet:?xt=urn:btih:" + m.InfoHash.String()}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "magnet") {
-		t.Fatalf("magnet: %v", err)
+	// A magnet link: the metadata comes from a peer (BEP 9), then the file.
+	seed, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	st := swarm.NewMemoryStorage(&m.Info)
+	if err := st.Fill(bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := seed.AddTorrent(m, st, swarm.TorrentOptions{NoTrackers: true}); err != nil {
+		t.Fatal(err)
+	}
+	magnet := fmt.Sprintf("magnet:?xt=urn:btih:%s&dn=show.mp3&x.pe=%s", m.InfoHash, seed.Addr())
+	out := filepath.Join(dir, "magnet.out")
+	args := []string{"get", "-q", "--data-dir", filepath.Join(dir, "cache2"), "--peer-listen", "127.0.0.1:0", "-o", out, magnet}
+	if err := run(context.Background(), args, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("magnet download: %d bytes, %v", len(got), err)
 	}
 }
 
