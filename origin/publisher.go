@@ -19,6 +19,10 @@ import (
 // before a request may try to hash it again.
 const retryFailed = 30 * time.Second
 
+// minPieceLength keeps published pieces at 256 KiB or more: several
+// clients lose much of their speed on smaller pieces (DESIGN.md §7).
+const minPieceLength = 256 << 10
+
 // buildFunc is metainfo.Build's signature; tests swap it to count hashes.
 type buildFunc func(ctx context.Context, path string, opts metainfo.BuildOptions) (*metainfo.MetaInfo, error)
 
@@ -453,7 +457,11 @@ func (p *Publisher) prepare(e *entry) (*metainfo.MetaInfo, error) {
 	if err := unchanged(e.res); err != nil {
 		return nil, err
 	}
-	mi, err := p.build(e.ctx, e.res.Path, metainfo.BuildOptions{Name: path.Base(e.res.Key), Workers: 1})
+	mi, err := p.build(e.ctx, e.res.Path, metainfo.BuildOptions{
+		Name:        path.Base(e.res.Key),
+		PieceLength: max(metainfo.AutoPieceLength(e.res.Size), minPieceLength),
+		Workers:     1,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("origin: hashing %s: %w", e.res.Key, err)
 	}
