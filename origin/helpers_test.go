@@ -222,7 +222,12 @@ func varyAccept(h http.Header) int {
 
 func buildHash(t testing.TB, file, name string) metainfo.Hash {
 	t.Helper()
-	m, err := metainfo.Build(context.Background(), file, metainfo.BuildOptions{Name: name})
+	st, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := max(metainfo.AutoPieceLength(st.Size()), minPieceLength)
+	m, err := metainfo.Build(context.Background(), file, metainfo.BuildOptions{Name: name, PieceLength: pl})
 	if err != nil {
 		t.Fatal(err)
 	}

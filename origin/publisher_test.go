@@ -234,7 +234,7 @@ func TestMetainfoResponse(t *testing.T) {
 	if m.Info.Name != "big.bin" || m.Info.MultiFile || m.Info.TotalLength != int64(len(f.big)) {
 		t.Errorf("info %q multi %v length %d", m.Info.Name, m.Info.MultiFile, m.Info.TotalLength)
 	}
-	if m.Info.PieceLength != metainfo.AutoPieceLength(int64(len(f.big))) {
+	if m.Info.PieceLength != max(metainfo.AutoPieceLength(int64(len(f.big))), minPieceLength) {
 		t.Errorf("piece length %d", m.Info.PieceLength)
 	}
 	if m.CreatedBy != CreatedBy || !m.CreationDate.Equal(baseTime) {
