@@ -159,6 +159,13 @@ func TestWebSeedRescuesWhenSeedDies(t *testing.T) {
 	if err := tor.AddWebSeed(swarm.WebSeed{URL: ngx.URL + "/pub/show.mp3", Origin: true}); err != nil {
 		t.Fatal(err)
 	}
+	// Read only once the seed is connected: a seed slower than the stall
+	// budget to connect (a loaded CI machine) would rightly leave the whole
+	// file to the origin, and this test is about losing a working seed.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(tor.Stats().Peers) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	r := tor.NewReader(ctx)
