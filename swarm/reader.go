@@ -123,6 +123,9 @@ func (r *Reader) report() error {
 		t.s.readers[r.id] = &readerState{piece: int(abs / pl), since: t.client.now()}
 		t.updateInterestAll()
 		t.fillAll()
+		if len(t.s.webSeeds) > 0 {
+			t.webWake() // a web seed may have work now, without waiting a tick
+		}
 	}) {
 		return ErrClosed
 	}
