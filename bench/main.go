@@ -1,11 +1,12 @@
 //go:build linux
 
 // Command bench compares tbproxy's BitTorrent engine with established
-// clients on 127.0.0.1 and writes bench/RESULTS.md. See bench/README.md.
+// clients, and tbproxy as a proxy and publisher with nginx and tinyproxy,
+// on 127.0.0.1, and writes bench/RESULTS.md. See bench/README.md.
 //
 // Usage:
 //
-//	go run ./bench [--quick] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
+//	go run ./bench [--quick] [--only swarm,proxy,offload,passthrough] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
 package main
 
 import (
@@ -17,23 +18,42 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
+// The comparisons, by the names --only takes, in the order they run.
+const (
+	cmpSwarm       = "swarm"       // 1: the engine against other clients
+	cmpProxy       = "proxy"       // 2: a transparent download through the proxy
+	cmpOffload     = "offload"     // 4: what the publisher serves to N proxies
+	cmpPassthrough = "passthrough" // 5: plain HTTP through the proxy
+)
+
+var allComparisons = []string{cmpSwarm, cmpProxy, cmpOffload, cmpPassthrough}
+
 // config is the bench's command line.
 type config struct {
-	quick      bool
-	runs       int
-	size       int64
-	pieceLens  []int64
-	out        string        // "" means bench/RESULTS.md (RESULTS-quick.md with --quick) in the module
-	budget     time.Duration // the measurements stop starting runs after this long
-	profileDir string        // "" for none; else swarmget writes a CPU profile per run here
-	args       []string      // as given, for the report
+	quick         bool
+	only          []string // comparisons to run, in allComparisons order
+	runs          int
+	size          int64
+	pieceLens     []int64
+	offloadSize   int64         // the file of comparison 4
+	offloadCounts []int         // how many proxies fetch at once in comparison 4
+	wrkDuration   time.Duration // each wrk run of comparison 5
+	tbproxyBin    string        // "" builds ./cmd/tbproxy
+	out           string        // "" means bench/RESULTS.md (RESULTS-quick.md with --quick) in the module
+	budget        time.Duration // the measurements stop starting runs after this long
+	profileDir    string        // "" for none; else swarmget writes a CPU profile per run here
+	args          []string      // as given, for the report
 }
+
+// has reports whether comparison name was selected.
+func (c config) has(name string) bool { return slices.Contains(c.only, name) }
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
@@ -60,9 +80,14 @@ func main() {
 func parseFlags(args []string) (config, error) {
 	cfg := config{args: args}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.BoolVar(&cfg.quick, "quick", false, "64 MiB, one run, 256 KiB pieces only: a smoke test for CI")
+	fs.BoolVar(&cfg.quick, "quick", false, "small files, one run, 256 KiB pieces only, short wrk runs: a smoke test for CI")
+	only := fs.String("only", strings.Join(allComparisons, ","), "comma-separated comparisons to run: "+strings.Join(allComparisons, ", "))
 	fs.IntVar(&cfg.runs, "runs", 3, "downloads per leecher and piece size; the report gives the median")
-	size := fs.String("size", "1GiB", "size of the random file (B, KiB, MiB, GiB, or KB, MB, GB)")
+	size := fs.String("size", "1GiB", "size of the random file of comparisons 1, 2 and 5 (B, KiB, MiB, GiB, or KB, MB, GB)")
+	offloadSize := fs.String("offload-size", "256MiB", "size of the file of comparison 4 (--quick: 32MiB)")
+	counts := fs.String("offload-proxies", "1,4,8", "comma-separated numbers of proxies fetching at once in comparison 4 (--quick: 1,4)")
+	fs.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run in comparison 5 (--quick: 3s)")
+	fs.StringVar(&cfg.tbproxyBin, "tbproxy", "", "tbproxy binary to measure (default: build ./cmd/tbproxy)")
 	fs.StringVar(&cfg.out, "out", "", "results file (default bench/RESULTS.md, or bench/RESULTS-quick.md with --quick)")
 	fs.DurationVar(&cfg.budget, "budget", 18*time.Minute, "start no download after this long (--quick: 150s)")
 	fs.StringVar(&cfg.profileDir, "cpuprofile-dir", "", "write a CPU profile of every swarmget run into this directory")
@@ -75,7 +100,16 @@ func parseFlags(args []string) (config, error) {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
+	if cfg.only, err = parseOnly(*only); err != nil {
+		return cfg, err
+	}
 	if cfg.size, err = parseSize(*size); err != nil {
+		return cfg, err
+	}
+	if cfg.offloadSize, err = parseSize(*offloadSize); err != nil {
+		return cfg, err
+	}
+	if cfg.offloadCounts, err = parseCounts(*counts); err != nil {
 		return cfg, err
 	}
 	cfg.pieceLens = []int64{256 << 10, 1 << 20}
@@ -83,6 +117,15 @@ func parseFlags(args []string) (config, error) {
 		cfg.pieceLens = cfg.pieceLens[:1]
 		if !set["size"] {
 			cfg.size = 64 << 20
+		}
+		if !set["offload-size"] {
+			cfg.offloadSize = 32 << 20
+		}
+		if !set["offload-proxies"] {
+			cfg.offloadCounts = []int{1, 4}
+		}
+		if !set["wrk-duration"] {
+			cfg.wrkDuration = 3 * time.Second
 		}
 		if !set["runs"] {
 			cfg.runs = 1
@@ -96,8 +139,52 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("--runs must be at least 1")
 	case cfg.size < 1<<20:
 		return cfg, errors.New("--size must be at least 1 MiB")
+	case cfg.offloadSize < 1<<20:
+		return cfg, errors.New("--offload-size must be at least 1 MiB")
+	case cfg.wrkDuration < time.Second:
+		return cfg, errors.New("--wrk-duration must be at least 1s")
 	}
 	return cfg, nil
+}
+
+// parseOnly reads --only: known names, each once, put in running order.
+func parseOnly(s string) ([]string, error) {
+	var names []string
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(allComparisons, name) {
+			return nil, fmt.Errorf("--only: unknown comparison %q (known: %s)", name, strings.Join(allComparisons, ", "))
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return nil, errors.New("--only names no comparison")
+	}
+	var out []string
+	for _, name := range allComparisons {
+		if slices.Contains(names, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// parseCounts reads --offload-proxies: "1,4,8".
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 32 {
+			return nil, fmt.Errorf("--offload-proxies: bad count %q (1 to 32)", f)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // parseSize reads "1GiB", "64MiB", "500MB", "1048576".
@@ -127,18 +214,19 @@ func parseSize(s string) (int64, error) {
 // reports. Everything it starts is stopped, and its files removed, before
 // it returns.
 func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
-	if err := ensureTools(ctx, log); err != nil {
+	tools := toolsFor(cfg)
+	if err := ensureTools(ctx, log, tools); err != nil {
 		return err
 	}
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return err
 	}
-	mach, err := describeMachine(ctx, root)
+	mach, err := describeMachine(ctx, root, cfg, tools)
 	if err != nil {
 		return err
 	}
-	ws, err := newWorkspace(ctx, log, root, cfg.size)
+	ws, err := newWorkspace(ctx, log, root, cfg)
 	if err != nil {
 		return err
 	}
@@ -163,14 +251,48 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 	return err
 }
 
-// measureAll runs every leecher cfg.runs times for each piece length,
-// interleaving the leechers so that drift hits all alike. A leecher that
-// fails is not run again for that piece length. Once the budget is
-// spent, the remaining downloads are skipped and reported as such; an
-// interrupt (ctx) aborts.
-func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) ([]comparison, error) {
+// results are the figures of every comparison that ran; nil for the
+// others.
+type results struct {
+	swarm   []comparison // comparison 1, one per piece length
+	proxy   *proxyResult
+	offload *offloadResult
+	pass    *passResult
+}
+
+// measureAll runs the selected comparisons in order under one budget.
+// Once the budget is spent, the remaining runs are skipped and reported
+// as such; an interrupt (ctx) aborts.
+func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) (res results, err error) {
 	budget, cancel := context.WithTimeout(ctx, cfg.budget)
 	defer cancel()
+	if cfg.has(cmpSwarm) {
+		if res.swarm, err = measureSwarm(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(cmpProxy) {
+		if res.proxy, err = measureProxy(ctx, budget, cfg, ws, log, res.swarm); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(cmpOffload) {
+		if res.offload, err = measureOffload(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(cmpPassthrough) {
+		if res.pass, err = measurePassthrough(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// measureSwarm runs every leecher cfg.runs times for each piece length,
+// interleaving the leechers so that drift hits all alike. A leecher that
+// fails is not run again for that piece length.
+func measureSwarm(ctx, budget context.Context, cfg config, ws *workspace, log io.Writer) ([]comparison, error) {
 	var res []comparison
 	for _, pl := range cfg.pieceLens {
 		t, err := ws.makeTorrent(ctx, pl)
@@ -196,32 +318,73 @@ func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) (
 
 // measureRow runs the i-th download of one leecher into r.
 func measureRow(ctx, budget context.Context, cfg config, ws *workspace, t torrent, r *row, i int) error {
-	switch {
-	case len(r.errs) > 0:
-		r.skipped++
-		return nil
-	case budget.Err() != nil:
-		r.skipped++
-		r.budgetHit = true
-		return nil
-	}
 	profile := ""
 	if cfg.profileDir != "" {
 		profile = filepath.Join(cfg.profileDir, fmt.Sprintf("swarmget-%s-run%d.pprof", formatBytes(t.pieceLen), i+1))
 	}
-	s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), profile)
+	return r.attempt(ctx, budget, i, 0, func(budget context.Context) error {
+		s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), profile)
+		if err == nil {
+			r.samples = append(r.samples, s)
+		}
+		return err
+	})
+}
+
+// tally is what every row of every comparison keeps besides its figures:
+// why runs failed or were skipped.
+type tally struct {
+	errs      []string // failed runs; after the first, the row is skipped
+	skipped   int      // runs not attempted
+	budgetHit bool     // some runs were skipped or cut short by --budget
+}
+
+// attempt makes the i-th run of a row with measure, unless an earlier run
+// failed or the budget is spent, which count as skipped. measure gets at
+// most limit (0 for no limit of its own). A failure is recorded, not
+// returned: only an interrupt (ctx) stops the bench.
+func (t *tally) attempt(ctx, budget context.Context, i int, limit time.Duration, measure func(context.Context) error) error {
+	switch {
+	case len(t.errs) > 0:
+		t.skipped++
+		return nil
+	case budget.Err() != nil:
+		t.skipped++
+		t.budgetHit = true
+		return nil
+	}
+	mctx, cancel := budget, context.CancelFunc(func() {})
+	if limit > 0 {
+		mctx, cancel = context.WithTimeout(budget, limit)
+	}
+	err := measure(mctx)
+	timedOut := mctx.Err() != nil && budget.Err() == nil
+	cancel()
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted: %w", ctx.Err())
 	}
 	if err != nil {
 		if budget.Err() != nil {
-			r.budgetHit = true
+			t.budgetHit = true
 		}
-		r.errs = append(r.errs, fmt.Sprintf("run %d: %v", i+1, err))
-		return nil
+		if timedOut {
+			err = fmt.Errorf("not done within %v: %w", limit, err)
+		}
+		t.errs = append(t.errs, fmt.Sprintf("run %d: %v", i+1, err))
 	}
-	r.samples = append(r.samples, s)
 	return nil
+}
+
+// state describes the row's latest run for the progress log, given how
+// the successful one reads.
+func (t *tally) state(ok func() string) string {
+	if len(t.errs) > 0 && t.skipped == 0 {
+		return "failed: " + firstLine(t.errs[len(t.errs)-1])
+	}
+	if t.skipped > 0 {
+		return "skipped"
+	}
+	return ok()
 }
 
 // runTimeout bounds one download: generous for a slow client, but short

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -42,15 +43,20 @@ func TestParseSize(t *testing.T) {
 
 func TestParseFlagsQuick(t *testing.T) {
 	tests := []struct {
-		name   string
-		args   []string
-		size   int64
-		runs   int
-		pieces int
+		name    string
+		args    []string
+		size    int64
+		runs    int
+		pieces  int
+		offload int64
+		counts  []int
+		wrk     time.Duration
 	}{
-		{name: "default", args: nil, size: 1 << 30, runs: 3, pieces: 2},
-		{name: "quick", args: []string{"--quick"}, size: 64 << 20, runs: 1, pieces: 1},
-		{name: "quick keeps explicit flags", args: []string{"--quick", "--runs", "2", "--size", "8MiB"}, size: 8 << 20, runs: 2, pieces: 1},
+		{name: "default", args: nil, size: 1 << 30, runs: 3, pieces: 2, offload: 256 << 20, counts: []int{1, 4, 8}, wrk: 10 * time.Second},
+		{name: "quick", args: []string{"--quick"}, size: 64 << 20, runs: 1, pieces: 1, offload: 32 << 20, counts: []int{1, 4}, wrk: 3 * time.Second},
+		{name: "quick keeps explicit flags",
+			args: []string{"--quick", "--runs", "2", "--size", "8MiB", "--offload-size", "2MiB", "--offload-proxies", "2", "--wrk-duration", "5s"},
+			size: 8 << 20, runs: 2, pieces: 1, offload: 2 << 20, counts: []int{2}, wrk: 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,8 +64,71 @@ func TestParseFlagsQuick(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.size != tt.size || cfg.runs != tt.runs || len(cfg.pieceLens) != tt.pieces {
-				t.Fatalf("got size %d runs %d pieces %v", cfg.size, cfg.runs, cfg.pieceLens)
+			if cfg.size != tt.size || cfg.runs != tt.runs || len(cfg.pieceLens) != tt.pieces ||
+				cfg.offloadSize != tt.offload || !slices.Equal(cfg.offloadCounts, tt.counts) || cfg.wrkDuration != tt.wrk {
+				t.Fatalf("got size %d runs %d pieces %v offload %d counts %v wrk %v",
+					cfg.size, cfg.runs, cfg.pieceLens, cfg.offloadSize, cfg.offloadCounts, cfg.wrkDuration)
+			}
+			if !slices.Equal(cfg.only, allComparisons) {
+				t.Fatalf("only = %v, want all", cfg.only)
+			}
+		})
+	}
+}
+
+func TestParseOnly(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want []string
+		bad  bool
+	}{
+		{name: "one", in: "offload", want: []string{cmpOffload}},
+		{name: "put in running order", in: "passthrough, proxy", want: []string{cmpProxy, cmpPassthrough}},
+		{name: "repeated", in: "swarm,swarm", want: []string{cmpSwarm}},
+		{name: "unknown", in: "proxy,speed", bad: true},
+		{name: "empty", in: " , ", bad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseOnly(tt.in)
+			if tt.bad {
+				if err == nil {
+					t.Fatalf("parseOnly(%q) = %v, want an error", tt.in, got)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("parseOnly(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseCounts(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want []int
+		bad  bool
+	}{
+		{name: "three", in: "1,4,8", want: []int{1, 4, 8}},
+		{name: "spaces and repeats", in: " 2, 2 ,3", want: []int{2, 3}},
+		{name: "zero", in: "0", bad: true},
+		{name: "too many", in: "33", bad: true},
+		{name: "word", in: "four", bad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseCounts(tt.in)
+			if tt.bad {
+				if err == nil {
+					t.Fatalf("parseCounts(%q) = %v, want an error", tt.in, got)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("parseCounts(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
 			}
 		})
 	}

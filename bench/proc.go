@@ -43,6 +43,7 @@ type process struct {
 	started time.Time // just before the fork
 
 	out      *lineTail
+	outBytes atomic.Int64 // bytes written to its stdout and stderr so far
 	hwm      atomic.Int64 // peak RSS (VmHWM) in bytes, as last read or reported
 	anonPeak atomic.Int64 // highest RssAnon seen, in bytes
 
@@ -66,7 +67,7 @@ func startProcess(spec procSpec) (*process, error) {
 			spec.onLine(line)
 		}
 	}
-	stdout, stderr := &lineWriter{emit: emit}, &lineWriter{emit: emit}
+	stdout, stderr := &lineWriter{emit: emit, count: &p.outBytes}, &lineWriter{emit: emit, count: &p.outBytes}
 	cmd := exec.Command(spec.path, spec.args...)
 	cmd.Dir = spec.home
 	cmd.Env = childEnv(spec.home)
@@ -225,6 +226,58 @@ func (p *process) cpu() (time.Duration, error) {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
+// userHZ is the unit of the CPU times in /proc/PID/stat: USER_HZ, which
+// Linux fixes at 100 for user space whatever the kernel's own tick.
+const userHZ = 100
+
+// cpuSoFar gives the user plus system time of the running process, from
+// /proc/PID/stat, in 10 ms steps. It counts every thread of the process,
+// not its children.
+func (p *process) cpuSoFar() (time.Duration, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	return statCPU(data)
+}
+
+// statCPU reads utime and stime, fields 14 and 15, from a /proc stat
+// line. The command name (field 2) may hold spaces and parentheses, so
+// the fields are counted from its closing parenthesis.
+func statCPU(data []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc stat: %w", err)
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
+}
+
+// written gives wchar from /proc/PID/io: the bytes the process has passed
+// to write(2), writev(2), sendfile(2) and their kin, to any file or socket,
+// summed over all its threads. See bench/README.md for why comparison 4
+// may use it as a network counter.
+func (p *process) written() (int64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/io")
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", p.name, err)
+	}
+	for line := range bytes.Lines(data) {
+		if rest, ok := bytes.CutPrefix(line, []byte("wchar:")); ok {
+			return strconv.ParseInt(string(bytes.TrimSpace(rest)), 10, 64)
+		}
+	}
+	return 0, errors.New("no wchar in /proc io")
+}
+
 // exitErr describes how an ended process failed, with its last output.
 func (p *process) exitErr(what string) error {
 	return fmt.Errorf("%s %s (%v); last output:\n%s", p.name, what, p.err, p.out.String())
@@ -258,6 +311,7 @@ type lineWriter struct {
 	mu      sync.Mutex
 	partial []byte // bytes after the last line break
 	emit    func(string)
+	count   *atomic.Int64 // every byte written is added here; nil for none
 }
 
 const maxLine = 64 << 10
@@ -266,6 +320,9 @@ func (w *lineWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := len(b)
+	if w.count != nil {
+		w.count.Add(int64(n))
+	}
 	for {
 		i := bytes.IndexAny(b, "\r\n")
 		if i < 0 {

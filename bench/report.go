@@ -29,28 +29,22 @@ type comparison struct {
 
 // row is one leecher's runs.
 type row struct {
-	leecher   leecher
-	samples   []sample
-	errs      []string // failed runs; after the first, the leecher is skipped
-	skipped   int      // runs not attempted
-	budgetHit bool     // some runs were skipped or cut short by --budget
+	leecher leecher
+	samples []sample
+	tally
 }
 
 // last describes the latest run, for the progress log.
 func (r *row) last(size int64) string {
-	if len(r.errs) > 0 && r.skipped == 0 {
-		return "failed: " + firstLine(r.errs[len(r.errs)-1])
-	}
-	if r.skipped > 0 {
-		return "skipped"
-	}
-	s := r.samples[len(r.samples)-1]
-	first := "n/a"
-	if s.firstKnown {
-		first = fmt.Sprintf("%.3f s", s.first.Seconds())
-	}
-	return fmt.Sprintf("%.0f MB/s, first %s, total %.2f s, peak RSS %.0f MiB (anon %.0f MiB), CPU %.2f s, seed CPU %.2f s",
-		mbps(size, s.total), first, s.total.Seconds(), mib(s.maxRSS), mib(s.anonRSS), s.cpu.Seconds(), s.seedCPU.Seconds())
+	return r.state(func() string {
+		s := r.samples[len(r.samples)-1]
+		first := "n/a"
+		if s.firstKnown {
+			first = fmt.Sprintf("%.3f s", s.first.Seconds())
+		}
+		return fmt.Sprintf("%.0f MB/s, first %s, total %.2f s, peak RSS %.0f MiB (anon %.0f MiB), CPU %.2f s, seed CPU %.2f s",
+			mbps(size, s.total), first, s.total.Seconds(), mib(s.maxRSS), mib(s.anonRSS), s.cpu.Seconds(), s.seedCPU.Seconds())
+	})
 }
 
 func firstLine(s string) string {
@@ -142,13 +136,13 @@ type machine struct {
 	kernel  string
 	memory  string
 	goVer   string
-	peers   []string
-	engine  string // the commit the engine was built from
+	tools   []string
+	engine  string // the commit the engine and tbproxy were built from
 	started time.Time
 	load    string // /proc/loadavg's 1-minute figure when the bench started
 }
 
-func describeMachine(ctx context.Context, module string) (machine, error) {
+func describeMachine(ctx context.Context, module string, cfg config, tools []tool) (machine, error) {
 	m := machine{cpus: runtime.NumCPU(), goVer: runtime.Version(), started: time.Now(), load: loadAverage()}
 	kernel, err := os.ReadFile("/proc/sys/kernel/osrelease")
 	if err != nil {
@@ -157,24 +151,68 @@ func describeMachine(ctx context.Context, module string) (machine, error) {
 	m.kernel = strings.TrimSpace(string(kernel))
 	m.cpu = procField("/proc/cpuinfo", "model name")
 	m.memory = memTotal()
-	m.engine = engineVersion(ctx, module)
-	m.peers, err = toolVersions(ctx)
+	m.engine = engineVersion(ctx, module, cfg)
+	m.tools, err = toolVersions(ctx, tools)
 	return m, err
 }
 
-// engineVersion names the commit swarmget is built from, and whether the
-// engine's files differ from it. It only reads the repository.
-func engineVersion(ctx context.Context, module string) string {
+// engineVersion names the commit swarmget and tbproxy are built from, and
+// the top-level files and directories whose code differs from it. It only
+// reads the repository.
+func engineVersion(ctx context.Context, module string, cfg config) string {
 	head, err := output(ctx, []string{"git", "-C", module, "rev-parse", "--short", "HEAD"})
 	if err != nil {
 		return "unknown (no git)"
 	}
 	v := "commit " + strings.TrimSpace(string(head))
-	dirty, err := output(ctx, []string{"git", "--no-optional-locks", "-C", module, "status", "--porcelain", "--", "swarm", "metainfo", "bench/cmd/swarmget"})
-	if err == nil && len(bytes.TrimSpace(dirty)) > 0 {
-		v += " with uncommitted changes in swarm/, metainfo/ or bench/cmd/swarmget/"
+	var paths []string
+	if cfg.has(cmpSwarm) {
+		paths = append(paths, "swarm", "metainfo", "bench/cmd/swarmget")
+	}
+	if usesTBProxy(cfg) && cfg.tbproxyBin == "" {
+		paths = append(paths, ".", ":(exclude)bench")
+	}
+	if len(paths) > 0 {
+		argv := append([]string{"git", "--no-optional-locks", "-C", module, "status", "--porcelain", "--"}, paths...)
+		if out, err := output(ctx, argv); err == nil {
+			if changed := changedTops(out); len(changed) > 0 {
+				v += " with uncommitted changes in " + strings.Join(changed, ", ")
+			}
+		}
+	}
+	if cfg.tbproxyBin != "" && usesTBProxy(cfg) {
+		v += "; tbproxy is " + cfg.tbproxyBin + ", not built by the bench"
 	}
 	return v
+}
+
+// changedTops lists the top-level entries named in git status --porcelain
+// output: "proxy/" for proxy/proxy.go, "go.mod" for go.mod.
+func changedTops(porcelain []byte) []string {
+	var tops []string
+	for line := range strings.Lines(string(porcelain)) {
+		if len(line) < 4 {
+			continue
+		}
+		path := strings.TrimSpace(line[3:])
+		if _, to, ok := strings.Cut(path, " -> "); ok {
+			path = to
+		}
+		top, _, nested := strings.Cut(strings.Trim(path, `"`), "/")
+		if nested {
+			top += "/"
+		}
+		if !slices.Contains(tops, top) {
+			tops = append(tops, top)
+		}
+	}
+	slices.Sort(tops)
+	return tops
+}
+
+// usesTBProxy reports whether a selected comparison runs the tbproxy binary.
+func usesTBProxy(cfg config) bool {
+	return cfg.has(cmpProxy) || cfg.has(cmpOffload) || cfg.has(cmpPassthrough)
 }
 
 // loadAverage is the 1-minute load average: other work on the machine
@@ -217,25 +255,36 @@ func procField(path, name string) string {
 }
 
 // renderReport writes RESULTS.md.
-func renderReport(cfg config, m machine, res []comparison) string {
+func renderReport(cfg config, m machine, res results) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Bench results\n\n")
 	cmd := strings.TrimSpace("go run ./bench " + strings.Join(cfg.args, " "))
 	fmt.Fprintf(&b, "`%s`, started %s, took %s. Load average (1 min) %s at the start, %s at the end.\n\n",
 		cmd, m.started.UTC().Format("2006-01-02 15:04 MST"), time.Since(m.started).Round(time.Second), m.load, loadAverage())
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s.\n", m.cpus, m.cpu, m.memory, m.kernel, m.goVer)
-	fmt.Fprintf(&b, "Engine: %s. Peers: %s.\n\n", m.engine, strings.Join(m.peers, ", "))
+	fmt.Fprintf(&b, "Engine: %s. Tools: %s.\n\n", m.engine, strings.Join(m.tools, ", "))
 	if cfg.quick {
 		fmt.Fprintf(&b, "**--quick: a smoke test of the harness; these figures are not the comparison.**\n\n")
 	}
-	fmt.Fprintf(&b, "## Comparison 1: swarm download\n\n")
-	fmt.Fprintf(&b, "A %s random file from one python3-libtorrent seed (seed_mode, no upload limit), "+
-		"a fresh seed for every download, everything on 127.0.0.1. Each leecher is its own process. "+
-		"%d run(s) per leecher; figures are the median, with (min–max) when they differ. "+
-		"MB/s is 10^6 bytes per second. See bench/README.md for what each figure means.\n\n",
-		formatBytes(cfg.size), cfg.runs)
-	for _, c := range res {
-		renderComparison(&b, c)
+	fmt.Fprintf(&b, "Everything runs on 127.0.0.1; every figure is the median of the runs, with (min–max) when they differ. "+
+		"MB/s is 10^6 bytes per second. See bench/README.md for how each figure is taken.\n\n")
+	if cfg.has(cmpSwarm) {
+		fmt.Fprintf(&b, "## Comparison 1: swarm download\n\n")
+		fmt.Fprintf(&b, "A %s random file from one python3-libtorrent seed (seed_mode, no upload limit), "+
+			"a fresh seed for every download. Each leecher is its own process. %d run(s) per leecher.\n\n",
+			formatBytes(cfg.size), cfg.runs)
+		for _, c := range res.swarm {
+			renderComparison(&b, c)
+		}
+	}
+	if res.proxy != nil {
+		renderProxy(&b, cfg, res.proxy)
+	}
+	if res.offload != nil {
+		renderOffload(&b, cfg, res.offload)
+	}
+	if res.pass != nil {
+		renderPassthrough(&b, cfg, res.pass)
 	}
 	return b.String()
 }
@@ -312,19 +361,34 @@ func yesNo(ok bool) string {
 	return "**no**"
 }
 
-// renderProblems lists failed and skipped runs.
+// renderProblems lists the failed and skipped runs of a comparison.
 func renderProblems(b *bytes.Buffer, c comparison) {
-	var lines []string
+	var rows []named
 	for _, r := range c.rows {
-		for _, e := range r.errs {
-			lines = append(lines, fmt.Sprintf("- %s failed, %s", r.leecher.name(), indent(e)))
+		rows = append(rows, named{r.leecher.name(), &r.tally})
+	}
+	renderTallies(b, rows)
+}
+
+// named is a row's tally with the row's name, for renderTallies.
+type named struct {
+	name string
+	t    *tally
+}
+
+// renderTallies lists failed and skipped runs.
+func renderTallies(b *bytes.Buffer, rows []named) {
+	var lines []string
+	for _, r := range rows {
+		for _, e := range r.t.errs {
+			lines = append(lines, fmt.Sprintf("- %s failed, %s", r.name, indent(e)))
 		}
-		if r.skipped > 0 {
+		if r.t.skipped > 0 {
 			why := "after a failure"
-			if r.budgetHit {
+			if r.t.budgetHit {
 				why = "when --budget ran out"
 			}
-			lines = append(lines, fmt.Sprintf("- %s: %d run(s) skipped %s.", r.leecher.name(), r.skipped, why))
+			lines = append(lines, fmt.Sprintf("- %s: %d run(s) skipped %s.", r.name, r.t.skipped, why))
 		}
 	}
 	if len(lines) > 0 {

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,45 @@ type seed struct {
 	proc  *process
 	port  int       // its TCP listen port on 127.0.0.1
 	ready time.Time // when it reported listening; it has dialled its peers then
+
+	mu       sync.Mutex
+	statusAt time.Time     // when its last status line came; guarded by mu
+	uploaded int64         // total_upload in that line; guarded by mu
+	status   chan struct{} // closed, and replaced, at each status line; guarded by mu
+}
+
+// noteStatus records a status line of ltpeer.py.
+func (s *seed) noteStatus(uploaded int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.statusAt, s.uploaded = time.Now(), uploaded
+	close(s.status)
+	s.status = make(chan struct{})
+}
+
+// uploadedSince waits for a status line that came after t (ltpeer.py
+// prints one every 0.5 s) and returns libtorrent's total_upload from it:
+// the bytes the seed has sent, protocol overhead included.
+func (s *seed) uploadedSince(ctx context.Context, t time.Time) (int64, error) {
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		at, up, next := s.statusAt, s.uploaded, s.status
+		s.mu.Unlock()
+		if at.After(t) {
+			return up, nil
+		}
+		select {
+		case <-next:
+		case <-s.proc.Done():
+			return 0, s.proc.exitErr("exited")
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-timer.C:
+			return 0, errors.New("libtorrent seed printed no status for 5 s")
+		}
+	}
 }
 
 // addr is the seed's address for dialling.
@@ -42,20 +82,28 @@ func startSeed(ctx context.Context, ws *workspace, t torrent, home string, dial 
 	}
 	listening := make(chan int, 1)
 	var once sync.Once
+	s := &seed{status: make(chan struct{})}
 	onLine := func(line string) {
 		var ev struct {
-			Event string `json:"event"`
-			Port  int    `json:"port"`
+			Event    string `json:"event"`
+			Port     int    `json:"port"`
+			Uploaded int64  `json:"total_upload"`
 		}
-		if json.Unmarshal([]byte(line), &ev) == nil && ev.Event == "listening" {
+		if json.Unmarshal([]byte(line), &ev) != nil {
+			return
+		}
+		switch ev.Event {
+		case "listening":
 			once.Do(func() { listening <- ev.Port })
+		case "status":
+			s.noteStatus(ev.Uploaded)
 		}
 	}
 	p, err := startProcess(procSpec{name: "libtorrent seed", path: systemPython, args: args, home: home, onLine: onLine})
 	if err != nil {
 		return nil, err
 	}
-	s := &seed{proc: p}
+	s.proc = p
 	select {
 	case s.port = <-listening:
 		s.ready = time.Now()

@@ -21,18 +21,31 @@ import (
 //go:embed ltleech.py
 var ltleechScript []byte
 
-// swarmgetPkg is the import path of the engine's leecher.
-const swarmgetPkg = "github.com/tbproxy/tbproxy/bench/cmd/swarmget"
+//go:embed wrkproxy.lua
+var wrkScript []byte
+
+// The packages the bench builds.
+const (
+	swarmgetPkg = "github.com/tbproxy/tbproxy/bench/cmd/swarmget"
+	tbproxyPkg  = "github.com/tbproxy/tbproxy/cmd/tbproxy"
+)
+
+// pageSize is the size of the small page of comparison 5.
+const pageSize = 4 << 10
 
 // workspace is what every run shares: the temporary root (removed at the
-// end), the programs, and the seed's content.
+// end), the programs, and the content.
 type workspace struct {
 	root     string // temporary; everything below is removed with it
-	swarmget string // the built engine leecher
+	swarmget string // the built engine leecher; "" unless comparison 1 runs
+	tbproxy  string // the tbproxy binary; "" unless comparisons 2 to 5 run
 	ltpeer   string // integration/testdata/ltpeer.py, the seed
 	ltleech  string // ltleech.py, the libtorrent leecher
-	content  string // the random file; its directory is the seed's save dir
+	wrkLua   string // wrkproxy.lua, wrk's script
+	content  string // the random file (bench.bin); its directory is the seed's save dir, nginx's and the publisher's
 	size     int64
+	offload  string // comparison 4's random file (offload.bin), next to content; "" unless it runs
+	www      string // a directory holding comparison 5's page.html
 }
 
 // torrent is one .torrent of the content.
@@ -42,14 +55,14 @@ type torrent struct {
 	meta     *metainfo.MetaInfo
 }
 
-// newWorkspace creates the temporary root and fills it. On error it
-// removes what it made.
-func newWorkspace(ctx context.Context, log io.Writer, module string, size int64) (ws *workspace, err error) {
+// newWorkspace creates the temporary root and fills it with what the
+// selected comparisons need. On error it removes what it made.
+func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config) (ws *workspace, err error) {
 	root, err := os.MkdirTemp("", "tbproxy-bench-")
 	if err != nil {
 		return nil, err
 	}
-	ws = &workspace{root: root, size: size}
+	ws = &workspace{root: root, size: cfg.size}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, ws.remove())
@@ -64,14 +77,73 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, size int64)
 	if err = os.WriteFile(ws.ltleech, ltleechScript, 0o755); err != nil {
 		return ws, err
 	}
-	fmt.Fprintf(log, "bench: building %s\n", swarmgetPkg)
-	ws.swarmget = filepath.Join(root, "swarmget")
-	if _, err = output(ctx, []string{"go", "build", "-o", ws.swarmget, swarmgetPkg}); err != nil {
+	ws.wrkLua = filepath.Join(root, "wrkproxy.lua")
+	if err = os.WriteFile(ws.wrkLua, wrkScript, 0o644); err != nil {
 		return ws, err
 	}
-	fmt.Fprintf(log, "bench: writing %s of random content\n", formatBytes(size))
+	if cfg.has(cmpSwarm) {
+		fmt.Fprintf(log, "bench: building %s\n", swarmgetPkg)
+		ws.swarmget = filepath.Join(root, "swarmget")
+		if _, err = output(ctx, []string{"go", "build", "-o", ws.swarmget, swarmgetPkg}); err != nil {
+			return ws, err
+		}
+	}
+	if usesTBProxy(cfg) {
+		if ws.tbproxy, err = tbproxyBinary(ctx, log, root, cfg.tbproxyBin); err != nil {
+			return ws, err
+		}
+	}
 	ws.content = filepath.Join(root, "content", "bench.bin")
-	return ws, writeRandomFile(ws.content, size)
+	if cfg.has(cmpSwarm) || cfg.has(cmpProxy) || cfg.has(cmpPassthrough) {
+		fmt.Fprintf(log, "bench: writing %s of random content\n", formatBytes(cfg.size))
+		if err = writeRandomFile(ws.content, cfg.size); err != nil {
+			return ws, err
+		}
+	}
+	if cfg.has(cmpOffload) {
+		fmt.Fprintf(log, "bench: writing %s of random content for comparison 4\n", formatBytes(cfg.offloadSize))
+		ws.offload = filepath.Join(root, "content", "offload.bin")
+		if err = writeRandomFile(ws.offload, cfg.offloadSize); err != nil {
+			return ws, err
+		}
+	}
+	ws.www = filepath.Join(root, "www")
+	if err = os.MkdirAll(ws.www, 0o755); err != nil {
+		return ws, err
+	}
+	return ws, os.WriteFile(filepath.Join(ws.www, "page.html"), page(pageSize), 0o644)
+}
+
+// tbproxyBinary builds tbproxy into dir, or checks the one given.
+func tbproxyBinary(ctx context.Context, log io.Writer, dir, given string) (string, error) {
+	if given != "" {
+		abs, err := filepath.Abs(given)
+		if err != nil {
+			return "", err
+		}
+		if st, err := os.Stat(abs); err != nil || st.Mode()&0o111 == 0 || st.IsDir() {
+			return "", fmt.Errorf("--tbproxy %s: not an executable file", given)
+		}
+		return abs, nil
+	}
+	fmt.Fprintf(log, "bench: building %s\n", tbproxyPkg)
+	bin := filepath.Join(dir, "tbproxy")
+	_, err := output(ctx, []string{"go", "build", "-o", bin, tbproxyPkg})
+	return bin, err
+}
+
+// page is a small HTML page of exactly size bytes.
+func page(size int) []byte {
+	const head, tail = "<!doctype html>\n<title>tbproxy bench</title>\n<pre>\n", "</pre>\n"
+	b := []byte(head)
+	line := "The quick brown fox jumps over the lazy dog, 0123456789.\n"
+	for len(b)+len(line)+len(tail) <= size {
+		b = append(b, line...)
+	}
+	for len(b)+len(tail) < size {
+		b = append(b, '.')
+	}
+	return append(b, tail...)
 }
 
 // remove deletes the workspace.
