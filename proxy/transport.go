@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/elazarl/goproxy"
 
@@ -115,6 +116,9 @@ func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
 	resp, err := p.upstream.RoundTrip(out)
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
+	}
+	if _, upgraded := resp.Body.(io.ReadWriter); resp.Body != nil && resp.Body != http.NoBody && !upgraded {
+		resp.Body = readCloser{resp.Body, resp.Body} // not a 101's two-way body
 	}
 	return resp, nil
 }
@@ -262,11 +266,25 @@ func matchHost(patterns []string, host string) bool {
 	return false
 }
 
-// readCloser reads from r and closes c.
+// readCloser reads from r and closes c. Its WriteTo copies in 256 KiB
+// steps, so goproxy's io.Copy of a large body makes an eighth of the
+// syscalls its default 32 KiB buffer would.
 type readCloser struct {
 	io.Reader
 	io.Closer
 }
+
+// copyBufs are the WriteTo buffers, reused across responses.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+func (rc readCloser) WriteTo(w io.Writer) (int64, error) {
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(w, onlyReader{rc.Reader}, *buf)
+}
+
+// onlyReader hides any WriteTo of the reader, so CopyBuffer uses the buffer.
+type onlyReader struct{ io.Reader }
 
 func textResponse(req *http.Request, status int, msg string) *http.Response {
 	body := msg + "\n"
