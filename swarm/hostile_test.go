@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -143,15 +142,7 @@ func TestCorruptPeerIsBanned(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	tor.AddPeers(honest.Addr().(*net.TCPAddr).AddrPort())
-	r := tor.NewReader(t.Context())
-	defer r.Close()
-	got, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, f.content) {
-		t.Fatal("reader got bytes that differ from the content")
-	}
+	streamEquals(t, t.Context(), tor, f.content)
 	waitComplete(t, tor, 30*time.Second)
 	s := tor.Stats()
 	if s.HashFailures == 0 || s.Bans == 0 {

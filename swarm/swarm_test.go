@@ -78,6 +78,21 @@ func (f *fixture) seed(t testing.TB) (*Client, *Torrent) {
 	return c, tor
 }
 
+// streamEquals reads the whole torrent through a Reader bound to ctx and
+// checks it is want.
+func streamEquals(t testing.TB, ctx context.Context, tor *Torrent, want []byte) {
+	t.Helper()
+	r := tor.NewReader(ctx)
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("streamed %d bytes that differ from the %d expected", len(got), len(want))
+	}
+}
+
 func waitComplete(t testing.TB, tor *Torrent, d time.Duration) {
 	t.Helper()
 	select {
@@ -146,15 +161,7 @@ func TestReaderStreamsWhileDownloading(t *testing.T) {
 	}
 
 	// A reader from the start streams the whole file in order.
-	r := tor.NewReader(ctx)
-	defer r.Close()
-	all, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(all, f.content) {
-		t.Fatal("streamed bytes differ")
-	}
+	streamEquals(t, ctx, tor, f.content)
 }
 
 func TestReaderContextCancel(t *testing.T) {
@@ -341,15 +348,7 @@ func TestStorageLosesAPiece(t *testing.T) {
 	}
 	waitComplete(t, tor, 30*time.Second)
 	st.lose.Store(5)
-	r := tor.NewReader(t.Context())
-	defer r.Close()
-	got, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, f.content) {
-		t.Fatal("bytes differ after a lost piece")
-	}
+	streamEquals(t, t.Context(), tor, f.content)
 	if s := tor.Stats(); s.LostPieces != 1 || !s.Complete {
 		t.Fatalf("lost %d, complete %v", s.LostPieces, s.Complete)
 	}

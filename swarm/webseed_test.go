@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -248,15 +247,7 @@ func TestRescueStalledReader(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r := tor.NewReader(ctx)
-	defer r.Close()
-	got, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, f.content) {
-		t.Fatal("bytes differ")
-	}
+	streamEquals(t, ctx, tor, f.content)
 	if stuck.served.Load() == 0 {
 		t.Fatal("the stuck peer was never asked")
 	}
