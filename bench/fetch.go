@@ -50,6 +50,7 @@ type curlReq struct {
 	accept string // an Accept header to send; "" for curl's own (*/*)
 	out    string // where the body goes; "" for /dev/null
 	want   int64  // the body's size; -1 for any
+	rng    string // a byte range (curl -r); the answer must then be 206
 }
 
 // curlRun is a running curl.
@@ -75,6 +76,9 @@ func startCurl(env *runEnv, req curlReq) (*curlRun, error) {
 	}
 	if req.accept != "" {
 		args = append(args, "-H", "Accept: "+req.accept)
+	}
+	if req.rng != "" {
+		args = append(args, "-r", req.rng)
 	}
 	args = append(args, req.url)
 	onLine := func(line string) {
@@ -103,8 +107,10 @@ func (c *curlRun) wait(ctx context.Context) (curlResult, error) {
 	switch {
 	case c.p.err != nil || c.res == nil:
 		return curlResult{}, c.p.exitErr("failed")
-	case c.res.code != 200:
+	case c.req.rng == "" && c.res.code != 200:
 		return *c.res, fmt.Errorf("curl %s: status %d", c.req.url, c.res.code)
+	case c.req.rng != "" && c.res.code != 206:
+		return *c.res, fmt.Errorf("curl -r %s %s: status %d, want 206", c.req.rng, c.req.url, c.res.code)
 	case c.req.want >= 0 && c.res.size != c.req.want:
 		return *c.res, fmt.Errorf("curl %s: %d bytes, want %d", c.req.url, c.res.size, c.req.want)
 	}

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	go run ./bench [--quick] [--only swarm,proxy,offload,passthrough] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
+//	go run ./bench [--quick] [--only swarm,proxy,seek,offload,passthrough,scale] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
 package main
 
 import (
@@ -29,11 +29,13 @@ import (
 const (
 	cmpSwarm       = "swarm"       // 1: the engine against other clients
 	cmpProxy       = "proxy"       // 2: a transparent download through the proxy
+	cmpSeek        = "seek"        // 3: Range requests at random offsets
 	cmpOffload     = "offload"     // 4: what the publisher serves to N proxies
 	cmpPassthrough = "passthrough" // 5: plain HTTP through the proxy
+	cmpScale       = "scale"       // 6: many clients and torrents through one proxy
 )
 
-var allComparisons = []string{cmpSwarm, cmpProxy, cmpOffload, cmpPassthrough}
+var allComparisons = []string{cmpSwarm, cmpProxy, cmpSeek, cmpOffload, cmpPassthrough, cmpScale}
 
 // config is the bench's command line.
 type config struct {
@@ -45,6 +47,8 @@ type config struct {
 	offloadSize   int64         // the file of comparison 4
 	offloadCounts []int         // how many proxies fetch at once in comparison 4
 	wrkDuration   time.Duration // each wrk run of comparison 5
+	seekCount     int           // offsets of comparison 3
+	scaleCases    []scaleCase   // loads of comparison 6, without their directories
 	tbproxyBin    string        // "" builds ./cmd/tbproxy
 	out           string        // "" means bench/RESULTS.md (RESULTS-quick.md with --quick) in the module
 	budget        time.Duration // the measurements stop starting runs after this long
@@ -113,7 +117,11 @@ func parseFlags(args []string) (config, error) {
 		return cfg, err
 	}
 	cfg.pieceLens = []int64{256 << 10, 1 << 20}
+	cfg.seekCount = 10
+	cfg.scaleCases = []scaleCase{{clients: 50, torrents: 20, size: 64 << 20}, {clients: 8, torrents: 8, size: 256 << 20}}
 	if cfg.quick {
+		cfg.seekCount = 3
+		cfg.scaleCases = []scaleCase{{clients: 10, torrents: 4, size: 16 << 20}}
 		cfg.pieceLens = cfg.pieceLens[:1]
 		if !set["size"] {
 			cfg.size = 64 << 20
@@ -256,8 +264,10 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 type results struct {
 	swarm   []comparison // comparison 1, one per piece length
 	proxy   *proxyResult
+	seek    *seekResult
 	offload *offloadResult
 	pass    *passResult
+	scale   *scaleResult
 }
 
 // measureAll runs the selected comparisons in order under one budget.
@@ -276,6 +286,11 @@ func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) (
 			return res, err
 		}
 	}
+	if cfg.has(cmpSeek) {
+		if res.seek, err = measureSeek(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
 	if cfg.has(cmpOffload) {
 		if res.offload, err = measureOffload(ctx, budget, cfg, ws, log); err != nil {
 			return res, err
@@ -283,6 +298,11 @@ func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) (
 	}
 	if cfg.has(cmpPassthrough) {
 		if res.pass, err = measurePassthrough(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(cmpScale) {
+		if res.scale, err = measureScale(ctx, budget, cfg, ws, log); err != nil {
 			return res, err
 		}
 	}

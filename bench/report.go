@@ -212,7 +212,7 @@ func changedTops(porcelain []byte) []string {
 
 // usesTBProxy reports whether a selected comparison runs the tbproxy binary.
 func usesTBProxy(cfg config) bool {
-	return cfg.has(cmpProxy) || cfg.has(cmpOffload) || cfg.has(cmpPassthrough)
+	return cfg.has(cmpProxy) || cfg.has(cmpSeek) || cfg.has(cmpOffload) || cfg.has(cmpPassthrough) || cfg.has(cmpScale)
 }
 
 // loadAverage is the 1-minute load average: other work on the machine
@@ -280,11 +280,17 @@ func renderReport(cfg config, m machine, res results) string {
 	if res.proxy != nil {
 		renderProxy(&b, cfg, res.proxy)
 	}
+	if res.seek != nil {
+		renderSeek(&b, cfg, res.seek)
+	}
 	if res.offload != nil {
 		renderOffload(&b, cfg, res.offload)
 	}
 	if res.pass != nil {
 		renderPassthrough(&b, cfg, res.pass)
+	}
+	if res.scale != nil {
+		renderScale(&b, cfg, res.scale)
 	}
 	return b.String()
 }

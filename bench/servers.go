@@ -174,6 +174,11 @@ func (p *publisher) announce() string { return p.url("/announce") }
 // and url-list) to reach it on that port of 127.0.0.1, where a relay
 // forwards to it.
 func startPublisher(ctx context.Context, env *runEnv, ws *workspace, data string, port, public int) (*publisher, error) {
+	return startPublisherIn(ctx, env, ws, filepath.Dir(ws.content), data, port, public)
+}
+
+// startPublisherIn is startPublisher of the directory dir.
+func startPublisherIn(ctx context.Context, env *runEnv, ws *workspace, dir, data string, port, public int) (*publisher, error) {
 	if port == 0 {
 		var err error
 		if port, err = freePort(); err != nil {
@@ -181,7 +186,7 @@ func startPublisher(ctx context.Context, env *runEnv, ws *workspace, data string
 		}
 	}
 	args := []string{"publish",
-		"--dir", filepath.Dir(ws.content),
+		"--dir", dir,
 		"--listen", hostPort(port),
 		"--peer-listen", "127.0.0.1:0",
 		"--data-dir", data,
@@ -219,7 +224,7 @@ func publishOnce(ctx context.Context, ws *workspace, data, file string) (mi *met
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, env.close()) }()
-	pub, err := startPublisher(ctx, env, ws, data, 0, 0)
+	pub, err := startPublisherIn(ctx, env, ws, filepath.Dir(file), data, 0, 0)
 	if err != nil {
 		return nil, err
 	}

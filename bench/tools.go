@@ -54,11 +54,17 @@ func toolsFor(cfg config) []tool {
 	if cfg.has(cmpProxy) {
 		add(libtorrent, nginx, curl, tinyproxy)
 	}
+	if cfg.has(cmpSeek) {
+		add(libtorrent, nginx, curl)
+	}
 	if cfg.has(cmpOffload) {
 		add(nginx, curl)
 	}
 	if cfg.has(cmpPassthrough) {
 		add(nginx, curl, tinyproxy, wrk)
+	}
+	if cfg.has(cmpScale) {
+		add(curl)
 	}
 	return ts
 }

@@ -44,8 +44,9 @@ type workspace struct {
 	wrkLua   string // wrkproxy.lua, wrk's script
 	content  string // the random file (bench.bin); its directory is the seed's save dir, nginx's and the publisher's
 	size     int64
-	offload  string // comparison 4's random file (offload.bin), next to content; "" unless it runs
-	www      string // a directory holding comparison 5's page.html
+	offload  string      // comparison 4's random file (offload.bin), next to content; "" unless it runs
+	www      string      // a directory holding comparison 5's page.html
+	scale    []scaleCase // comparison 6's loads, their files written; nil unless it runs
 }
 
 // torrent is one .torrent of the content.
@@ -94,7 +95,7 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config)
 		}
 	}
 	ws.content = filepath.Join(root, "content", "bench.bin")
-	if cfg.has(cmpSwarm) || cfg.has(cmpProxy) || cfg.has(cmpPassthrough) {
+	if cfg.has(cmpSwarm) || cfg.has(cmpProxy) || cfg.has(cmpSeek) || cfg.has(cmpPassthrough) {
 		fmt.Fprintf(log, "bench: writing %s of random content\n", formatBytes(cfg.size))
 		if err = writeRandomFile(ws.content, cfg.size); err != nil {
 			return ws, err
@@ -105,6 +106,16 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config)
 		ws.offload = filepath.Join(root, "content", "offload.bin")
 		if err = writeRandomFile(ws.offload, cfg.offloadSize); err != nil {
 			return ws, err
+		}
+	}
+	if cfg.has(cmpScale) {
+		for i, c := range cfg.scaleCases {
+			c.dir = filepath.Join(root, fmt.Sprintf("scale-%d", i))
+			fmt.Fprintf(log, "bench: writing %d × %s of random content for comparison 6\n", c.torrents, formatBytes(c.size))
+			if err = writeScaleFiles(c); err != nil {
+				return ws, err
+			}
+			ws.scale = append(ws.scale, c)
 		}
 	}
 	ws.www = filepath.Join(root, "www")
