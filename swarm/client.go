@@ -15,6 +15,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +53,9 @@ type Config struct {
 	// TLS, ignores proxy settings (a proxy must not loop through itself)
 	// and keeps at most 3 connections per host.
 	HTTPClient *http.Client
+	// RootCAs are the CAs the default web seed and tracker clients trust
+	// for HTTPS; nil means the system's.
+	RootCAs *x509.CertPool
 	// Logger receives the engine's logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -77,13 +82,11 @@ func (c Config) withDefaults() Config {
 		var d net.Dialer
 		c.Dial = d.DialContext
 	}
-	if c.Trackers == nil {
-		c.Trackers = &tracker.Client{}
-	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Transport: &http.Transport{
 			Proxy:                 nil,
 			DialContext:           c.Dial,
+			TLSClientConfig:       &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12},
 			MaxConnsPerHost:       webWorkers,
 			MaxIdleConnsPerHost:   webWorkers,
 			IdleConnTimeout:       90 * time.Second,
@@ -91,6 +94,14 @@ func (c Config) withDefaults() Config {
 			ResponseHeaderTimeout: 30 * time.Second,
 			ForceAttemptHTTP2:     true,
 		}}
+	}
+	switch {
+	case c.Trackers != nil:
+	case c.RootCAs != nil:
+		// HTTPS trackers must trust the same extra CAs as web seeds.
+		c.Trackers = &tracker.Client{HTTP: tracker.HTTPClient{Client: &http.Client{Transport: c.HTTPClient.Transport, Timeout: time.Minute}}}
+	default:
+		c.Trackers = &tracker.Client{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -23,7 +22,6 @@ import (
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/proxy"
 	"github.com/tbproxy/tbproxy/swarm"
-	"github.com/tbproxy/tbproxy/tracker"
 )
 
 // runOptions are the flags of `tbproxy run`.
@@ -91,22 +89,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	// The engine's HTTP (web seeds, trackers) trusts what the proxy trusts
 	// upstream, and never goes through a proxy itself.
-	engineHTTP := &http.Client{Transport: &http.Transport{
-		Proxy:                 nil,
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
-		MaxConnsPerHost:       3,
-		MaxIdleConnsPerHost:   3,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}}
-	defer engineHTTP.CloseIdleConnections()
 	engine, err := swarm.NewClient(swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
-		HTTPClient: engineHTTP,
-		Trackers:   &tracker.Client{HTTP: tracker.HTTPClient{Client: &http.Client{Transport: engineHTTP.Transport, Timeout: time.Minute}}},
+		RootCAs:    cfg.RootCAs,
 	})
 	if err != nil {
 		return err
