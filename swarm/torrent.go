@@ -87,7 +87,6 @@ type Torrent struct {
 type loopState struct {
 	picker  *picker.Picker
 	choker  *choker.Choker
-	rnd     *rand.Rand
 	peers   map[int]*peer                 // connected peers by ID
 	nextID  int                           // last peer ID handed out
 	freeIDs []int                         // peer IDs to reuse: the picker indexes by them
@@ -193,7 +192,6 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 			Rand:        rnd,
 		}),
 		choker:    choker.New(choker.Config{Slots: c.cfg.UploadSlots}),
-		rnd:       rnd,
 		peers:     map[int]*peer{},
 		known:     map[netip.AddrPort]*candidate{},
 		banned:    map[netip.AddrPort]bool{},
