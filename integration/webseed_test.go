@@ -227,6 +227,9 @@ func TestWebSeedSparingWithLibtorrentSeed(t *testing.T) {
 	tor, err := newEngine(t, swarm.Config{}).AddTorrent(m, st, swarm.TorrentOptions{
 		NoTrackers: true,
 		Peers:      []netip.AddrPort{netip.MustParseAddrPort(seed.Addr())},
+		// A seed slow to connect on a loaded CI machine is not a seed that
+		// fails to keep up: give it longer than the default 2 s to start.
+		StallBudget: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
