@@ -1043,3 +1043,46 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("second remove: %v", err)
 	}
 }
+
+func TestOnDiskAndOpenFile(t *testing.T) {
+	f := paddedFixture(t)
+	pl := f.meta.Info.PieceLength
+	// Piece 1's write fails, so it is kept in memory: verified, but not on
+	// disk for a sendfile.
+	s := openStore(t, Config{Dir: t.TempDir(), Faults: func(op string, _ metainfo.Hash, piece int) error {
+		if op == FaultWrite && piece == 1 {
+			return syscall.ENOSPC
+		}
+		return nil
+	}})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	if h.OnDisk(0, 1) {
+		t.Fatal("OnDisk before any piece was written")
+	}
+	f.put(t, h, 0, 2, 1) // a full disk suspends later writes
+	if !h.Verified(1) {
+		t.Fatal("piece 1 is not held in memory")
+	}
+	if !h.OnDisk(0, pl) || !h.OnDisk(2*pl, 10) {
+		t.Fatal("written pieces are not on disk")
+	}
+	if h.OnDisk(pl-1, 2) || h.OnDisk(0, 3*pl) || h.OnDisk(-1, 2) || h.OnDisk(0, 0) || h.OnDisk(2*pl, f.meta.Info.TotalLength) {
+		t.Fatal("a range touching a memory-only piece, or outside the torrent, is on disk")
+	}
+	file, err := h.OpenFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	got := make([]byte, pl)
+	if _, err := file.ReadAt(got, 0); err != nil || !bytes.Equal(got, f.piece(0)) {
+		t.Fatalf("the file's first piece differs (err %v)", err)
+	}
+	h.Close()
+	if h.OnDisk(0, pl) {
+		t.Fatal("OnDisk after Close")
+	}
+	if _, err := h.OpenFile(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("OpenFile after Close: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -464,6 +465,50 @@ func (t *Torrent) Verified(i int) bool {
 	}
 	mp := e.overlay[i]
 	return mp != nil && mp.verified
+}
+
+// OnDisk reports whether every piece that [off, off+n) touches is verified
+// and in the data file, where OpenFile reads it; a piece held in memory
+// after a failed write is not.
+func (t *Torrent) OnDisk(off, n int64) bool {
+	e := t.e
+	if t.closed.Load() || off < 0 || n <= 0 || off+n > e.info.TotalLength {
+		return false
+	}
+	if !e.durableSpan(off, n) {
+		return false
+	}
+	t.s.touch(e)
+	return true
+}
+
+// durableSpan reports whether every piece [off, off+n) touches is durable.
+func (e *entry) durableSpan(off, n int64) bool {
+	pl := e.info.PieceLength
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gone != nil {
+		return false
+	}
+	for i := int(off / pl); i <= int((off+n-1)/pl); i++ {
+		if !e.durable.has(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// OpenFile opens the torrent's data file for reading: each byte at its
+// offset in the torrent's byte stream, padding as holes. Only the ranges
+// OnDisk vouches for hold verified bytes. The caller closes the file.
+func (t *Torrent) OpenFile() (*os.File, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := t.e.goneErr(); err != nil {
+		return nil, err
+	}
+	return os.Open(filepath.Join(t.e.dir, dataName))
 }
 
 // Pin marks the torrent as in use by an active reader or download, which

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 )
 
@@ -41,6 +42,19 @@ func (t *Torrent) NewFileReader(ctx context.Context, i int) (*Reader, error) {
 	}
 	f := t.info.Files[i]
 	return t.newReader(ctx, f.Offset, f.Length), nil
+}
+
+// NewRangeReader returns a Reader over n bytes of file i, from offset off
+// in the file: an HTTP range. Its readahead stops at the range's end.
+func (t *Torrent) NewRangeReader(ctx context.Context, i int, off, n int64) (*Reader, error) {
+	if i < 0 || i >= len(t.info.Files) {
+		return nil, fmt.Errorf("swarm: no file %d", i)
+	}
+	f := t.info.Files[i]
+	if off < 0 || n < 0 || off+n > f.Length {
+		return nil, fmt.Errorf("swarm: range %d+%d outside file %d of %d bytes", off, n, i, f.Length)
+	}
+	return t.newReader(ctx, f.Offset+off, n), nil
 }
 
 func (t *Torrent) newReader(ctx context.Context, base, size int64) *Reader {
@@ -105,6 +119,126 @@ func (r *Reader) Read(p []byte) (int, error) {
 		default:
 			return 0, fmt.Errorf("swarm: reading verified data: %w", err)
 		}
+	}
+}
+
+// sendChunk bounds one sendfile call, so that progress shows, and a stream
+// can stop, at least every few MiB.
+const sendChunk = 4 << 20
+
+// copyBufSize is the buffer WriteTo copies through when it cannot send
+// straight from a file.
+const copyBufSize = 256 << 10
+
+// WriteTo writes the rest of the Reader's span to w, as io.WriterTo does;
+// io.Copy uses it. When w reads from files (a socket, or net/http's
+// ResponseWriter over one) and the storage is a FileStorage, verified
+// ranges on disk go out with sendfile(2). Everything else is copied
+// through a buffer, as Read gives it.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	s := fileSender{r: r}
+	s.rf, _ = w.(io.ReaderFrom)
+	s.fs, _ = r.t.storage.(FileStorage)
+	defer s.close()
+	var buf []byte
+	var total int64
+	for r.pos < r.size {
+		if s.rf != nil && s.fs != nil {
+			n, err := s.send()
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if n > 0 {
+				continue
+			}
+		}
+		if buf == nil {
+			buf = make([]byte, copyBufSize)
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr == nil && m < n {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// fileSender sends a Reader's verified bytes straight from its storage's
+// file.
+type fileSender struct {
+	r  *Reader
+	rf io.ReaderFrom
+	fs FileStorage // nil once the file cannot be used
+	f  *os.File    // opened at the first send
+}
+
+// send waits for the piece at the position, then sends the run of
+// verified pieces from there (at most sendChunk) from the file. It sends
+// nothing, and says so with 0 and no error, when the run is not all on
+// disk: the caller then copies it.
+func (s *fileSender) send() (int64, error) {
+	r, t := s.r, s.r.t
+	if r.closed {
+		return 0, ErrClosed
+	}
+	pl := t.info.PieceLength
+	abs := r.base + r.pos
+	piece := int(abs / pl)
+	if err := r.report(); err != nil {
+		return 0, err
+	}
+	if err := r.wait(piece); err != nil {
+		return 0, err
+	}
+	end := min(r.base+r.size, abs+sendChunk)
+	limit := int64(piece+1) * pl
+	for limit < end && t.verified.has(int(limit/pl)) {
+		limit += pl
+	}
+	end = min(end, limit)
+	if !s.fs.OnDisk(abs, end-abs) {
+		return 0, nil
+	}
+	if s.f == nil {
+		f, err := s.fs.OpenFile()
+		if err != nil {
+			s.fs = nil
+			return 0, nil
+		}
+		s.f = f
+	}
+	if _, err := s.f.Seek(abs, io.SeekStart); err != nil {
+		s.fs = nil
+		return 0, nil
+	}
+	want := end - abs
+	n, err := s.rf.ReadFrom(&io.LimitedReader{R: s.f, N: want})
+	r.pos += n
+	if err == nil && n < want {
+		// The file is shorter than its verified pieces say: reading
+		// through the storage finds the lost piece and fetches it again.
+		s.fs = nil
+	}
+	return n, err
+}
+
+func (s *fileSender) close() {
+	if s.f != nil {
+		s.f.Close()
 	}
 }
 

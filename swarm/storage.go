@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/tbproxy/tbproxy/metainfo"
@@ -31,6 +32,19 @@ type Storage interface {
 	Verified(i int) bool
 	// Close releases the storage.
 	Close() error
+}
+
+// FileStorage is a Storage that keeps the torrent's bytes in one file, each
+// at its offset in the torrent's byte stream. A Reader writing to a socket
+// sends verified ranges of that file with sendfile(2), without copying them
+// through user space.
+type FileStorage interface {
+	Storage
+	// OnDisk reports whether every piece that [off, off+n) touches is
+	// verified and in the file (not only held in memory).
+	OnDisk(off, n int64) bool
+	// OpenFile opens the file for reading; the caller closes it.
+	OpenFile() (*os.File, error)
 }
 
 // ErrStorageClosed is returned by a storage used after Close.
