@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,9 @@ import (
 // errTruncated aborts a response whose body could not be completed: the
 // client sees a broken connection, never a short body passed off as whole.
 var errTruncated = errors.New("proxy: response body could not be completed")
+
+// errProxyClosed ends a response that was waiting when the proxy closed.
+var errProxyClosed = errors.New("proxy: closed")
 
 // transfer is one synthesised response in flight, for /status.json.
 type transfer struct {
@@ -32,11 +37,299 @@ type transfer struct {
 	infohash metainfo.Hash
 }
 
-// serve answers orig with file idx of t through http.ServeContent, which
-// gives ranges, multi-range, 416, conditional requests and HEAD. The body
+// serve answers orig with file idx of t. http.ServeContent decides the
+// answer (ranges, 416, conditional requests, HEAD) on a HEAD copy of the
+// request; a single span is then streamed straight from a swarm.Reader,
+// which sends verified bytes on disk with sendfile. Multi-range answers
+// stream through ServeContent itself (servePiped).
+func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
+	f := m.Info.Files[idx]
+	pl := plan(orig, h, f.Length, negotiate.ModTime(m))
+	switch {
+	case pl.multipart:
+		return p.servePiped(orig, t, m, idx, h)
+	case !pl.stream || orig.Method == http.MethodHead:
+		return pl.response(orig, nil), nil
+	}
+	ctx, cancel := context.WithCancel(orig.Context())
+	stopBase := context.AfterFunc(p.base, cancel)
+	rd, err := t.NewRangeReader(ctx, idx, pl.start, pl.length)
+	if err != nil {
+		stopBase()
+		cancel()
+		return p.fallback(orig)
+	}
+	release := p.store.Pin(m.InfoHash)
+	tr := &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
+	id := p.addTransfer(tr)
+	b := &spanBody{rd: rd, left: pl.length, sent: &tr.sent}
+	b.stop = func() {
+		rd.Close()
+		cancel()
+		stopBase()
+		release()
+		p.removeTransfer(id)
+	}
+	// Headers go out with the first byte of the body: until then the
+	// client can still be answered plainly if the swarm and the origin
+	// web seed deliver nothing within the budget.
+	first, err := b.readFirst(ctx, p.firstByte())
+	if err != nil {
+		b.stop()
+		switch {
+		case orig.Context().Err() != nil:
+			return nil, orig.Context().Err()
+		case p.base.Err() != nil:
+			return nil, errProxyClosed
+		case errors.Is(err, context.DeadlineExceeded):
+			p.log.Warn("no bytes from the swarm in time; fetching plainly", "url", redact(orig.URL), "after", p.firstByte())
+		default:
+			p.log.Warn("the swarm failed before the first byte; fetching plainly", "url", redact(orig.URL), "err", err)
+		}
+		return p.fallback(orig)
+	}
+	b.first = first
+	stopWatch := p.watchProgress(ctx, cancel, &tr.sent)
+	inner := b.stop
+	b.stop = func() {
+		stopWatch()
+		inner()
+	}
+	return pl.response(orig, b), nil
+}
+
+// planned is the answer http.ServeContent gives to a request, learned by
+// asking it about a HEAD copy of the request: no body is read.
+type planned struct {
+	status        int
+	header        http.Header
+	text          []byte // a short body ServeContent wrote itself (a 416's)
+	stream        bool   // the answer's body is the span below
+	multipart     bool   // a multi-range answer: ServeContent must write it
+	start, length int64
+}
+
+func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned {
+	head := orig.Clone(orig.Context())
+	head.Method = http.MethodHead
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", "application/octet-stream") // ServeContent would sniff the body
+	}
+	w := &captureWriter{header: h}
+	http.ServeContent(w, head, "", mod, sizeOnly(size))
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	pl := planned{status: w.status, header: w.header, text: w.text}
+	switch w.status {
+	case http.StatusOK:
+		pl.stream, pl.length = size > 0, size
+	case http.StatusPartialContent:
+		if strings.HasPrefix(w.header.Get("Content-Type"), "multipart/") {
+			pl.multipart = true
+			break
+		}
+		start, end, total, err := negotiate.ParseContentRange(w.header.Get("Content-Range"))
+		if err != nil || total != size || w.header.Get("Content-Length") != strconv.FormatInt(end-start, 10) {
+			pl.multipart = true // not a span we know: let ServeContent write it
+			break
+		}
+		pl.stream, pl.start, pl.length = true, start, end-start
+	}
+	return pl
+}
+
+// response is the planned answer with body b, or with the planned text.
+func (pl planned) response(orig *http.Request, b *spanBody) *http.Response {
+	resp := &http.Response{
+		StatusCode:    pl.status,
+		Status:        strconv.Itoa(pl.status) + " " + http.StatusText(pl.status),
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        pl.header,
+		Body:          http.NoBody,
+		ContentLength: -1,
+		Request:       orig,
+	}
+	if cl, err := strconv.ParseInt(pl.header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
+		resp.ContentLength = cl
+	}
+	switch {
+	case b != nil:
+		resp.Body = b
+	case orig.Method != http.MethodHead && len(pl.text) > 0:
+		resp.Body = io.NopCloser(bytes.NewReader(pl.text))
+	}
+	return resp
+}
+
+// captureWriter is the http.ResponseWriter plan hands ServeContent.
+type captureWriter struct {
+	header http.Header
+	status int
+	text   []byte
+}
+
+func (w *captureWriter) Header() http.Header { return w.header }
+
+func (w *captureWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+func (w *captureWriter) Write(b []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	if len(w.text)+len(b) > maxPlannedText {
+		return 0, errors.New("proxy: planned body too long")
+	}
+	w.text = append(w.text, b...)
+	return len(b), nil
+}
+
+// maxPlannedText bounds the text ServeContent may write while planning.
+const maxPlannedText = 4 << 10
+
+// sizeOnly is a ReadSeeker of a given size that is never read: planning
+// is a HEAD request, so ServeContent only seeks.
+type sizeOnly int64
+
+func (s sizeOnly) Read([]byte) (int, error) { return 0, errors.New("proxy: planning reads no body") }
+
+func (s sizeOnly) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+		return off, nil
+	case io.SeekEnd:
+		return int64(s) + off, nil
+	}
+	return 0, errors.New("proxy: unsupported seek")
+}
+
+// spanBody is a synthesised response's body: one span of a file, read
+// from a swarm.Reader. Its WriteTo hands the Reader the client's
+// connection, so bytes on disk go out with sendfile. Close releases the
+// reader, the pin and the transfer.
+type spanBody struct {
+	rd    *swarm.Reader
+	first []byte // read before the response went out
+	left  int64  // bytes of the span not yet sent
+	sent  *atomic.Int64
+	stop  func()
+	once  sync.Once
+}
+
+// readFirst reads the span's first bytes, waiting at most d.
+func (b *spanBody) readFirst(ctx context.Context, d time.Duration) ([]byte, error) {
+	fctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	b.rd.SetContext(fctx)
+	defer b.rd.SetContext(ctx)
+	buf := make([]byte, min(b.left, firstRead))
+	n, err := b.rd.Read(buf)
+	if n > 0 {
+		b.left -= int64(n)
+		return buf[:n], nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, err
+}
+
+// firstRead is the most read before the headers go out.
+const firstRead = 16 << 10
+
+func (b *spanBody) Read(p []byte) (int, error) {
+	if len(b.first) > 0 {
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		b.sent.Add(int64(n))
+		return n, nil
+	}
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rd.Read(p)
+	b.left -= int64(n)
+	b.sent.Add(int64(n))
+	if err == io.EOF && b.left > 0 {
+		err = errTruncated
+	}
+	return n, err
+}
+
+// WriteTo sends the rest of the span to w: goproxy's io.Copy calls it
+// with the client's ResponseWriter.
+func (b *spanBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	if len(b.first) > 0 {
+		n, err := w.Write(b.first)
+		total += int64(n)
+		b.sent.Add(int64(n))
+		b.first = b.first[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+	if b.left <= 0 {
+		return total, nil
+	}
+	n, err := b.rd.WriteTo(countingWriter(w, b.sent))
+	total += n
+	b.left -= n
+	if err == nil && b.left > 0 {
+		err = errTruncated
+	}
+	return total, err
+}
+
+// countingWriter counts what is written to w in *sent, and keeps w's
+// ReadFrom (a socket's sendfile) when it has one.
+func countingWriter(w io.Writer, sent *atomic.Int64) io.Writer {
+	c := counter{w: w, sent: sent}
+	if rf, ok := w.(io.ReaderFrom); ok {
+		return readFromCounter{c, rf}
+	}
+	return c
+}
+
+type counter struct {
+	w    io.Writer
+	sent *atomic.Int64
+}
+
+func (c counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.sent.Add(int64(n))
+	return n, err
+}
+
+type readFromCounter struct {
+	counter
+	rf io.ReaderFrom
+}
+
+func (c readFromCounter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := c.rf.ReadFrom(r)
+	c.sent.Add(n)
+	return n, err
+}
+
+func (b *spanBody) Close() error {
+	b.once.Do(b.stop)
+	return nil
+}
+
+// servePiped answers orig with file idx of t through http.ServeContent: the
+// multi-range answers that serve leaves to it. The body
 // streams through a pipe from a goroutine that ends when the body is done,
 // the client goes away, or the proxy closes.
-func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
+func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(orig.Context())
 	stopBase := context.AfterFunc(p.base, cancel)
 	rd, err := t.NewFileReader(ctx, idx)

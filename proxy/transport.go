@@ -268,7 +268,7 @@ func matchHost(patterns []string, host string) bool {
 
 // readCloser reads from r and closes c. Its WriteTo copies in 256 KiB
 // steps, so goproxy's io.Copy of a large body makes an eighth of the
-// syscalls its default 32 KiB buffer would.
+// syscalls that the 32 KiB buffer of the socket's own ReadFrom would.
 type readCloser struct {
 	io.Reader
 	io.Closer
@@ -280,11 +280,14 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 func (rc readCloser) WriteTo(w io.Writer) (int64, error) {
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
-	return io.CopyBuffer(w, onlyReader{rc.Reader}, *buf)
+	return io.CopyBuffer(onlyWriter{w}, onlyReader{rc.Reader}, *buf)
 }
 
 // onlyReader hides any WriteTo of the reader, so CopyBuffer uses the buffer.
 type onlyReader struct{ io.Reader }
+
+// onlyWriter hides any ReadFrom of the writer, so CopyBuffer uses the buffer.
+type onlyWriter struct{ io.Writer }
 
 func textResponse(req *http.Request, status int, msg string) *http.Response {
 	body := msg + "\n"
