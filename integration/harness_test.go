@@ -617,9 +617,10 @@ type LTStatus struct {
 	Progress      float64 `json:"progress"` // 0..1
 	State         string  `json:"state"`    // libtorrent's torrent_status.state name
 	NumPeers      int     `json:"num_peers"`
-	DownloadRate  int64   `json:"download_rate"` // bytes/s
-	UploadRate    int64   `json:"upload_rate"`   // bytes/s
-	TotalUpload   int64   `json:"total_upload"`  // bytes this session, including protocol overhead
+	DownloadRate  int64   `json:"download_rate"`        // bytes/s
+	UploadRate    int64   `json:"upload_rate"`          // bytes/s
+	TotalUpload   int64   `json:"total_upload"`         // bytes this session, including protocol overhead
+	PayloadUpload int64   `json:"total_payload_upload"` // piece bytes this session
 	TotalDownload int64   `json:"total_download"`
 	IsSeeding     bool    `json:"is_seeding"`
 }

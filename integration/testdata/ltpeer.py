@@ -181,6 +181,7 @@ def status_line(handle):
         "download_rate": st.download_rate,
         "upload_rate": st.upload_rate,
         "total_upload": st.total_upload,
+        "total_payload_upload": st.total_payload_upload,
         "total_download": st.total_download,
         "is_seeding": st.is_seeding,
     }
