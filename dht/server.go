@@ -95,7 +95,6 @@ type Server struct {
 	limit   *limiter
 	calls   map[callKey]*call      // queries in flight
 	callsTo map[netip.AddrPort]int // queries in flight per address
-	nextTx  uint16
 	rnd     *mrand.Rand
 	closed  bool
 	stats   Stats
@@ -400,8 +399,10 @@ func (s *Server) send(addr netip.AddrPort, method string, args *krpc.Args, done 
 	}
 	var key callKey
 	for {
-		s.nextTx++
-		key = callKey{string([]byte{byte(s.nextTx >> 8), byte(s.nextTx)}), addr}
+		// Random, not sequential: a spoofer who cannot see our queries
+		// must guess 32 bits to forge an answer.
+		v := s.rnd.Uint32()
+		key = callKey{string([]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), addr}
 		if s.calls[key] == nil {
 			break
 		}
