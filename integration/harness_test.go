@@ -610,6 +610,10 @@ type LTOpts struct {
 	UploadLimit   int64 // bytes/s, 0 means none; applies to loopback peers too
 	DownloadLimit int64 // bytes/s, 0 means none; applies to loopback peers too
 	UTP           bool  // also allow uTP; by default every connection is TCP
+	// DHT joins a loopback DHT through DHTNodes ("127.0.0.1:PORT") and
+	// announces the torrent there every 3 s; by default the DHT is off.
+	DHT      bool
+	DHTNodes []string
 }
 
 // LTStatus is the latest status line of a libtorrent peer.
@@ -685,6 +689,12 @@ func startLibtorrent(t testing.TB, opts LTOpts) *LTPeer {
 	}
 	if opts.UTP {
 		args = append(args, "--utp")
+	}
+	if opts.DHT {
+		args = append(args, "--dht")
+	}
+	for _, n := range opts.DHTNodes {
+		args = append(args, "--dht-node", n)
 	}
 	l := &LTPeer{listening: make(chan int, 1), finished: make(chan struct{})}
 	l.proc = startProcWith(t, procConfig{onLine: l.handleLine}, systemPython, args...)

@@ -71,6 +71,10 @@ type Config struct {
 	AllowPrivateUpstream bool
 	// StallBudget is passed to each torrent; 0 means the engine's default.
 	StallBudget time.Duration
+	// PeerSources, when set, gives the extra peer sources (a DHT) of each
+	// torrent the proxy adds; it decides, for instance, that a private
+	// torrent gets none.
+	PeerSources func(*metainfo.MetaInfo) []swarm.PeerSource
 	// FirstByte is how long a response from the swarm may take to its
 	// first byte before the proxy answers plainly instead; 0 means 20 s.
 	FirstByte time.Duration

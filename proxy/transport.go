@@ -180,7 +180,11 @@ func (p *Proxy) torrent(m *metainfo.MetaInfo) (*swarm.Torrent, error) {
 		return nil, err
 	}
 	p.rememberSources(m)
-	return p.cfg.Engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, StallBudget: p.cfg.StallBudget})
+	opts := swarm.TorrentOptions{Lazy: true, StallBudget: p.cfg.StallBudget}
+	if p.cfg.PeerSources != nil {
+		opts.PeerSources = p.cfg.PeerSources(m)
+	}
+	return p.cfg.Engine.AddTorrent(m, st, opts)
 }
 
 // rememberSources notes a torrent's tracker URLs (announce and scrape),

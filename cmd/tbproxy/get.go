@@ -18,6 +18,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/tbproxy/tbproxy/cache"
+	"github.com/tbproxy/tbproxy/dht"
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/negotiate"
 	"github.com/tbproxy/tbproxy/swarm"
@@ -33,6 +34,9 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	out := fs.String("o", "", "write to `FILE` (default: the URL's file name; - for stdout)")
 	peerListen := fs.String("peer-listen", ":6881", "BitTorrent peer `address`")
 	quiet := fs.Bool("q", false, "no progress bar")
+	var dhtOpts dhtOptions
+	dhtOpts.register(fs, "(on by default for a magnet when --dht-bootstrap is set)")
+	dhtSet := false
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -42,7 +46,19 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errUsage
 	}
 	target := pos[0]
-	if strings.HasPrefix(strings.ToLower(target), "magnet:") {
+	fs.Visit(func(f *flag.Flag) { dhtSet = dhtSet || f.Name == "dht" })
+	isMagnet := strings.HasPrefix(strings.ToLower(target), "magnet:")
+	if isMagnet && !dhtSet && len(dhtOpts.bootstrap) > 0 {
+		dhtOpts.enabled = true
+	}
+	node, err := dhtOpts.start(nil)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
+	if isMagnet {
 		mg, err := metainfo.ParseMagnet(target)
 		if err != nil {
 			return err
@@ -58,7 +74,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintln(stderr, "fetching the torrent's metadata from peers (BEP 9)...")
 			fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer cancel()
-			m, err := engine.FetchMetadata(fctx, mg)
+			extra := dhtMagnetPeers(fctx, node, mg.InfoHash, 30*time.Second)
+			m, err := engine.FetchMetadata(fctx, mg, extra...)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -71,7 +88,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				peers = append(peers, a)
 			}
 		}
-		return getTorrent(ctx, resolve, "", peers, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+		return getTorrent(ctx, resolve, "", peers, node, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -122,7 +139,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("no file in the torrent matches the URL")
 	}
 	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
-	return getTorrent(ctx, resolve, target, nil, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+	return getTorrent(ctx, resolve, target, nil, node, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
 }
 
 // largestFile is the file a magnet download writes: the biggest one.
@@ -138,8 +155,8 @@ func largestFile(info *metainfo.Info) int {
 
 // getTorrent downloads file idx of the torrent resolve gives, into the
 // cache and to dest. originURL, when set, is the file's own URL, used as a
-// web seed.
-func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
+// web seed. node, when set, is a DHT node to find peers with.
+func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
 	store, err := cache.Open(cache.Config{Dir: dataDir})
 	if err != nil {
 		return err
@@ -161,7 +178,7 @@ func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.Meta
 	defer st.Close()
 	release := st.Pin()
 	defer release()
-	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, Peers: peers})
+	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, Peers: peers, PeerSources: dhtSources(node, m)})
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ type runOptions struct {
 	allowPrivate bool
 	upstreamCA   string
 	logLevel     string
+	dht          dhtOptions
 }
 
 func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
@@ -60,6 +61,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.dht.register(fs, "for the torrents the proxy fetches (off by default)")
 	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
 	return fs, o
 }
@@ -87,6 +89,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 
+	// The DHT node, when on, closes after the engine whose torrents use it.
+	node, err := o.dht.start(log.With("component", "dht"))
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	// The engine's HTTP (web seeds, trackers) trusts what the proxy trusts
 	// upstream, and never goes through a proxy itself.
 	engine, err := swarm.NewClient(swarm.Config{
@@ -114,6 +124,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		store.close()
 	}()
 	cfg.Engine = engine
+	cfg.PeerSources = func(m *metainfo.MetaInfo) []swarm.PeerSource { return dhtSources(node, m) }
+	store.peerSources = cfg.PeerSources
 	cfg.Store = store
 	cfg.Cache = cacheView{store: store, engine: engine}
 	cfg.Logger = log.With("component", "proxy")
@@ -248,7 +260,8 @@ func formatSize(n int64) string {
 // cacheStore adapts the disk cache to the proxy and keeps the handle of
 // every torrent it opened, so that pins and evictions find it.
 type cacheStore struct {
-	c *cache.Store
+	c           *cache.Store
+	peerSources func(*metainfo.MetaInfo) []swarm.PeerSource // set before reseed starts, read-only after
 
 	mu      sync.Mutex
 	handles map[metainfo.Hash]*cache.Torrent // guarded by mu
@@ -309,7 +322,11 @@ func (s *cacheStore) reseed(ctx context.Context, engine *swarm.Client, log *slog
 			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
 			continue
 		}
-		if _, err := engine.AddTorrent(e.MetaInfo, st, swarm.TorrentOptions{Lazy: true}); err != nil && !errors.Is(err, swarm.ErrExists) {
+		opts := swarm.TorrentOptions{Lazy: true}
+		if s.peerSources != nil {
+			opts.PeerSources = s.peerSources(e.MetaInfo)
+		}
+		if _, err := engine.AddTorrent(e.MetaInfo, st, opts); err != nil && !errors.Is(err, swarm.ErrExists) {
 			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
 		}
 	}

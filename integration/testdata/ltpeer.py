@@ -6,9 +6,11 @@ Usage:
       --listen-port N --mode seed|leech
       [--peer 127.0.0.1:PORT ...] [--tracker URL ...] [--seed-mode]
       [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--utp]
+      [--dht --dht-node 127.0.0.1:PORT ...]
 
-The peer listens only on 127.0.0.1 (port 0 picks a free one), with DHT,
-local service discovery, peer exchange, UPnP and NAT-PMP switched off,
+The peer listens only on 127.0.0.1 (port 0 picks a free one), with DHT
+(unless --dht, which joins a loopback DHT through the --dht-node nodes and
+announces the torrent there every few seconds), local service discovery, peer exchange, UPnP and NAT-PMP switched off,
 so it never talks to any other address. Each --peer is dialled
 explicitly and dialled again every two seconds while it is not
 connected; each --tracker (127.0.0.1 only) is announced to on top of the
@@ -47,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - environment problem
 
 STATUS_INTERVAL = 0.5
 REDIAL_INTERVAL = 2.0
+DHT_ANNOUNCE_INTERVAL = 3.0
 
 stopping = False
 
@@ -98,10 +101,37 @@ def parse_args(argv):
     p.add_argument("--upload-limit", type=int, default=0, help="bytes/s, 0 = none")
     p.add_argument("--download-limit", type=int, default=0, help="bytes/s, 0 = none")
     p.add_argument("--utp", action="store_true", help="also allow uTP")
+    p.add_argument("--dht", action="store_true", help="use the DHT of the --dht-node nodes")
+    p.add_argument("--dht-node", type=parse_peer, action="append", default=[])
     return p.parse_args(argv)
 
 
+def dht_settings():
+    """Settings for a DHT on 127.0.0.1, where every node shares one IP.
+
+    libtorrent's defaults assume the public internet: one node per IP in
+    the routing table and in searches, no traffic from "dark" ranges, and
+    node IDs tied to the external IP (BEP 42). All are relaxed here."""
+    return {
+        "enable_dht": True,
+        "dht_bootstrap_nodes": "",
+        "dht_restrict_routing_ips": False,
+        "dht_restrict_search_ips": False,
+        "dht_ignore_dark_internet": False,
+        "dht_prefer_verified_node_ids": False,
+        "dht_enforce_node_id": False,
+        "dht_upload_rate_limit": 1000000,
+    }
+
+
 def session_settings(args):
+    s = _session_settings(args)
+    if args.dht:
+        s.update(dht_settings())
+    return s
+
+
+def _session_settings(args):
     return {
         "listen_interfaces": "127.0.0.1:%d" % args.listen_port,
         # A listen failure must be reported, not papered over by binding
@@ -157,7 +187,8 @@ def add_torrent(ses, args):
     flags = atp.flags
     flags &= ~lt.torrent_flags.auto_managed
     flags &= ~lt.torrent_flags.paused
-    flags |= lt.torrent_flags.disable_dht
+    if not args.dht:
+        flags |= lt.torrent_flags.disable_dht
     flags |= lt.torrent_flags.disable_lsd
     flags |= lt.torrent_flags.disable_pex
     if args.mode == "seed" and args.seed_mode:
@@ -215,6 +246,8 @@ def main(argv):
 
     ses = lt.session(session_settings(args))
     put_all_peers_in_global_class(ses)
+    for ep in args.dht_node:
+        ses.add_dht_node(ep)
     try:
         handle = add_torrent(ses, args)
     except Exception as exc:
@@ -225,6 +258,7 @@ def main(argv):
     finished = False
     next_status = 0.0
     next_dial = 0.0
+    next_dht = 0.0
     code = 0
     while not stopping:
         ses.wait_for_alert(100)
@@ -246,6 +280,9 @@ def main(argv):
         if code:
             break
         now = time.monotonic()
+        if args.dht and listening and now >= next_dht:
+            next_dht = now + DHT_ANNOUNCE_INTERVAL
+            handle.force_dht_announce()
         if listening and now >= next_dial:
             next_dial = now + REDIAL_INTERVAL
             dial(handle, args.peer)
