@@ -3,6 +3,7 @@ package cache
 import (
 	"crypto/sha1"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,18 @@ func (s *Store) flush(e *entry, force bool) error {
 	err := s.fault(FaultSync, e.ih, -1)
 	if err == nil {
 		err = f.Sync()
+	}
+	if err == nil && !e.created {
+		// The entry's creation synced nothing; a record must not reach
+		// the disk before the metainfo and directory entries it needs.
+		err = syncFile(filepath.Join(e.dir, metaName))
+		if err == nil {
+			err = syncDir(e.dir)
+		}
+		if err == nil {
+			err = syncDir(s.cfg.Dir)
+		}
+		e.created = err == nil
 	}
 	if err == nil {
 		var fi interface {

@@ -130,6 +130,19 @@ func writeFileAtomic(dir, name string, data []byte) error {
 	return syncDir(dir)
 }
 
+// syncFile makes a file's bytes durable.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // syncDir makes a directory's entries (a rename, a new file) durable.
 func syncDir(dir string) error {
 	d, err := os.Open(dir)

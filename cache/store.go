@@ -344,6 +344,7 @@ func (s *Store) load(ih metainfo.Hash) (*entry, bool, error) {
 		return nil, false, fmt.Errorf("metainfo is for %s", m.InfoHash)
 	}
 	e := newEntry(s, ih, dir, m, false)
+	e.created = true
 	e.overhead = int64(len(raw)) + int64(recordLen(m.Info.NumPieces()))
 
 	var rec *record
@@ -539,16 +540,18 @@ func (s *Store) createFiles(e *entry) error {
 	if err := os.Mkdir(e.dir, 0o700); err != nil {
 		return err
 	}
+	// Nothing is synced here: a new entry is on the path of a response's
+	// first byte. The first flush syncs the metainfo and both directories
+	// before it writes the completion record that would make the entry
+	// worth loading (see flush); an entry that crashes before then is
+	// found without a record and dropped.
 	var overhead int64
 	if !transient {
-		if err := syncDir(s.cfg.Dir); err != nil {
-			return err
-		}
 		raw, err := e.meta.Marshal()
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(e.dir, metaName, raw); err != nil {
+		if err := os.WriteFile(filepath.Join(e.dir, metaName), raw, 0o600); err != nil {
 			return err
 		}
 		overhead = int64(len(raw)) + int64(recordLen(e.info.NumPieces()))
@@ -560,12 +563,6 @@ func (s *Store) createFiles(e *entry) error {
 	if err := f.Truncate(e.info.TotalLength); err != nil {
 		f.Close()
 		return err
-	}
-	if !transient {
-		if err := syncDir(e.dir); err != nil {
-			f.Close()
-			return err
-		}
 	}
 	e.mu.Lock()
 	gone := e.gone
@@ -614,6 +611,7 @@ func (s *Store) promote(e *entry) error {
 	if err != nil {
 		return fmt.Errorf("cache: keeping %s: %w", e.ih, err)
 	}
+	e.created = true
 	overhead := int64(len(raw)) + int64(recordLen(e.info.NumPieces()))
 	s.mu.Lock()
 	e.transient = false

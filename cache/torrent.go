@@ -43,6 +43,10 @@ type entry struct {
 	// and its deletion, so a completion record is never written into a
 	// directory being removed.
 	ioSem chan struct{}
+	// created is true once the metainfo and the directory entries of a
+	// new entry are durable; guarded by ioSem. Loaded and promoted
+	// entries start out so.
+	created bool
 	// writes counts piece writes in flight; the evictor skips such entries.
 	writes  atomic.Int32
 	lastUse atomic.Int64 // Unix ns of the last use

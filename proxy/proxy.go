@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -126,6 +127,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ConnectPorts == nil {
 		cfg.ConnectPorts = []int{443}
 	}
+	// Load the system's MIME table now: the first synthesised response
+	// would otherwise pay for reading it before its first byte.
+	mime.TypeByExtension(".bin")
 	p := &Proxy{
 		cfg:       cfg,
 		log:       cfg.Logger,
