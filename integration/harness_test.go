@@ -610,6 +610,9 @@ type LTOpts struct {
 	UploadLimit   int64 // bytes/s, 0 means none; applies to loopback peers too
 	DownloadLimit int64 // bytes/s, 0 means none; applies to loopback peers too
 	UTP           bool  // also allow uTP; by default every connection is TCP
+	// Encryption is libtorrent's MSE/PE policy, both directions:
+	// "forced" (RC4 only), "enabled" or "disabled"; "" leaves its default.
+	Encryption string
 }
 
 // LTStatus is the latest status line of a libtorrent peer.
@@ -622,6 +625,9 @@ type LTStatus struct {
 	TotalUpload   int64   `json:"total_upload"`  // bytes this session, including protocol overhead
 	TotalDownload int64   `json:"total_download"`
 	IsSeeding     bool    `json:"is_seeding"`
+	// PeerEncryption has one entry per connected peer: "rc4",
+	// "plaintext" (MSE with a plain stream) or "" (no MSE).
+	PeerEncryption []string `json:"peer_encryption"`
 }
 
 // ltEvent is one JSON line from ltpeer.py.
@@ -684,6 +690,9 @@ func startLibtorrent(t testing.TB, opts LTOpts) *LTPeer {
 	}
 	if opts.UTP {
 		args = append(args, "--utp")
+	}
+	if opts.Encryption != "" {
+		args = append(args, "--encryption", opts.Encryption)
 	}
 	l := &LTPeer{listening: make(chan int, 1), finished: make(chan struct{})}
 	l.proc = startProcWith(t, procConfig{onLine: l.handleLine}, systemPython, args...)
