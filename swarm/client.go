@@ -12,7 +12,6 @@
 package swarm
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -428,7 +427,7 @@ func (c *Client) ourHandshake(ih metainfo.Hash) wire.Handshake {
 
 func (c *Client) acceptPeer(nc net.Conn) error {
 	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
-	conn, br, skey, err := c.acceptEncryption(nc, bufio.NewReaderSize(nc, 64<<10))
+	conn, br, skey, err := c.acceptEncryption(nc)
 	if err != nil {
 		return err
 	}

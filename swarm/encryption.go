@@ -143,8 +143,12 @@ func (c *Client) connectOnce(ctx context.Context, addr netip.AddrPort, ih metain
 // handshake, as the policy allows. It returns the connection and reader
 // the BitTorrent handshake continues on, and the info-hash the MSE
 // handshake named (zero for plaintext).
-func (c *Client) acceptEncryption(nc net.Conn, br *bufio.Reader) (net.Conn, *bufio.Reader, metainfo.Hash, error) {
+func (c *Client) acceptEncryption(nc net.Conn) (net.Conn, *bufio.Reader, metainfo.Hash, error) {
 	var none metainfo.Hash
+	// A small buffer tells the two apart and carries the MSE handshake;
+	// the connection's own 64 KiB buffer goes on top of whichever stream
+	// follows (an empty small buffer passes large reads straight through).
+	br := bufio.NewReaderSize(nc, 4096)
 	head, err := br.Peek(1 + len(wire.Protocol))
 	if err != nil {
 		return nil, nil, none, fmt.Errorf("swarm: reading the first bytes: %w", err)
@@ -153,7 +157,7 @@ func (c *Client) acceptEncryption(nc net.Conn, br *bufio.Reader) (net.Conn, *buf
 		if c.cfg.Encryption == EncryptionRequire {
 			return nil, nil, none, fmt.Errorf("%w: plaintext peer, encryption required", ErrEncryptionPolicy)
 		}
-		return nc, br, none, nil
+		return nc, bufio.NewReaderSize(br, 64<<10), none, nil
 	}
 	if c.cfg.Encryption == EncryptionDisable {
 		return nil, nil, none, fmt.Errorf("%w: encrypted peer, encryption disabled", ErrEncryptionPolicy)
