@@ -60,13 +60,13 @@ func (e *Encryption) UnmarshalText(b []byte) error {
 	return fmt.Errorf("swarm: encryption must be prefer, require or disable, not %q", b)
 }
 
-// errMSERefused wraps an MSE handshake that failed other than by timing
+// mseRefusedError wraps an MSE handshake that failed other than by timing
 // out: the peer closed, or answered something that is not MSE. Under
 // EncryptionPrefer the peer is then dialled again in plaintext.
-type errMSERefused struct{ err error }
+type mseRefusedError struct{ err error }
 
-func (e *errMSERefused) Error() string { return "swarm: encrypted handshake: " + e.err.Error() }
-func (e *errMSERefused) Unwrap() error { return e.err }
+func (e *mseRefusedError) Error() string { return "swarm: encrypted handshake: " + e.err.Error() }
+func (e *mseRefusedError) Unwrap() error { return e.err }
 
 // ErrEncryptionPolicy reports an incoming connection that the client's
 // Encryption policy does not allow.
@@ -83,7 +83,7 @@ func (c *Client) connectPeer(ctx context.Context, addr netip.AddrPort, ih metain
 		return c.connectOnce(ctx, addr, ih, mse.RC4)
 	}
 	conn, br, remote, err := c.connectOnce(ctx, addr, ih, mse.RC4|mse.Plaintext)
-	var refused *errMSERefused
+	var refused *mseRefusedError
 	if errors.As(err, &refused) && ctx.Err() == nil {
 		c.log.Debug("peer refused encryption; dialling again in plaintext", "addr", addr, "err", err)
 		return c.connectOnce(ctx, addr, ih, 0)
@@ -120,7 +120,7 @@ func (c *Client) connectOnce(ctx context.Context, addr netip.AddrPort, ih metain
 			if errors.As(err, &ne) && ne.Timeout() {
 				return nil, nil, wire.Handshake{}, fmt.Errorf("swarm: encrypted handshake: %w", err)
 			}
-			return nil, nil, wire.Handshake{}, &errMSERefused{err}
+			return nil, nil, wire.Handshake{}, &mseRefusedError{err}
 		}
 		conn = mc
 	} else if _, err := nc.Write(hs); err != nil {
