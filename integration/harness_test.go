@@ -614,6 +614,9 @@ type LTOpts struct {
 	// announces the torrent there every 3 s; by default the DHT is off.
 	DHT      bool
 	DHTNodes []string
+	// Encryption is libtorrent's MSE/PE policy, both directions:
+	// "forced" (RC4 only), "enabled" or "disabled"; "" leaves its default.
+	Encryption string
 }
 
 // LTStatus is the latest status line of a libtorrent peer.
@@ -627,6 +630,9 @@ type LTStatus struct {
 	PayloadUpload int64   `json:"total_payload_upload"` // piece bytes this session
 	TotalDownload int64   `json:"total_download"`
 	IsSeeding     bool    `json:"is_seeding"`
+	// PeerEncryption has one entry per connected peer: "rc4",
+	// "plaintext" (MSE with a plain stream) or "" (no MSE).
+	PeerEncryption []string `json:"peer_encryption"`
 }
 
 // ltEvent is one JSON line from ltpeer.py.
@@ -695,6 +701,9 @@ func startLibtorrent(t testing.TB, opts LTOpts) *LTPeer {
 	}
 	for _, n := range opts.DHTNodes {
 		args = append(args, "--dht-node", n)
+	}
+	if opts.Encryption != "" {
+		args = append(args, "--encryption", opts.Encryption)
 	}
 	l := &LTPeer{listening: make(chan int, 1), finished: make(chan struct{})}
 	l.proc = startProcWith(t, procConfig{onLine: l.handleLine}, systemPython, args...)

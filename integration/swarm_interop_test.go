@@ -117,10 +117,18 @@ func swarmLeakCheck(t *testing.T) {
 // test if Close hangs.
 func newSwarmClient(t *testing.T) (*swarm.Client, netip.AddrPort) {
 	t.Helper()
+	return newSwarmClientWith(t, swarm.Config{})
+}
+
+// newSwarmClientWith is newSwarmClient with cfg, whose ListenAddr and
+// Logger it sets.
+func newSwarmClientWith(t *testing.T, cfg swarm.Config) (*swarm.Client, netip.AddrPort) {
+	t.Helper()
 	logs := &lineRing{}
 	w := &lineWriter{emit: logs.add}
-	logger := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := swarm.NewClient(swarm.Config{ListenAddr: loopback + ":0", Logger: logger})
+	cfg.Logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.ListenAddr = loopback + ":0"
+	c, err := swarm.NewClient(cfg)
 	if err != nil {
 		t.Fatalf("starting swarm client: %v", err)
 	}
@@ -269,8 +277,9 @@ func describeStats(s swarm.Stats) string {
 
 // swarmDownload is what waitSwarmComplete observed.
 type swarmDownload struct {
-	start, first, end time.Time               // wait began; first piece verified; complete
-	peers             map[netip.AddrPort]bool // every peer seen connected, and whether we dialled it
+	start, first, end time.Time                 // wait began; first piece verified; complete
+	peers             map[netip.AddrPort]bool   // every peer seen connected, and whether we dialled it
+	encryption        map[netip.AddrPort]string // PeerStats.Encryption of every peer seen
 }
 
 func (d swarmDownload) logRate(t *testing.T, from string) {
@@ -292,7 +301,7 @@ func (d swarmDownload) logRate(t *testing.T, from string) {
 // and fails the test after timeout.
 func waitSwarmComplete(t *testing.T, tor *swarm.Torrent, timeout time.Duration) swarmDownload {
 	t.Helper()
-	d := swarmDownload{start: time.Now(), peers: map[netip.AddrPort]bool{}}
+	d := swarmDownload{start: time.Now(), peers: map[netip.AddrPort]bool{}, encryption: map[netip.AddrPort]string{}}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	poll := time.NewTicker(50 * time.Millisecond)
@@ -316,6 +325,7 @@ func waitSwarmComplete(t *testing.T, tor *swarm.Torrent, timeout time.Duration) 
 			}
 			for _, p := range s.Peers {
 				d.peers[p.Addr] = p.Outgoing
+				d.encryption[p.Addr] = p.Encryption
 			}
 			if len(s.Peers) > 0 || s.PiecesVerified != lastVerified {
 				lastMove, lastVerified = now, s.PiecesVerified

@@ -12,7 +12,6 @@
 package swarm
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -30,6 +29,7 @@ import (
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
 	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
+	"github.com/tbproxy/tbproxy/swarm/internal/mse"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 	"github.com/tbproxy/tbproxy/tracker"
 )
@@ -71,6 +71,9 @@ type Config struct {
 	WebSeedRetry     time.Duration // a failing web seed waits failures² × this; 0 means 1 s
 	// Extensions are BEP 10 messages added by name.
 	Extensions []Extension
+	// Encryption is the MSE/PE policy for peer connections; the zero
+	// value is EncryptionPrefer.
+	Encryption Encryption
 }
 
 func (c Config) withDefaults() Config {
@@ -178,6 +181,7 @@ type Client struct {
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent // guarded by mu
+	req2     map[[20]byte]metainfo.Hash // MSE req2 hash to info-hash, one per torrent; guarded by mu
 	pieces   map[int]*sync.Pool         // piece buffers by length; guarded by mu
 	closed   bool                       // guarded by mu
 
@@ -203,6 +207,7 @@ func NewClient(cfg Config) (*Client, error) {
 		http:       cfg.HTTPClient,
 		extensions: map[string]Extension{},
 		torrents:   map[metainfo.Hash]*Torrent{},
+		req2:       map[[20]byte]metainfo.Hash{},
 		pieces:     map[int]*sync.Pool{},
 		done:       make(chan struct{}),
 		handshake:  make(chan struct{}, maxIncomingHandshakes),
@@ -297,6 +302,7 @@ func (c *Client) AddTorrent(m *metainfo.MetaInfo, st Storage, opts TorrentOption
 	}
 	t := newTorrent(c, m, st, opts)
 	c.torrents[m.InfoHash] = t
+	c.req2[mse.Req2(m.InfoHash[:])] = m.InfoHash
 	t.start()
 	return t, nil
 }
@@ -314,6 +320,7 @@ func (c *Client) forget(t *Torrent) {
 	defer c.mu.Unlock()
 	if c.torrents[t.meta.InfoHash] == t {
 		delete(c.torrents, t.meta.InfoHash)
+		delete(c.req2, mse.Req2(t.meta.InfoHash[:]))
 	}
 }
 
@@ -420,16 +427,22 @@ func (c *Client) ourHandshake(ih metainfo.Hash) wire.Handshake {
 
 func (c *Client) acceptPeer(nc net.Conn) error {
 	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
-	br := bufio.NewReaderSize(nc, 64<<10)
+	conn, br, skey, err := c.acceptEncryption(nc)
+	if err != nil {
+		return err
+	}
 	head, err := wire.ReadHandshakeHead(br)
 	if err != nil {
 		return err
+	}
+	if skey != (metainfo.Hash{}) && head.InfoHash != skey {
+		return fmt.Errorf("swarm: encrypted peer asked for %x, then for %x", skey, head.InfoHash)
 	}
 	t, ok := c.Torrent(head.InfoHash)
 	if !ok {
 		return fmt.Errorf("swarm: peer asked for unknown torrent %x", head.InfoHash)
 	}
-	if err := wire.WriteHandshake(nc, c.ourHandshake(t.meta.InfoHash)); err != nil {
+	if err := wire.WriteHandshake(conn, c.ourHandshake(t.meta.InfoHash)); err != nil {
 		return err
 	}
 	if head.PeerID, err = wire.ReadPeerID(br); err != nil {
@@ -437,7 +450,7 @@ func (c *Client) acceptPeer(nc net.Conn) error {
 	}
 	nc.SetDeadline(time.Time{})
 	select {
-	case t.adopt <- &handshaken{conn: nc, br: br, remote: head}:
+	case t.adopt <- &handshaken{conn: conn, br: br, remote: head}:
 		return nil
 	case <-t.done:
 		return ErrClosed
@@ -446,32 +459,13 @@ func (c *Client) acceptPeer(nc net.Conn) error {
 	}
 }
 
-// dialPeer connects to addr and completes the handshake for t.
+// dialPeer connects to addr and completes the handshakes for t.
 func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) {
-	ctx, cancel := context.WithTimeout(t.ctx, c.cfg.HandshakeTimeout)
-	defer cancel()
-	nc, err := c.cfg.Dial(ctx, "tcp", addr.String())
+	conn, br, remote, err := c.connectPeer(t.ctx, addr, t.meta.InfoHash)
 	if err != nil {
 		return nil, err
 	}
-	deadline, _ := ctx.Deadline()
-	nc.SetDeadline(deadline)
-	if err := wire.WriteHandshake(nc, c.ourHandshake(t.meta.InfoHash)); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	br := bufio.NewReaderSize(nc, 64<<10)
-	remote, err := wire.ReadHandshake(br)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	if remote.InfoHash != t.meta.InfoHash {
-		nc.Close()
-		return nil, fmt.Errorf("swarm: peer answered with info-hash %x", remote.InfoHash)
-	}
-	nc.SetDeadline(time.Time{})
-	return &handshaken{conn: nc, br: br, remote: remote, outgoing: true, dialed: addr}, nil
+	return &handshaken{conn: conn, br: br, remote: remote, outgoing: true, dialed: addr}, nil
 }
 
 // getPiece returns a buffer of n bytes for assembling a piece.

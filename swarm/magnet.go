@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -104,25 +103,14 @@ func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ..
 
 // metadataFrom asks one peer for the metadata, filing its pieces in asm.
 func (c *Client) metadataFrom(ctx context.Context, addr netip.AddrPort, ih metainfo.Hash, asm *metadata.Assembler, mu *sync.Mutex) ([]byte, error) {
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
-	nc, err := c.cfg.Dial(dctx, "tcp", addr.String())
-	cancel()
+	nc, br, remote, err := c.connectPeer(ctx, addr, ih)
 	if err != nil {
 		return nil, err
 	}
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
-	if err := wire.WriteHandshake(nc, c.ourHandshake(ih)); err != nil {
-		return nil, err
-	}
-	br := bufio.NewReaderSize(nc, 64<<10)
-	remote, err := wire.ReadHandshake(br)
-	if err != nil {
-		return nil, err
-	}
-	if remote.InfoHash != ih || remote.PeerID == c.peerID || !remote.SupportsExtended() {
+	if remote.PeerID == c.peerID || !remote.SupportsExtended() {
 		return nil, errors.New("swarm: peer cannot give metadata")
 	}
 	ourID, _ := c.ext.Local(metadata.Name)

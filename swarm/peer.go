@@ -58,6 +58,7 @@ type peer struct {
 	pieces           int       // pieces it has told us it has
 	lastBlock        time.Time // when it last delivered a block we asked for
 	snubbed          bool      // it let a request time out
+	encryption       string    // as in PeerStats; fixed at the handshake
 }
 
 // handshaken is a connection whose BitTorrent handshake is done.
@@ -117,6 +118,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		inflight:    map[picker.Block]time.Time{},
 		depth:       minQueue,
 		connectedAt: t.client.now(),
+		encryption:  encryptionOf(hs.conn),
 	}
 	t.s.peers[id] = p
 	t.s.peerIDs[hs.remote.PeerID] = id

@@ -40,6 +40,10 @@ type PeerStats struct {
 	Choked       bool  // it is choking us
 	Choking      bool  // we are choking it
 	Interested   bool  // it wants something we have
+	// Encryption is "rc4" for an RC4-encrypted MSE connection,
+	// "plaintext" for MSE whose stream after the handshake is plain, and
+	// "" for a plain BitTorrent connection.
+	Encryption string
 }
 
 // Stats returns a snapshot of the torrent.
@@ -60,6 +64,7 @@ func (t *Torrent) Stats() Stats {
 				Choked:       p.peerChoking,
 				Choking:      p.amChoking,
 				Interested:   p.peerInterested,
+				Encryption:   p.encryption,
 			})
 		}
 		s.Wasted = t.s.stats.wasted

@@ -77,3 +77,7 @@ func applyConfigFile(fset *flag.FlagSet, path string, explicit bool) error {
 	}
 	return nil
 }
+
+// encryptionUsage documents the --encryption flag of run, publish and get.
+const encryptionUsage = "peer `policy` for BitTorrent message stream encryption (MSE/PE): " +
+	"prefer (try it, fall back to plain), require (RC4-encrypted peers only) or disable"

@@ -37,6 +37,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var dhtOpts dhtOptions
 	dhtOpts.register(fs, "(on by default for a magnet when --dht-bootstrap is set)")
 	dhtSet := false
+	var enc swarm.Encryption
+	fs.TextVar(&enc, "encryption", swarm.EncryptionPrefer, encryptionUsage)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -88,7 +90,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				peers = append(peers, a)
 			}
 		}
-		return getTorrent(ctx, resolve, "", peers, node, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+		return getTorrent(ctx, resolve, "", peers, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, dest, stdout, stderr, *quiet)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -139,7 +141,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("no file in the torrent matches the URL")
 	}
 	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
-	return getTorrent(ctx, resolve, target, nil, node, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+	return getTorrent(ctx, resolve, target, nil, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, dest, stdout, stderr, *quiet)
 }
 
 // largestFile is the file a magnet download writes: the biggest one.
@@ -154,15 +156,16 @@ func largestFile(info *metainfo.Info) int {
 }
 
 // getTorrent downloads file idx of the torrent resolve gives, into the
-// cache and to dest. originURL, when set, is the file's own URL, used as a
-// web seed. node, when set, is a DHT node to find peers with.
-func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
+// cache and to dest, with an engine configured by engineCfg. originURL,
+// when set, is the file's own URL, used as a web seed. node, when set, is
+// a DHT node to find peers with.
+func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir string, engineCfg swarm.Config, dest string, stdout, stderr io.Writer, quiet bool) error {
 	store, err := cache.Open(cache.Config{Dir: dataDir})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: peerListen})
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}

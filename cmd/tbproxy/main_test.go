@@ -254,7 +254,7 @@ func TestGet(t *testing.T) {
 func TestConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
-	os.WriteFile(path, []byte("listen = \"127.0.0.1:9999\"\ncache-size = \"2GiB\"\nmitm-exclude = [\"a.example\", \"*.b.example\"]\nallow-private = true\n"), 0o644)
+	os.WriteFile(path, []byte("listen = \"127.0.0.1:9999\"\ncache-size = \"2GiB\"\nmitm-exclude = [\"a.example\", \"*.b.example\"]\nallow-private = true\nencryption = \"require\"\n"), 0o644)
 	fs, o := runProxyFlags(io.Discard)
 	p, explicit := configPath([]string{"--listen", "127.0.0.1:1", "--config", path})
 	if p != path || !explicit {
@@ -263,12 +263,15 @@ func TestConfigFile(t *testing.T) {
 	if err := applyConfigFile(fs, p, explicit); err != nil {
 		t.Fatal(err)
 	}
-	if o.listen != "127.0.0.1:9999" || o.cacheSize != 2<<30 || len(o.mitmExclude) != 2 || !o.allowPrivate {
+	if o.listen != "127.0.0.1:9999" || o.cacheSize != 2<<30 || len(o.mitmExclude) != 2 || !o.allowPrivate || o.encryption != swarm.EncryptionRequire {
 		t.Fatalf("from the file: %+v", o)
 	}
 	// Flags given on the command line win.
 	if _, err := parseArgs(fs, []string{"--listen", "127.0.0.1:1"}); err != nil || o.listen != "127.0.0.1:1" {
 		t.Fatalf("flag did not override: %q %v", o.listen, err)
+	}
+	if _, err := parseArgs(fs, []string{"--encryption", "forced"}); err == nil {
+		t.Fatal("--encryption forced was accepted")
 	}
 	bad := filepath.Join(dir, "bad.toml")
 	os.WriteFile(bad, []byte("lisen = \"x\"\n"), 0o644)

@@ -41,6 +41,8 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
 	fs.Var(&include, "include", "path `glob` to publish (default: all); repeatable")
 	fs.Var(&exclude, "exclude", "path `glob` never published; repeatable")
+	var enc swarm.Encryption
+	fs.TextVar(&enc, "encryption", swarm.EncryptionPrefer, encryptionUsage)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -70,7 +72,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("--public-url: %w", err)
 	}
 
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm")})
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm"), Encryption: enc})
 	if err != nil {
 		return err
 	}

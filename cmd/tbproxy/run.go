@@ -30,6 +30,7 @@ type runOptions struct {
 	uiListen     string
 	dataDir      string
 	peerListen   string
+	encryption   swarm.Encryption
 	cacheSize    int64
 	mitm         bool
 	caDir        string
@@ -51,6 +52,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.uiListen, "ui-listen", "127.0.0.1:8081", "status page `address`; empty to disable")
 	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "cache `directory`")
 	fs.StringVar(&o.peerListen, "peer-listen", ":6881", "BitTorrent peer `address`")
+	fs.TextVar(&o.encryption, "encryption", swarm.EncryptionPrefer, encryptionUsage)
 	fs.Var(sizeFlag{&o.cacheSize}, "cache-size", "bytes of cached content to keep, such as 10GiB")
 	fs.BoolVar(&o.mitm, "mitm", false, "intercept HTTPS (CONNECT) with a per-install CA; see `tbproxy ca`")
 	fs.StringVar(&o.caDir, "ca-dir", "", "CA `directory` (default: the XDG config directory)")
@@ -103,6 +105,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
+		Encryption: o.encryption,
 	})
 	if err != nil {
 		return err

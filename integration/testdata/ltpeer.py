@@ -7,6 +7,7 @@ Usage:
       [--peer 127.0.0.1:PORT ...] [--tracker URL ...] [--seed-mode]
       [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--utp]
       [--dht --dht-node 127.0.0.1:PORT ...]
+      [--encryption forced|enabled|disabled]
 
 The peer listens only on 127.0.0.1 (port 0 picks a free one), with DHT
 (unless --dht, which joins a loopback DHT through the --dht-node nodes and
@@ -17,13 +18,21 @@ connected; each --tracker (127.0.0.1 only) is announced to on top of the
 torrent's own trackers, all tiers at once. uTP is off unless --utp is given, so every connection is
 plain TCP.
 
+--encryption sets libtorrent's MSE/PE policy for both directions:
+"forced" allows only RC4-encrypted connections (out_enc_policy and
+in_enc_policy forced, allowed_enc_level rc4); "enabled" tries MSE and
+accepts both, with either crypto method; "disabled" speaks only plain
+BitTorrent. Without it, libtorrent's defaults apply (enabled).
+
 Rate limits, when given, also apply to loopback peers: libtorrent
 normally puts local peers in a class with no limits, so this script
 moves every address into the global class.
 
 Output is one JSON object per line on stdout, flushed after each line:
   {"event":"listening","port":N}        once the TCP listen succeeded
-  {"event":"status",...}                every 0.5 s
+  {"event":"status",...}                every 0.5 s; "peer_encryption"
+                                        lists "rc4", "plaintext" (MSE
+                                        header only) or "" per peer
   {"event":"finished"}                  when a leech has every piece
   {"event":"error","message":...}       on a listen, torrent or file error
 It exits with status 0 on SIGTERM or SIGINT, and 1 if it cannot listen
@@ -103,6 +112,8 @@ def parse_args(argv):
     p.add_argument("--utp", action="store_true", help="also allow uTP")
     p.add_argument("--dht", action="store_true", help="use the DHT of the --dht-node nodes")
     p.add_argument("--dht-node", type=parse_peer, action="append", default=[])
+    p.add_argument("--encryption", choices=("forced", "enabled", "disabled"),
+                   help="MSE/PE policy, both directions (default: libtorrent's)")
     return p.parse_args(argv)
 
 
@@ -164,6 +175,23 @@ def _session_settings(args):
     }
 
 
+def encryption_settings(policy):
+    if policy is None:
+        return {}
+    levels = {
+        "forced": (lt.enc_policy.forced, lt.enc_level.rc4, True),
+        "enabled": (lt.enc_policy.enabled, lt.enc_level.both, False),
+        "disabled": (lt.enc_policy.disabled, lt.enc_level.plaintext, False),
+    }
+    pol, level, prefer_rc4 = levels[policy]
+    return {
+        "out_enc_policy": int(pol),
+        "in_enc_policy": int(pol),
+        "allowed_enc_level": int(level),
+        "prefer_rc4": prefer_rc4,
+    }
+
+
 def put_all_peers_in_global_class(ses):
     # By default 127.0.0.0/8 and the private ranges map to the local peer
     # class, which has no rate limits. Mapping every address to the global
@@ -202,9 +230,18 @@ def add_torrent(ses, args):
     return handle
 
 
+def peer_encryption(info):
+    if info.flags & lt.peer_info.rc4_encrypted:
+        return "rc4"
+    if info.flags & lt.peer_info.plaintext_encrypted:
+        return "plaintext"
+    return ""
+
+
 def status_line(handle):
     st = handle.status()
     return {
+        "peer_encryption": sorted(peer_encryption(i) for i in handle.get_peer_info()),
         "event": "status",
         "progress": st.progress,
         "state": str(st.state),
@@ -244,7 +281,9 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    ses = lt.session(session_settings(args))
+    settings = session_settings(args)
+    settings.update(encryption_settings(args.encryption))
+    ses = lt.session(settings)
     put_all_peers_in_global_class(ses)
     for ep in args.dht_node:
         ses.add_dht_node(ep)
