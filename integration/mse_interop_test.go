@@ -137,13 +137,13 @@ func TestMSEPlaintextLibtorrent(t *testing.T) {
 // TestMSEEnabledLibtorrent: libtorrent with encryption enabled but not
 // preferred picks plaintext after the MSE handshake when our engine (by
 // default) offers both, and offers both when it dials us, when we pick
-// RC4.
+// plaintext too.
 func TestMSEEnabledLibtorrent(t *testing.T) {
 	swarmLeakCheck(t)
 	requireTool(t, "libtorrent")
 	fx := newSwarmFixture(t, 506)
 	t.Run("download", func(t *testing.T) { mseDownload(t, fx, swarm.EncryptionPrefer, "enabled", "plaintext") })
-	t.Run("seed", func(t *testing.T) { mseSeed(t, fx, swarm.EncryptionPrefer, "enabled", "rc4") })
+	t.Run("seed", func(t *testing.T) { mseSeed(t, fx, swarm.EncryptionPrefer, "enabled", "plaintext") })
 }
 
 // TestMSERequireRefusesPlaintextLibtorrent: our engine under require

@@ -22,7 +22,9 @@ type Encryption int
 const (
 	// EncryptionPrefer dials with MSE, offering RC4 and plaintext, and
 	// dials again without it when the peer refuses; it accepts both
-	// plaintext and MSE peers, selecting RC4 when they offer it.
+	// plaintext and MSE peers. Offered both, it selects plaintext after
+	// the MSE handshake, as libtorrent does by default: the handshake
+	// hides the protocol, and the stream costs no cipher.
 	EncryptionPrefer Encryption = iota
 	// EncryptionRequire dials and accepts only RC4-encrypted MSE
 	// connections.
@@ -162,7 +164,7 @@ func (c *Client) acceptEncryption(nc net.Conn) (net.Conn, *bufio.Reader, metainf
 	if c.cfg.Encryption == EncryptionDisable {
 		return nil, nil, none, fmt.Errorf("%w: encrypted peer, encryption disabled", ErrEncryptionPolicy)
 	}
-	sel := mse.PreferRC4
+	sel := mse.PreferPlaintext
 	if c.cfg.Encryption == EncryptionRequire {
 		sel = func(m mse.Method) mse.Method { return m & mse.RC4 }
 	}

@@ -23,7 +23,7 @@ func TestEncryptionPolicies(t *testing.T) {
 		leech, seed Encryption
 		want        string // PeerStats.Encryption; "refused" for no connection
 	}{
-		{"prefer to prefer", EncryptionPrefer, EncryptionPrefer, "rc4"},
+		{"prefer to prefer", EncryptionPrefer, EncryptionPrefer, "plaintext"}, // MSE handshake, plain stream
 		{"require to prefer", EncryptionRequire, EncryptionPrefer, "rc4"},
 		{"prefer to require", EncryptionPrefer, EncryptionRequire, "rc4"},
 		{"require to require", EncryptionRequire, EncryptionRequire, "rc4"},

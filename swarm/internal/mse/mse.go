@@ -374,6 +374,16 @@ func PreferRC4(provided Method) Method {
 	return provided & Plaintext
 }
 
+// PreferPlaintext selects plaintext when it is provided, and RC4
+// otherwise: the handshake still hides the BitTorrent header, and the
+// stream costs no cipher (libtorrent's default, prefer_rc4 off).
+func PreferPlaintext(provided Method) Method {
+	if provided&Plaintext != 0 {
+		return Plaintext
+	}
+	return provided & RC4
+}
+
 // Handshake runs the responder's side on conn, whose first bytes (the
 // initiator's public key) have not been consumed; r, when not nil, is
 // where conn's bytes are read from. It returns the Conn, whose stream
