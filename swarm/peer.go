@@ -55,10 +55,11 @@ type peer struct {
 	rateDown, rateUp float64 // bytes per second, smoothed
 	lastDown, lastUp int64   // conn counters at the last tick
 	connectedAt      time.Time
-	pieces           int       // pieces it has told us it has
-	lastBlock        time.Time // when it last delivered a block we asked for
-	snubbed          bool      // it let a request time out
-	encryption       string    // as in PeerStats; fixed at the handshake
+	pieces           int           // pieces it has told us it has
+	lastBlock        time.Time     // when it last delivered a block we asked for
+	snubbed          bool          // it let a request time out
+	offers           map[int]offer // pieces offered while super-seeding; nil otherwise
+	encryption       string        // as in PeerStats; fixed at the handshake
 }
 
 // handshaken is a connection whose BitTorrent handshake is done.
@@ -123,7 +124,11 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 	t.s.peers[id] = p
 	t.s.peerIDs[hs.remote.PeerID] = id
 	t.s.picker.AddPeer(picker.PeerID(id))
-	t.sendHave(p)
+	if t.superSeeding() {
+		t.superStart(p)
+	} else {
+		t.sendHave(p)
+	}
 	if p.extended {
 		t.sendExtHandshake(p)
 	}
@@ -279,6 +284,7 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 			p.pieces++
 			t.s.picker.PeerHave(picker.PeerID(p.id), int(m.Index))
 		}
+		t.superHave(p, int(m.Index))
 		t.updateInterest(p)
 		t.fill(p)
 	case wire.Bitfield:
@@ -352,7 +358,8 @@ func (t *Torrent) bothSeeds(p *peer) bool {
 }
 
 func (t *Torrent) onRequest(p *peer, m *wire.Message) error {
-	ok := !p.amChoking && t.verified.has(int(m.Index)) && p.conn.QueuedUploads() < maxQueuedUploads
+	ok := !p.amChoking && t.verified.has(int(m.Index)) && p.conn.QueuedUploads() < maxQueuedUploads &&
+		t.superRequested(p, int(m.Index), m.Length)
 	if !ok {
 		p.invalid++
 		if p.invalid > maxInvalid {

@@ -219,6 +219,7 @@ func (t *Torrent) onTick(now time.Time) {
 	if len(t.s.webSeeds) > 0 {
 		t.webWake()
 	}
+	t.superTick()
 	t.connectMore(now)
 	t.fillAll()
 }

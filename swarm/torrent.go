@@ -45,6 +45,10 @@ type TorrentOptions struct {
 	// StallBudget is how long a reader, or the whole torrent, may go
 	// without progress before web seeds step in; 0 means 2 s.
 	StallBudget time.Duration
+	// SuperSeed makes a complete torrent hide its pieces and offer each
+	// peer a few at a time (BEP 16), so that peers trade among themselves
+	// and the seed's upload is spent about once: the publisher's mode.
+	SuperSeed bool
 }
 
 // Torrent is one torrent in a Client. One run-loop goroutine owns its

@@ -37,6 +37,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		include    listFlag
 		exclude    listFlag
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		superSeed  = fs.Bool("super-seed", true, "offer each peer a few pieces at a time (BEP 16), so that downloaders trade among themselves and the origin uploads each piece about once")
 	)
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
 	fs.Var(&include, "include", "path `glob` to publish (default: all); repeatable")
@@ -76,7 +77,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	seeder := &publishSeeder{engine: engine, torrents: map[metainfo.Hash]*seeded{}}
+	seeder := &publishSeeder{engine: engine, superSeed: *superSeed, torrents: map[metainfo.Hash]*seeded{}}
 	defer func() {
 		engine.Close()
 		seeder.close()
@@ -160,7 +161,8 @@ type seeded struct {
 // publishSeeder seeds published files with the engine, straight from the
 // files, and tells the tracker which torrents it tracks.
 type publishSeeder struct {
-	engine *swarm.Client
+	engine    *swarm.Client
+	superSeed bool
 
 	mu       sync.Mutex
 	pub      *origin.Publisher         // set once the publisher exists; guarded by mu
@@ -186,7 +188,7 @@ func (s *publishSeeder) Seed(m *metainfo.MetaInfo, files []origin.Resource) erro
 	if err != nil {
 		return err
 	}
-	t, err := s.engine.AddTorrent(m, st, swarm.TorrentOptions{NoWebSeeds: true})
+	t, err := s.engine.AddTorrent(m, st, swarm.TorrentOptions{NoWebSeeds: true, SuperSeed: s.superSeed})
 	if err != nil {
 		st.Close()
 		if errors.Is(err, swarm.ErrExists) {

@@ -1,0 +1,67 @@
+package swarm
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSuperSeedSpendsUploadOnce: four lazy leeches stream a torrent at
+// once from a super-seed and from each other. Each gets the right bytes,
+// and the seed uploads far less than four copies.
+func TestSuperSeedSpendsUploadOnce(t *testing.T) {
+	f := newFixture(t, 8<<20, 64<<10)
+	seed := newClient(t, Config{})
+	st := NewMemoryStorage(&f.meta.Info)
+	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
+		t.Fatal(err)
+	}
+	stor, err := seed.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true, SuperSeed: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	var clients []*Client
+	for range n {
+		clients = append(clients, newClient(t, Config{}))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, c := range clients {
+		tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs := []netip.AddrPort{addrOf(seed)}
+		for _, o := range clients[:i] {
+			addrs = append(addrs, addrOf(o))
+		}
+		tor.AddPeers(addrs...)
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			r := tor.NewReader(ctx)
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if err == nil && !bytes.Equal(got, f.content) {
+				err = io.ErrShortWrite
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("leech %d: %v", i, err)
+		}
+	}
+	up := stor.Stats().Uploaded
+	t.Logf("the super-seed uploaded %.2f copies for %d leeches", float64(up)/float64(len(f.content)), n)
+	if up > 2*int64(len(f.content)) {
+		t.Fatalf("the super-seed uploaded %d bytes, more than two copies of %d", up, len(f.content))
+	}
+}
