@@ -30,6 +30,7 @@ import (
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
 	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
+	"github.com/tbproxy/tbproxy/swarm/internal/pex"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 	"github.com/tbproxy/tbproxy/tracker"
 )
@@ -71,6 +72,13 @@ type Config struct {
 	WebSeedRetry     time.Duration // a failing web seed waits failures² × this; 0 means 1 s
 	// Extensions are BEP 10 messages added by name.
 	Extensions []Extension
+	// NoPEX turns peer exchange (BEP 11, ut_pex) off for every torrent.
+	// It is on by default; private torrents never use it, and
+	// TorrentOptions.NoPEX turns it off for one torrent.
+	NoPEX bool
+	// LSD configures local service discovery (BEP 14); it is off unless
+	// LSD.Enabled is set.
+	LSD LSDConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -175,6 +183,7 @@ type Client struct {
 	ext        extension.Registry   // our BEP 10 message IDs
 	extensions map[string]Extension // by name
 	localAddrs []netip.Addr         // this host's addresses, against self-dials
+	lsd        *lsdService          // nil unless LSD is enabled
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent // guarded by mu
@@ -216,6 +225,13 @@ func NewClient(cfg Config) (*Client, error) {
 	if _, err := c.ext.Register(metadata.Name); err != nil {
 		return nil, err
 	}
+	// ut_pex (BEP 11) is built in unless switched off; torrents that must
+	// not use it (private ones) leave it out of their handshakes.
+	if !cfg.NoPEX {
+		if _, err := c.ext.Register(pex.Name); err != nil {
+			return nil, err
+		}
+	}
 	for _, x := range cfg.Extensions {
 		if _, err := c.ext.Register(x.Name()); err != nil {
 			return nil, fmt.Errorf("swarm: extension %q: %w", x.Name(), err)
@@ -236,6 +252,16 @@ func NewClient(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("swarm: listening for peers: %w", err)
 		}
 		c.ln = ln
+	}
+	if cfg.LSD.Enabled {
+		s, err := c.startLSD(cfg.LSD)
+		if err != nil {
+			if c.ln != nil && cfg.Listener == nil {
+				c.ln.Close()
+			}
+			return nil, err
+		}
+		c.lsd = s
 	}
 	c.hasher = newHasher(cfg.HashWorkers)
 	if c.ln != nil {
@@ -298,6 +324,9 @@ func (c *Client) AddTorrent(m *metainfo.MetaInfo, st Storage, opts TorrentOption
 	t := newTorrent(c, m, st, opts)
 	c.torrents[m.InfoHash] = t
 	t.start()
+	if c.lsd != nil && t.lsdEnabled() {
+		c.lsd.add(m.InfoHash)
+	}
 	return t, nil
 }
 
@@ -314,6 +343,9 @@ func (c *Client) forget(t *Torrent) {
 	defer c.mu.Unlock()
 	if c.torrents[t.meta.InfoHash] == t {
 		delete(c.torrents, t.meta.InfoHash)
+		if c.lsd != nil {
+			c.lsd.remove(t.meta.InfoHash)
+		}
 	}
 }
 
@@ -334,6 +366,9 @@ func (c *Client) Close() error {
 	close(c.done)
 	if c.ln != nil {
 		c.ln.Close()
+	}
+	if c.lsd != nil {
+		c.lsd.close()
 	}
 	for _, t := range ts {
 		t.Close()

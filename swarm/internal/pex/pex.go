@@ -263,12 +263,18 @@ type Sender struct {
 	last time.Time               // when we last sent; zero before the first
 }
 
+// Due reports whether a message may be sent at now, so that the caller
+// need not gather the connected peers before it is.
+func (s *Sender) Due(now time.Time) bool {
+	return s.last.IsZero() || now.Sub(s.last) >= Interval
+}
+
 // Next returns the message due at now, given the peers connected now
 // (their listening addresses, without the recipient), and false when
 // nothing is due: too early, or nothing changed. A message returned is
 // taken as sent.
 func (s *Sender) Next(now time.Time, connected []Peer) (Message, bool) {
-	if !s.last.IsZero() && now.Sub(s.last) < Interval {
+	if !s.Due(now) {
 		return Message{}, false
 	}
 	current := make(map[netip.AddrPort]bool, len(connected))
