@@ -33,6 +33,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	out := fs.String("o", "", "write to `FILE` (default: the URL's file name; - for stdout)")
 	peerListen := fs.String("peer-listen", ":6881", "BitTorrent peer `address`")
 	quiet := fs.Bool("q", false, "no progress bar")
+	var disc discovery
+	disc.register(fs, false)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -71,7 +73,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				peers = append(peers, a)
 			}
 		}
-		return getTorrent(ctx, resolve, "", peers, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+		return getTorrent(ctx, resolve, "", peers, *dataDir, *peerListen, disc, dest, stdout, stderr, *quiet)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -122,7 +124,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("no file in the torrent matches the URL")
 	}
 	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
-	return getTorrent(ctx, resolve, target, nil, *dataDir, *peerListen, dest, stdout, stderr, *quiet)
+	return getTorrent(ctx, resolve, target, nil, *dataDir, *peerListen, disc, dest, stdout, stderr, *quiet)
 }
 
 // largestFile is the file a magnet download writes: the biggest one.
@@ -139,13 +141,15 @@ func largestFile(info *metainfo.Info) int {
 // getTorrent downloads file idx of the torrent resolve gives, into the
 // cache and to dest. originURL, when set, is the file's own URL, used as a
 // web seed.
-func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dataDir, peerListen, dest string, stdout, stderr io.Writer, quiet bool) error {
+func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dataDir, peerListen string, disc discovery, dest string, stdout, stderr io.Writer, quiet bool) error {
 	store, err := cache.Open(cache.Config{Dir: dataDir})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: peerListen})
+	engineCfg := swarm.Config{ListenAddr: peerListen}
+	disc.apply(&engineCfg)
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}

@@ -37,10 +37,13 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		include    listFlag
 		exclude    listFlag
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		disc       discovery
 	)
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
 	fs.Var(&include, "include", "path `glob` to publish (default: all); repeatable")
 	fs.Var(&exclude, "exclude", "path `glob` never published; repeatable")
+	// A publisher's content is public: exchanging peers helps its leechers.
+	disc.register(fs, true)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -70,7 +73,9 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("--public-url: %w", err)
 	}
 
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm")})
+	engineCfg := swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm")}
+	disc.apply(&engineCfg)
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,7 @@ type runOptions struct {
 	allowPrivate bool
 	upstreamCA   string
 	logLevel     string
+	discovery    discovery
 }
 
 func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
@@ -60,6 +61,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.discovery.register(fs, false)
 	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
 	return fs, o
 }
@@ -89,11 +91,13 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	// The engine's HTTP (web seeds, trackers) trusts what the proxy trusts
 	// upstream, and never goes through a proxy itself.
-	engine, err := swarm.NewClient(swarm.Config{
+	engineCfg := swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
-	})
+	}
+	o.discovery.apply(&engineCfg)
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}
