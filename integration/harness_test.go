@@ -610,19 +610,36 @@ type LTOpts struct {
 	UploadLimit   int64 // bytes/s, 0 means none; applies to loopback peers too
 	DownloadLimit int64 // bytes/s, 0 means none; applies to loopback peers too
 	UTP           bool  // also allow uTP; by default every connection is TCP
+	PEX           bool  // exchange peers (ut_pex); off by default
+	LSD           bool  // local service discovery on the listening interface; off by default
 }
 
 // LTStatus is the latest status line of a libtorrent peer.
 type LTStatus struct {
-	Progress      float64 `json:"progress"` // 0..1
-	State         string  `json:"state"`    // libtorrent's torrent_status.state name
-	NumPeers      int     `json:"num_peers"`
-	DownloadRate  int64   `json:"download_rate"` // bytes/s
-	UploadRate    int64   `json:"upload_rate"`   // bytes/s
-	TotalUpload   int64   `json:"total_upload"`  // bytes this session, including protocol overhead
-	TotalDownload int64   `json:"total_download"`
-	IsSeeding     bool    `json:"is_seeding"`
+	Progress      float64      `json:"progress"` // 0..1
+	State         string       `json:"state"`    // libtorrent's torrent_status.state name
+	NumPeers      int          `json:"num_peers"`
+	DownloadRate  int64        `json:"download_rate"` // bytes/s
+	UploadRate    int64        `json:"upload_rate"`   // bytes/s
+	TotalUpload   int64        `json:"total_upload"`  // bytes this session, including protocol overhead
+	TotalDownload int64        `json:"total_download"`
+	IsSeeding     bool         `json:"is_seeding"`
+	Peers         []LTPeerInfo `json:"peers"`
 }
+
+// LTPeerInfo is one connected peer in a libtorrent status line.
+type LTPeerInfo struct {
+	IP     string `json:"ip"`
+	Port   int    `json:"port"`
+	Source int    `json:"source"` // libtorrent's peer_source_flags: 1 tracker, 2 dht, 4 pex, 8 lsd, 32 incoming
+}
+
+// libtorrent's peer_source_flags.
+const (
+	LTSourcePEX      = 4
+	LTSourceLSD      = 8
+	LTSourceIncoming = 32
+)
 
 // ltEvent is one JSON line from ltpeer.py.
 type ltEvent struct {
@@ -684,6 +701,12 @@ func startLibtorrent(t testing.TB, opts LTOpts) *LTPeer {
 	}
 	if opts.UTP {
 		args = append(args, "--utp")
+	}
+	if opts.PEX {
+		args = append(args, "--pex")
+	}
+	if opts.LSD {
+		args = append(args, "--lsd")
 	}
 	l := &LTPeer{listening: make(chan int, 1), finished: make(chan struct{})}
 	l.proc = startProcWith(t, procConfig{onLine: l.handleLine}, systemPython, args...)
