@@ -617,6 +617,8 @@ type LTOpts struct {
 	// Encryption is libtorrent's MSE/PE policy, both directions:
 	// "forced" (RC4 only), "enabled" or "disabled"; "" leaves its default.
 	Encryption string
+	PEX        bool // exchange peers (ut_pex); off by default
+	LSD        bool // local service discovery on the listening interface; off by default
 }
 
 // LTStatus is the latest status line of a libtorrent peer.
@@ -632,8 +634,23 @@ type LTStatus struct {
 	IsSeeding     bool    `json:"is_seeding"`
 	// PeerEncryption has one entry per connected peer: "rc4",
 	// "plaintext" (MSE with a plain stream) or "" (no MSE).
-	PeerEncryption []string `json:"peer_encryption"`
+	PeerEncryption []string     `json:"peer_encryption"`
+	Peers          []LTPeerInfo `json:"peers"`
 }
+
+// LTPeerInfo is one connected peer in a libtorrent status line.
+type LTPeerInfo struct {
+	IP     string `json:"ip"`
+	Port   int    `json:"port"`
+	Source int    `json:"source"` // libtorrent's peer_source_flags: 1 tracker, 2 dht, 4 pex, 8 lsd, 32 incoming
+}
+
+// libtorrent's peer_source_flags.
+const (
+	LTSourcePEX      = 4
+	LTSourceLSD      = 8
+	LTSourceIncoming = 32
+)
 
 // ltEvent is one JSON line from ltpeer.py.
 type ltEvent struct {
@@ -704,6 +721,12 @@ func startLibtorrent(t testing.TB, opts LTOpts) *LTPeer {
 	}
 	if opts.Encryption != "" {
 		args = append(args, "--encryption", opts.Encryption)
+	}
+	if opts.PEX {
+		args = append(args, "--pex")
+	}
+	if opts.LSD {
+		args = append(args, "--lsd")
 	}
 	l := &LTPeer{listening: make(chan int, 1), finished: make(chan struct{})}
 	l.proc = startProcWith(t, procConfig{onLine: l.handleLine}, systemPython, args...)

@@ -30,6 +30,7 @@ import (
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
 	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
 	"github.com/tbproxy/tbproxy/swarm/internal/mse"
+	"github.com/tbproxy/tbproxy/swarm/internal/pex"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 	"github.com/tbproxy/tbproxy/tracker"
 )
@@ -74,6 +75,13 @@ type Config struct {
 	// Encryption is the MSE/PE policy for peer connections; the zero
 	// value is EncryptionPrefer.
 	Encryption Encryption
+	// NoPEX turns peer exchange (BEP 11, ut_pex) off for every torrent.
+	// It is on by default; private torrents never use it, and
+	// TorrentOptions.NoPEX turns it off for one torrent.
+	NoPEX bool
+	// LSD configures local service discovery (BEP 14); it is off unless
+	// LSD.Enabled is set.
+	LSD LSDConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -178,6 +186,7 @@ type Client struct {
 	ext        extension.Registry   // our BEP 10 message IDs
 	extensions map[string]Extension // by name
 	localAddrs []netip.Addr         // this host's addresses, against self-dials
+	lsd        *lsdService          // nil unless LSD is enabled
 
 	mu       sync.Mutex
 	torrents map[metainfo.Hash]*Torrent // guarded by mu
@@ -221,6 +230,13 @@ func NewClient(cfg Config) (*Client, error) {
 	if _, err := c.ext.Register(metadata.Name); err != nil {
 		return nil, err
 	}
+	// ut_pex (BEP 11) is built in unless switched off; torrents that must
+	// not use it (private ones) leave it out of their handshakes.
+	if !cfg.NoPEX {
+		if _, err := c.ext.Register(pex.Name); err != nil {
+			return nil, err
+		}
+	}
 	for _, x := range cfg.Extensions {
 		if _, err := c.ext.Register(x.Name()); err != nil {
 			return nil, fmt.Errorf("swarm: extension %q: %w", x.Name(), err)
@@ -241,6 +257,16 @@ func NewClient(cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("swarm: listening for peers: %w", err)
 		}
 		c.ln = ln
+	}
+	if cfg.LSD.Enabled {
+		s, err := c.startLSD(cfg.LSD)
+		if err != nil {
+			if c.ln != nil && cfg.Listener == nil {
+				c.ln.Close()
+			}
+			return nil, err
+		}
+		c.lsd = s
 	}
 	c.hasher = newHasher(cfg.HashWorkers)
 	if c.ln != nil {
@@ -304,6 +330,9 @@ func (c *Client) AddTorrent(m *metainfo.MetaInfo, st Storage, opts TorrentOption
 	c.torrents[m.InfoHash] = t
 	c.req2[mse.Req2(m.InfoHash[:])] = m.InfoHash
 	t.start()
+	if c.lsd != nil && t.lsdEnabled() {
+		c.lsd.add(m.InfoHash)
+	}
 	return t, nil
 }
 
@@ -321,6 +350,9 @@ func (c *Client) forget(t *Torrent) {
 	if c.torrents[t.meta.InfoHash] == t {
 		delete(c.torrents, t.meta.InfoHash)
 		delete(c.req2, mse.Req2(t.meta.InfoHash[:]))
+		if c.lsd != nil {
+			c.lsd.remove(t.meta.InfoHash)
+		}
 	}
 }
 
@@ -341,6 +373,9 @@ func (c *Client) Close() error {
 	close(c.done)
 	if c.ln != nil {
 		c.ln.Close()
+	}
+	if c.lsd != nil {
+		c.lsd.close()
 	}
 	for _, t := range ts {
 		t.Close()

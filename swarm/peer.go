@@ -13,6 +13,7 @@ import (
 	"github.com/tbproxy/tbproxy/swarm/internal/extension"
 	"github.com/tbproxy/tbproxy/swarm/internal/metadata"
 	"github.com/tbproxy/tbproxy/swarm/internal/peerconn"
+	"github.com/tbproxy/tbproxy/swarm/internal/pex"
 	"github.com/tbproxy/tbproxy/swarm/internal/picker"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 )
@@ -60,6 +61,11 @@ type peer struct {
 	snubbed          bool          // it let a request time out
 	offers           map[int]offer // pieces offered while super-seeding; nil otherwise
 	encryption       string        // as in PeerStats; fixed at the handshake
+
+	origin     Origin       // how we learned of it
+	listenPort uint16       // the port it listens on, from BEP 10 "p"; 0 if unknown
+	pexOut     pex.Sender   // what we have told it through ut_pex
+	pexIn      pex.Receiver // rate limit on its ut_pex messages
 }
 
 // handshaken is a connection whose BitTorrent handshake is done.
@@ -94,8 +100,10 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		hs.conn.Close()
 		return
 	}
+	origin := FromIncoming
 	if c := t.s.known[hs.dialed]; hs.outgoing && c != nil {
 		c.failures = 0 // it answered; redial it soon if it drops
+		origin = c.origin
 	}
 	id := t.s.allocID()
 	pc := peerconn.New(hs.conn, hs.br, id, hs.remote, hs.outgoing, peerconn.Config{
@@ -120,6 +128,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		depth:       minQueue,
 		connectedAt: t.client.now(),
 		encryption:  encryptionOf(hs.conn),
+		origin:      origin,
 	}
 	t.s.peers[id] = p
 	t.s.peerIDs[hs.remote.PeerID] = id
@@ -162,8 +171,12 @@ func (t *Torrent) sendHave(p *peer) {
 }
 
 func (t *Torrent) sendExtHandshake(p *peer) {
+	m := t.client.ext.Ours()
+	if !t.pexEnabled() {
+		delete(m, pex.Name) // a private torrent does not even offer it
+	}
 	payload, err := extension.MarshalHandshake(extension.Handshake{
-		M:            t.client.ext.Ours(),
+		M:            m,
 		V:            t.client.cfg.ClientName,
 		P:            int(t.client.port()),
 		Reqq:         maxQueuedUploads,
@@ -392,6 +405,16 @@ func (t *Torrent) onExtended(p *peer, m *wire.Message) error {
 			p.reqq = h.Reqq
 		}
 		p.client = h.V
+		if h.P > 0 {
+			p.listenPort = uint16(h.P)
+		}
+		if ip, ok := netip.AddrFromSlice(h.YourIP); ok && !ip.Unmap().IsLoopback() {
+			if ip = ip.Unmap(); ip.Is4() {
+				t.s.yourIP4 = ip
+			} else {
+				t.s.yourIP6 = ip
+			}
+		}
 		for name, x := range t.client.extensions {
 			if _, ok := p.ext.ID(name); ok && !had[name] {
 				x.Added(extPeer{t: t, p: p})
@@ -405,6 +428,10 @@ func (t *Torrent) onExtended(p *peer, m *wire.Message) error {
 	}
 	if name == metadata.Name {
 		return t.serveMetadata(p, m.Payload)
+	}
+	if name == pex.Name {
+		t.onPEX(p, m.Payload)
+		return nil
 	}
 	if x := t.client.extensions[name]; x != nil {
 		x.Received(extPeer{t: t, p: p}, m.Payload)

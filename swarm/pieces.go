@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"cmp"
 	"crypto/sha1"
 	"net/netip"
 	"slices"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/tbproxy/tbproxy/swarm/internal/choker"
 	"github.com/tbproxy/tbproxy/swarm/internal/picker"
+	"github.com/tbproxy/tbproxy/swarm/internal/rank"
 	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 )
 
@@ -222,6 +224,7 @@ func (t *Torrent) onTick(now time.Time) {
 	t.superTick()
 	t.connectMore(now)
 	t.fillAll()
+	t.sendPEX(now)
 }
 
 // rescueStalled hands a web seed the gap any reader has waited on for the
@@ -311,7 +314,9 @@ func (t *Torrent) chokeRound(now time.Time) {
 	}
 }
 
-func (t *Torrent) addCandidates(addrs []netip.AddrPort) {
+// addCandidates remembers addresses to connect to, learned from origin,
+// and connects to more peers if there is room.
+func (t *Torrent) addCandidates(addrs []netip.AddrPort, origin Origin) {
 	for _, a := range addrs {
 		a = netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 		if !a.IsValid() || a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast() {
@@ -323,7 +328,13 @@ func (t *Torrent) addCandidates(addrs []netip.AddrPort) {
 		if _, ok := t.s.known[a]; ok || len(t.s.known) >= maxCandidates {
 			continue
 		}
-		t.s.known[a] = &candidate{addr: a}
+		t.s.known[a] = &candidate{addr: a, origin: origin}
+		switch origin {
+		case FromPEX:
+			t.s.stats.pexPeers++
+		case FromLSD:
+			t.s.stats.lsdPeers++
+		}
 	}
 	t.connectMore(t.client.now())
 }
@@ -331,25 +342,75 @@ func (t *Torrent) addCandidates(addrs []netip.AddrPort) {
 // maxCandidates bounds the addresses remembered per torrent.
 const maxCandidates = 3000
 
-// connectMore dials known peers while below the connection limit.
+// connectMore dials known peers while below the connection limit, those
+// of highest canonical priority (BEP 40) first.
 func (t *Torrent) connectMore(now time.Time) {
+	if !t.roomToDial() {
+		return
+	}
 	connected := map[netip.AddrPort]bool{}
 	for _, p := range t.s.peers {
 		connected[p.addr] = true
 	}
+	type ranked struct {
+		c    *candidate
+		prio uint32
+	}
+	var ready []ranked
 	for _, c := range t.s.known {
-		if len(t.s.peers)+t.s.dialing >= t.client.cfg.MaxPeers || t.s.dialing >= maxDialing {
-			return
-		}
 		if c.retryAt.After(now) || connected[c.addr] {
 			continue
 		}
+		ready = append(ready, ranked{c, rank.Priority(t.ourAddrFor(c.addr), c.addr)})
+	}
+	slices.SortFunc(ready, func(a, b ranked) int {
+		if a.prio != b.prio {
+			return cmp.Compare(b.prio, a.prio)
+		}
+		return a.c.addr.Compare(b.c.addr)
+	})
+	for _, r := range ready {
+		if !t.roomToDial() {
+			return
+		}
+		c := r.c
 		c.retryAt = now.Add(min(2*time.Second<<min(c.failures, 10), 5*time.Minute))
 		c.failures++
 		t.s.dialing++
 		addr := c.addr
+		t.log.Debug("dialling", "addr", addr, "origin", c.origin)
 		t.wg.Go(func() { t.dial(addr) })
 	}
+}
+
+func (t *Torrent) roomToDial() bool {
+	return len(t.s.peers)+t.s.dialing < t.client.cfg.MaxPeers && t.s.dialing < maxDialing
+}
+
+// ourAddrFor is our address as the peer at a sees it, for BEP 40: on
+// loopback the loopback address, otherwise what peers last told us our
+// address is (BEP 10 yourip), or the unspecified address of a's family
+// while no one has. The port is our listening port.
+func (t *Torrent) ourAddrFor(a netip.AddrPort) netip.AddrPort {
+	ip := a.Addr().Unmap()
+	var ours netip.Addr
+	switch {
+	case ip.IsLoopback() && ip.Is4():
+		ours = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case ip.IsLoopback():
+		ours = netip.IPv6Loopback()
+	case ip.Is4():
+		ours = t.s.yourIP4
+		if !ours.IsValid() {
+			ours = netip.IPv4Unspecified()
+		}
+	default:
+		ours = t.s.yourIP6
+		if !ours.IsValid() {
+			ours = netip.IPv6Unspecified()
+		}
+	}
+	return netip.AddrPortFrom(ours, t.client.port())
 }
 
 // maxDialing bounds the outgoing connections in progress per torrent.

@@ -24,6 +24,12 @@ type Stats struct {
 	StorageErrors int   // verified pieces that storage failed to keep
 	LostPieces    int   // verified pieces storage later could not read back
 
+	PEXSent     int // ut_pex messages sent (BEP 11)
+	PEXReceived int // ut_pex messages taken
+	PEXIgnored  int // ut_pex messages ignored: too frequent or malformed
+	PEXPeers    int // new addresses learned through ut_pex
+	LSDPeers    int // new addresses learned through local service discovery (BEP 14)
+
 	Peers []PeerStats
 }
 
@@ -32,6 +38,7 @@ type PeerStats struct {
 	Addr         netip.AddrPort
 	Client       string // from the BEP 10 handshake, if sent
 	Outgoing     bool   // we dialled it
+	Origin       Origin // how we learned of it
 	DownloadRate float64
 	UploadRate   float64
 	Downloaded   int64 // block bytes received from it
@@ -56,6 +63,7 @@ func (t *Torrent) Stats() Stats {
 				Addr:         p.addr,
 				Client:       p.client,
 				Outgoing:     p.conn.Outgoing,
+				Origin:       p.origin,
 				DownloadRate: p.rateDown,
 				UploadRate:   p.rateUp,
 				Downloaded:   p.conn.Downloaded.Load(),
@@ -73,6 +81,11 @@ func (t *Torrent) Stats() Stats {
 		s.Bans = t.s.stats.bans
 		s.StorageErrors = t.s.stats.storageErrs
 		s.LostPieces = t.s.stats.lost
+		s.PEXSent = t.s.stats.pexSent
+		s.PEXReceived = t.s.stats.pexTaken
+		s.PEXIgnored = t.s.stats.pexIgnored
+		s.PEXPeers = t.s.stats.pexPeers
+		s.LSDPeers = t.s.stats.lsdPeers
 	})
 	_ = ok // a closed torrent still reports its counters below
 	s.InfoHash = t.meta.InfoHash

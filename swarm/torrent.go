@@ -49,7 +49,24 @@ type TorrentOptions struct {
 	// peer a few at a time (BEP 16), so that peers trade among themselves
 	// and the seed's upload is spent about once: the publisher's mode.
 	SuperSeed bool
+	// NoPEX turns peer exchange (BEP 11) off for this torrent, and NoLSD
+	// local service discovery (BEP 14). Private torrents (BEP 27) never
+	// use either, whatever the options.
+	NoPEX, NoLSD bool
 }
+
+// Origin says how the engine learned of a peer.
+type Origin string
+
+// Origins of peers.
+const (
+	FromIncoming Origin = "incoming" // it connected to us
+	FromUser     Origin = "user"     // AddPeers or TorrentOptions.Peers
+	FromTracker  Origin = "tracker"
+	FromSource   Origin = "source" // one of TorrentOptions.PeerSources
+	FromPEX      Origin = "pex"    // peer exchange, BEP 11
+	FromLSD      Origin = "lsd"    // local service discovery, BEP 14
+)
 
 // Torrent is one torrent in a Client. One run-loop goroutine owns its
 // state; the methods send it commands.
@@ -115,6 +132,8 @@ type loopState struct {
 	fromWeb         int64                // block bytes accepted from web seeds
 	started         time.Time            // when the torrent was added
 	sourcesAnswered bool                 // a peer source reported, even if it found no one
+	yourIP4         netip.Addr           // our IPv4 address as the last peer saw it (BEP 10 yourip), for BEP 40
+	yourIP6         netip.Addr           // the same for IPv6
 }
 
 type counters struct {
@@ -123,10 +142,16 @@ type counters struct {
 	hashFailures int
 	bans         int
 	storageErrs  int
+	pexSent      int // ut_pex messages sent
+	pexTaken     int // ut_pex messages taken
+	pexIgnored   int // ut_pex messages ignored: too frequent or malformed
+	pexPeers     int // addresses learned through ut_pex
+	lsdPeers     int // addresses learned through LSD
 }
 
 type candidate struct {
 	addr     netip.AddrPort
+	origin   Origin // the first source that named it
 	failures int
 	retryAt  time.Time
 }
@@ -219,7 +244,7 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 	if !opts.Lazy {
 		t.s.picker.SetWanted(0, n)
 	}
-	t.addCandidates(opts.Peers)
+	t.addCandidates(opts.Peers, FromUser)
 	if done == n {
 		close(t.complete)
 	}
@@ -229,10 +254,10 @@ func newTorrent(c *Client, m *metainfo.MetaInfo, st Storage, opts TorrentOptions
 func (t *Torrent) start() {
 	t.wg.Go(t.run)
 	if tiers := t.meta.Trackers(); len(tiers) > 0 && !t.opts.NoTrackers {
-		t.startSource(&trackerSource{client: t.client, tiers: tiers})
+		t.startSource(&trackerSource{client: t.client, tiers: tiers}, FromTracker)
 	}
 	for _, src := range t.opts.PeerSources {
-		t.startSource(src)
+		t.startSource(src, FromSource)
 	}
 	if !t.opts.NoWebSeeds {
 		for _, u := range t.meta.URLList {
@@ -241,6 +266,17 @@ func (t *Torrent) start() {
 			}
 		}
 	}
+}
+
+// pexEnabled reports whether this torrent exchanges peers (BEP 11).
+func (t *Torrent) pexEnabled() bool {
+	return !t.client.cfg.NoPEX && !t.opts.NoPEX && !t.info.Private
+}
+
+// lsdEnabled reports whether this torrent is announced and found on the
+// local network (BEP 14).
+func (t *Torrent) lsdEnabled() bool {
+	return t.client.cfg.LSD.Enabled && !t.opts.NoLSD && !t.info.Private
 }
 
 // InfoHash is the torrent's v1 info-hash.
@@ -264,7 +300,7 @@ func (t *Torrent) HavePiece(i int) bool { return t.verified.has(i) }
 
 // AddPeers gives the torrent addresses to connect to.
 func (t *Torrent) AddPeers(addrs ...netip.AddrPort) {
-	t.do(func() { t.addCandidates(addrs) })
+	t.do(func() { t.addCandidates(addrs, FromUser) })
 }
 
 // DownloadAll switches a lazy torrent to fetching every piece.
@@ -384,13 +420,13 @@ func (t *Torrent) ourWire() []byte {
 }
 
 // startSource runs a peer source on a goroutine owned by the torrent.
-func (t *Torrent) startSource(src PeerSource) {
+func (t *Torrent) startSource(src PeerSource, origin Origin) {
 	t.wg.Go(func() {
 		src.Run(t.ctx, t.sourceView(), func(addrs []netip.AddrPort) {
 			select {
 			case t.cmds <- func() {
 				t.s.sourcesAnswered = true
-				t.addCandidates(addrs)
+				t.addCandidates(addrs, origin)
 			}:
 			case <-t.done:
 			}

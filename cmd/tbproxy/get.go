@@ -39,6 +39,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dhtSet := false
 	var enc swarm.Encryption
 	fs.TextVar(&enc, "encryption", swarm.EncryptionPrefer, encryptionUsage)
+	var disc discovery
+	disc.register(fs, false)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -90,7 +92,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				peers = append(peers, a)
 			}
 		}
-		return getTorrent(ctx, resolve, "", peers, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, dest, stdout, stderr, *quiet)
+		return getTorrent(ctx, resolve, "", peers, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc, dest, stdout, stderr, *quiet)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -141,7 +143,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("no file in the torrent matches the URL")
 	}
 	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
-	return getTorrent(ctx, resolve, target, nil, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, dest, stdout, stderr, *quiet)
+	return getTorrent(ctx, resolve, target, nil, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc, dest, stdout, stderr, *quiet)
 }
 
 // largestFile is the file a magnet download writes: the biggest one.
@@ -156,15 +158,16 @@ func largestFile(info *metainfo.Info) int {
 }
 
 // getTorrent downloads file idx of the torrent resolve gives, into the
-// cache and to dest, with an engine configured by engineCfg. originURL,
-// when set, is the file's own URL, used as a web seed. node, when set, is
-// a DHT node to find peers with.
-func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir string, engineCfg swarm.Config, dest string, stdout, stderr io.Writer, quiet bool) error {
+// cache and to dest, with an engine configured by engineCfg and disc.
+// originURL, when set, is the file's own URL, used as a web seed. node,
+// when set, is a DHT node to find peers with.
+func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir string, engineCfg swarm.Config, disc discovery, dest string, stdout, stderr io.Writer, quiet bool) error {
 	store, err := cache.Open(cache.Config{Dir: dataDir})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	disc.apply(&engineCfg)
 	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err

@@ -38,12 +38,15 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		exclude    listFlag
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		superSeed  = fs.Bool("super-seed", true, "offer each peer a few pieces at a time (BEP 16), so that downloaders trade among themselves and the origin uploads each piece about once")
+		disc       discovery
 	)
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
 	fs.Var(&include, "include", "path `glob` to publish (default: all); repeatable")
 	fs.Var(&exclude, "exclude", "path `glob` never published; repeatable")
 	var enc swarm.Encryption
 	fs.TextVar(&enc, "encryption", swarm.EncryptionPrefer, encryptionUsage)
+	// A publisher's content is public: exchanging peers helps its leechers.
+	disc.register(fs, true)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -73,7 +76,9 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("--public-url: %w", err)
 	}
 
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm"), Encryption: enc})
+	engineCfg := swarm.Config{ListenAddr: *peerListen, Logger: log.With("component", "swarm"), Encryption: enc}
+	disc.apply(&engineCfg)
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ type runOptions struct {
 	upstreamCA   string
 	logLevel     string
 	dht          dhtOptions
+	discovery    discovery
 }
 
 func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
@@ -64,6 +65,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	o.dht.register(fs, "for the torrents the proxy fetches (off by default)")
+	o.discovery.register(fs, false)
 	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
 	return fs, o
 }
@@ -101,12 +103,14 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	// The engine's HTTP (web seeds, trackers) trusts what the proxy trusts
 	// upstream, and never goes through a proxy itself.
-	engine, err := swarm.NewClient(swarm.Config{
+	engineCfg := swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
 		Encryption: o.encryption,
-	})
+	}
+	o.discovery.apply(&engineCfg)
+	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
 	}

@@ -7,11 +7,13 @@ Usage:
       [--peer 127.0.0.1:PORT ...] [--tracker URL ...] [--seed-mode]
       [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--utp]
       [--dht --dht-node 127.0.0.1:PORT ...]
-      [--encryption forced|enabled|disabled]
+      [--encryption forced|enabled|disabled] [--pex] [--lsd]
 
 The peer listens only on 127.0.0.1 (port 0 picks a free one), with DHT
 (unless --dht, which joins a loopback DHT through the --dht-node nodes and
-announces the torrent there every few seconds), local service discovery, peer exchange, UPnP and NAT-PMP switched off,
+announces the torrent there every few seconds), local service discovery
+(unless --lsd: BEP 14 multicast to 239.192.152.143:6771 on the listening
+interface), peer exchange (unless --pex), UPnP and NAT-PMP switched off,
 so it never talks to any other address. Each --peer is dialled
 explicitly and dialled again every two seconds while it is not
 connected; each --tracker (127.0.0.1 only) is announced to on top of the
@@ -32,7 +34,11 @@ Output is one JSON object per line on stdout, flushed after each line:
   {"event":"listening","port":N}        once the TCP listen succeeded
   {"event":"status",...}                every 0.5 s; "peer_encryption"
                                         lists "rc4", "plaintext" (MSE
-                                        header only) or "" per peer
+                                        header only) or "" per peer, and
+                                        "peers" the connected peers' "ip",
+                                        "port" and libtorrent "source" bits
+                                        (1 tracker, 2 dht, 4 pex, 8 lsd,
+                                        32 incoming)
   {"event":"finished"}                  when a leech has every piece
   {"event":"error","message":...}       on a listen, torrent or file error
 It exits with status 0 on SIGTERM or SIGINT, and 1 if it cannot listen
@@ -114,6 +120,8 @@ def parse_args(argv):
     p.add_argument("--dht-node", type=parse_peer, action="append", default=[])
     p.add_argument("--encryption", choices=("forced", "enabled", "disabled"),
                    help="MSE/PE policy, both directions (default: libtorrent's)")
+    p.add_argument("--pex", action="store_true", help="exchange peers (ut_pex)")
+    p.add_argument("--lsd", action="store_true", help="local service discovery")
     return p.parse_args(argv)
 
 
@@ -150,7 +158,7 @@ def _session_settings(args):
         "listen_system_port_fallback": False,
         "enable_dht": False,
         "dht_bootstrap_nodes": "",
-        "enable_lsd": False,
+        "enable_lsd": args.lsd,
         "enable_upnp": False,
         "enable_natpmp": False,
         "enable_incoming_utp": args.utp,
@@ -217,8 +225,10 @@ def add_torrent(ses, args):
     flags &= ~lt.torrent_flags.paused
     if not args.dht:
         flags |= lt.torrent_flags.disable_dht
-    flags |= lt.torrent_flags.disable_lsd
-    flags |= lt.torrent_flags.disable_pex
+    if not args.lsd:
+        flags |= lt.torrent_flags.disable_lsd
+    if not args.pex:
+        flags |= lt.torrent_flags.disable_pex
     if args.mode == "seed" and args.seed_mode:
         flags |= lt.torrent_flags.seed_mode
     atp.flags = flags
@@ -252,7 +262,17 @@ def status_line(handle):
         "total_payload_upload": st.total_payload_upload,
         "total_download": st.total_download,
         "is_seeding": st.is_seeding,
+        "peers": peer_list(handle),
     }
+
+
+def peer_list(handle):
+    out = []
+    for info in handle.get_peer_info():
+        ip = info.ip
+        if isinstance(ip, tuple):
+            out.append({"ip": str(ip[0]), "port": int(ip[1]), "source": int(info.source)})
+    return out
 
 
 def connected_endpoints(handle):
