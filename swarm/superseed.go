@@ -21,7 +21,9 @@ const (
 	superSlots = 2
 	// superFresh is how long an offer nobody asked for stays live.
 	superFresh = 500 * time.Millisecond
-	// superMaxOffers bounds the offers (live or not) kept per peer.
+	// superMaxOffers bounds the offers a peer has not taken up in full;
+	// offers it took stay (it may ask for a block again), one per piece
+	// at most.
 	superMaxOffers = 64
 )
 
@@ -64,14 +66,17 @@ func (t *Torrent) superOffer(p *peer) {
 		return
 	}
 	now := t.client.now()
-	liveHere := 0
+	liveHere, open := 0, 0
 	for _, o := range p.offers {
 		if o.live(now) {
 			liveHere++
 		}
+		if o.asked < o.length {
+			open++
+		}
 	}
 	n := t.info.NumPieces()
-	for liveHere < superSlots && len(p.offers) < superMaxOffers {
+	for liveHere < superSlots && open < superMaxOffers {
 		best, bestScore := -1, 0
 		for i := range n {
 			if _, ok := p.offers[i]; ok || t.s.picker.PeerHas(picker.PeerID(p.id), i) {
@@ -90,6 +95,7 @@ func (t *Torrent) superOffer(p *peer) {
 		}
 		p.offers[best] = offer{at: now, length: t.info.PieceLen(best)}
 		liveHere++
+		open++
 		p.conn.Send(wire.Message{ID: wire.Have, Index: uint32(best)})
 	}
 }
