@@ -158,6 +158,7 @@ type proxyStatus struct {
 	Transformed int64 `json:"requests_transformed"`
 	Passed      int64 `json:"requests_passed_through"`
 	Fallbacks   int64 `json:"requests_fallback"`
+	Magnets     int64 `json:"requests_transformed_from_magnet"`
 	BytesServed int64 `json:"bytes_served_from_torrents"`
 }
 

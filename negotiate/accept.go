@@ -1,7 +1,9 @@
 // Package negotiate holds the pure HTTP logic of tbproxy's content
 // negotiation: adding application/x-bittorrent to a request's Accept,
 // deciding whether an origin's answer is a transparent torrent that may be
-// served from the swarm, reading that metainfo within a size cap, picking the
+// served from the swarm, reading that metainfo within a size cap (or the
+// magnet URI an origin answers with instead, in the body or in a Link
+// header, within its own caps), picking the
 // torrent file that a URL names, synthesising the response headers for it,
 // parsing Range and Content-Range, and the hop-by-hop and Via rules of a
 // forwarding proxy.

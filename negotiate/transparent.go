@@ -48,6 +48,32 @@ const (
 	// of a ".torrent" file (Content-Disposition), the sign of a link to a
 	// torrent rather than of negotiation. Refetch.
 	DecideTorrentDownload = "origin serves a .torrent download"
+	// DecideMagnetBody: a transparent answer whose body is a magnet URI
+	// (Kind KindMagnetBody).
+	DecideMagnetBody = "transparent magnet answer"
+	// DecideMagnetLink: an ordinary answer whose Link header names a
+	// magnet with rel="describedby" (Kind KindMagnetLink).
+	DecideMagnetLink = "link header names a magnet"
+	// DecideLinkNotUsable: a Link header names a magnet, but the answer
+	// is not a 200 or its Cache-Control forbids the swarm (no-transform,
+	// private, no-store). The answer itself is the resource, so it passes
+	// through.
+	DecideLinkNotUsable = "magnet link on an answer that must not be transformed"
+)
+
+// Kind says where a transparent answer names its torrent.
+type Kind int
+
+const (
+	// KindMetainfo: the body is the metainfo; read it with ReadMetainfo.
+	KindMetainfo Kind = iota
+	// KindMagnetBody: the body is a magnet URI; read it with ReadMagnet.
+	// The body is not the resource.
+	KindMagnetBody
+	// KindMagnetLink: a Link header names the magnet (MagnetLink finds
+	// it). The body is the resource itself, the answer any client would
+	// get, and may be passed through when the magnet is of no use.
+	KindMagnetLink
 )
 
 // Decision says what the proxy does with an origin's answer to a request
@@ -63,11 +89,14 @@ const (
 //   - neither: pass the answer through untouched.
 //
 // Transform and Refetch are never both true. Reason is one of the Decide
-// constants, for logs and metrics.
+// constants, for logs and metrics. With Transform, Kind says whether the
+// torrent comes as metainfo (read it with ReadMetainfo) or as a magnet
+// (ReadMagnet, MagnetLink); the steps after that are the same.
 type Decision struct {
 	Transform bool   // serve the file from the swarm; implies !Refetch
 	Refetch   bool   // a torrent the client did not ask for: refetch plainly
 	Reason    string // one of the Decide constants
+	Kind      Kind   // with Transform: where the torrent is named
 }
 
 // Decide classifies resp, the answer to resp.Request. injected is what
@@ -92,11 +121,18 @@ func Decide(resp *http.Response, injected bool, prefix []byte) Decision {
 	if req := resp.Request; req == nil || (req.Method != http.MethodGet && req.Method != "") {
 		return Decision{Reason: DecideNotGET}
 	}
-	if !isTorrentType(resp.Header.Get("Content-Type")) && !SniffTorrent(prefix) {
-		return Decision{Reason: DecideNotTorrent}
+	cc := cacheControl(resp.Header)
+	torrentType := isTorrentType(resp.Header.Get("Content-Type"))
+	if !torrentType && !SniffTorrent(prefix) {
+		if _, ok := MagnetLink(resp.Header); !ok {
+			return Decision{Reason: DecideNotTorrent}
+		}
+		if resp.StatusCode != http.StatusOK || cc.has("no-transform") || cc.has("private") || cc.has("no-store") {
+			return Decision{Reason: DecideLinkNotUsable}
+		}
+		return Decision{Transform: true, Reason: DecideMagnetLink, Kind: KindMagnetLink}
 	}
 	refetch := func(reason string) Decision { return Decision{Refetch: true, Reason: reason} }
-	cc := cacheControl(resp.Header)
 	switch {
 	case resp.StatusCode != http.StatusOK:
 		return refetch(DecideStatus)
@@ -108,6 +144,8 @@ func Decide(resp *http.Response, injected bool, prefix []byte) Decision {
 		return refetch(DecideNoStore)
 	case torrentAttachment(resp.Header.Get("Content-Disposition")):
 		return refetch(DecideTorrentDownload)
+	case torrentType && magnetPrefix(prefix):
+		return Decision{Transform: true, Reason: DecideMagnetBody, Kind: KindMagnetBody}
 	}
 	return Decision{Transform: true, Reason: DecideTransform}
 }

@@ -120,7 +120,10 @@ type Status struct {
 	Transformed int64            `json:"requests_transformed"`
 	Passed      int64            `json:"requests_passed_through"`
 	Fallbacks   int64            `json:"requests_fallback"`
-	BytesServed int64            `json:"bytes_served_from_torrents"`
+	// Magnets counts the transformed requests whose torrent the origin
+	// named by a magnet URI (body or Link header).
+	Magnets     int64 `json:"requests_transformed_from_magnet"`
+	BytesServed int64 `json:"bytes_served_from_torrents"`
 	// The totals over every torrent the proxy streamed or the cache
 	// holds, since the process started.
 	FromPeers    int64 `json:"bytes_from_peers_total"`
@@ -195,6 +198,7 @@ func (p *Proxy) status(s snapshot, withHistory bool) Status {
 	st := Status{
 		Time:        s.at,
 		Transformed: s.totals.transformed, Passed: s.totals.passed, Fallbacks: s.totals.fallbacks,
+		Magnets:      s.totals.magnets,
 		BytesServed:  s.totals.served,
 		FromPeers:    s.counters.fromPeers,
 		FromOrigin:   s.counters.fromOrigin,

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tbproxy/tbproxy/certs"
 	"github.com/tbproxy/tbproxy/metainfo"
@@ -79,6 +80,11 @@ type Config struct {
 	// FirstByte is how long a response from the swarm may take to its
 	// first byte before the proxy answers plainly instead; 0 means 20 s.
 	FirstByte time.Duration
+	// MagnetTimeout bounds the wait for the metadata (BEP 9) of a magnet
+	// that an origin answers the negotiation with; 0 means 8 s. It is
+	// capped at half of FirstByte. When it passes, the client gets the
+	// file by plain HTTP.
+	MagnetTimeout time.Duration
 	// Logger receives one structured line per transformed request.
 	Logger *slog.Logger
 	// Cache is the disk cache as the status page shows it; nil means the
@@ -103,9 +109,19 @@ type Proxy struct {
 	totals    totals              // guarded by mu
 	sources   map[string]bool     // trackers' and web seeds' host:port; guarded by mu
 	proxyAddr netip.AddrPort      // the first proxy listener, named by the PAC file; guarded by mu
+	// recentMagnets are torrents fetched for magnets, newest last,
+	// bounded by rememberMagnet; guarded by mu.
+	recentMagnets []*metainfo.MetaInfo
 
 	servers []*http.Server // guarded by mu
 	wg      sync.WaitGroup // streaming goroutines
+
+	// magnets lets concurrent requests for one magnet share its metadata
+	// fetch. Each waiter's goroutine is counted in flights, which is
+	// only added to under mu while base is live (goFlight), so that
+	// Close's Wait follows every Add.
+	magnets singleflight.Group
+	flights sync.WaitGroup
 
 	ui ui // the status page, /metrics and the totals sampler
 
@@ -210,9 +226,12 @@ func (p *Proxy) Close() error {
 	for _, s := range servers {
 		s.Close()
 	}
+	p.mu.Lock() // goFlight checks base under mu
 	p.cancel()
+	p.mu.Unlock()
 	p.stopSampler()
 	p.wg.Wait()
+	p.flights.Wait()
 	p.upstream.CloseIdleConnections()
 	return nil
 }

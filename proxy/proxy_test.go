@@ -40,9 +40,11 @@ type world struct {
 	proxyURL  *url.URL
 	client    *http.Client
 	originHit atomic.Int64 // requests for the file itself, plainly
+	peerDials atomic.Int64 // connections to silentPeer
 }
 
-func newWorld(t *testing.T, size int) *world {
+// newWorld builds a world; opts adjust the proxy's configuration.
+func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
 	t.Helper()
 	w := &world{content: make([]byte, size)}
 	rand.Read(w.content)
@@ -137,7 +139,11 @@ func newWorld(t *testing.T, size int) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { engine.Close() })
-	w.proxy, err = New(Config{Engine: engine, AllowPrivateUpstream: true, FirstByte: time.Second})
+	cfg := Config{Engine: engine, AllowPrivateUpstream: true, FirstByte: time.Second}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	w.proxy, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -507,6 +507,7 @@ func (p *Proxy) firstByte() time.Duration {
 // totals count requests by outcome and bytes served.
 type totals struct {
 	transformed, passed, fallbacks int64
+	magnets                        int64 // of transformed: named by a magnet
 	served                         int64 // body bytes of finished synthesised responses
 }
 

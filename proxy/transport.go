@@ -91,6 +91,8 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		p.count(func(t *totals) { t.passed++ })
 		resp.Body = readCloser{br, resp.Body}
 		return resp, nil
+	case d.Kind != negotiate.KindMetainfo:
+		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
 	}
 	m, _, err := negotiate.ReadMetainfo(br)
 	resp.Body.Close()
@@ -106,7 +108,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	if sz := negotiate.FileSize(&m.Info, idx); sz <= 0 {
 		return p.fallback(orig)
 	}
-	return p.transform(orig, resp, m, idx)
+	return p.transform(orig, resp, m, idx, nil)
 }
 
 // plain forwards the client's own request.
@@ -144,12 +146,17 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 	return textResponse(req, status, msg)
 }
 
-// transform answers the client with file idx of m, from the swarm.
-func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int) (*http.Response, error) {
+// transform answers the client with file idx of m, from the swarm. mg is
+// the magnet the origin named m by, or nil for metainfo: the peers it
+// names (x.pe) are peers of the download too.
+func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet) (*http.Response, error) {
 	t, err := p.torrent(m)
 	if err != nil {
 		p.log.Warn("cannot start the torrent; fetching plainly", "url", redact(orig.URL), "err", err)
 		return p.fallback(orig)
+	}
+	if peers := magnetPeers(mg); len(peers) > 0 {
+		t.AddPeers(peers...)
 	}
 	// The URL the client asked for is always a source of the file, asked
 	// for plainly, with the client's own headers.
@@ -161,7 +168,12 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	if err := t.AddWebSeed(swarm.WebSeed{URL: orig.URL.String(), Origin: true, File: idx, Header: seedHeader}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)
 	}
-	p.count(func(t *totals) { t.transformed++ })
+	p.count(func(t *totals) {
+		t.transformed++
+		if mg != nil {
+			t.magnets++
+		}
+	})
 	p.log.Info("serving from the swarm", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
 		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent())
 	return p.serve(orig, t, m, idx, negotiate.Headers(m, idx, originResp.Header))

@@ -118,7 +118,16 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	n, _ := io.ReadFull(resp.Body, prefix)
 	prefix = prefix[:n]
 	body := io.MultiReader(strings.NewReader(string(prefix)), resp.Body)
-	if d := negotiate.Decide(resp, injected, prefix); !d.Transform {
+	d := negotiate.Decide(resp, injected, prefix)
+	switch {
+	case d.Transform && d.Kind == negotiate.KindMagnetLink:
+		// The body is the file itself; its magnet is not used here.
+		d = negotiate.Decision{Reason: d.Reason}
+	case d.Transform && d.Kind == negotiate.KindMagnetBody:
+		// The body is a magnet, not the file: ask again plainly.
+		d = negotiate.Decision{Refetch: true, Reason: d.Reason}
+	}
+	if !d.Transform {
 		if d.Refetch {
 			resp.Body.Close()
 			plain, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)

@@ -254,7 +254,7 @@ func TestGet(t *testing.T) {
 func TestConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
-	os.WriteFile(path, []byte("listen = \"127.0.0.1:9999\"\ncache-size = \"2GiB\"\nmitm-exclude = [\"a.example\", \"*.b.example\"]\nallow-private = true\nencryption = \"require\"\n"), 0o644)
+	os.WriteFile(path, []byte("listen = \"127.0.0.1:9999\"\ncache-size = \"2GiB\"\nmitm-exclude = [\"a.example\", \"*.b.example\"]\nallow-private = true\nencryption = \"require\"\nmagnet-timeout = \"3s\"\n"), 0o644)
 	fs, o := runProxyFlags(io.Discard)
 	p, explicit := configPath([]string{"--listen", "127.0.0.1:1", "--config", path})
 	if p != path || !explicit {
@@ -263,8 +263,11 @@ func TestConfigFile(t *testing.T) {
 	if err := applyConfigFile(fs, p, explicit); err != nil {
 		t.Fatal(err)
 	}
-	if o.listen != "127.0.0.1:9999" || o.cacheSize != 2<<30 || len(o.mitmExclude) != 2 || !o.allowPrivate || o.encryption != swarm.EncryptionRequire {
+	if o.listen != "127.0.0.1:9999" || o.cacheSize != 2<<30 || len(o.mitmExclude) != 2 || !o.allowPrivate || o.encryption != swarm.EncryptionRequire || o.magnetWait != 3*time.Second {
 		t.Fatalf("from the file: %+v", o)
+	}
+	if cfg, err := o.proxyConfig(); err != nil || cfg.MagnetTimeout != 3*time.Second {
+		t.Fatalf("proxyConfig: MagnetTimeout %v, %v", cfg.MagnetTimeout, err)
 	}
 	// Flags given on the command line win.
 	if _, err := parseArgs(fs, []string{"--listen", "127.0.0.1:1"}); err != nil || o.listen != "127.0.0.1:1" {
@@ -285,5 +288,12 @@ func TestConfigFile(t *testing.T) {
 	}
 	if err := applyConfigFile(fs, filepath.Join(dir, "missing.toml"), true); err == nil {
 		t.Fatal("a missing named file is an error")
+	}
+	fs, o = runProxyFlags(io.Discard)
+	if _, err := parseArgs(fs, []string{"--magnet-timeout", "0s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.proxyConfig(); err == nil || !strings.Contains(err.Error(), "magnet-timeout") {
+		t.Fatalf("a zero magnet timeout: %v", err)
 	}
 }

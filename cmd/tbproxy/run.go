@@ -41,6 +41,7 @@ type runOptions struct {
 	allowPrivate bool
 	upstreamCA   string
 	logLevel     string
+	magnetWait   time.Duration
 	dht          dhtOptions
 	discovery    discovery
 }
@@ -64,6 +65,8 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
+		"how long to wait for peers to give the metadata of a magnet an origin answers with, before plain HTTP")
 	o.dht.register(fs, "for the torrents the proxy fetches (off by default)")
 	o.discovery.register(fs, false)
 	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
@@ -243,6 +246,10 @@ func (o *runOptions) proxyConfig() (proxy.Config, error) {
 	cfg.MITMExclude = o.mitmExclude
 	cfg.ExcludeHosts = o.excludeHosts
 	cfg.AllowPrivateUpstream = o.allowPrivate
+	if o.magnetWait <= 0 {
+		return cfg, fmt.Errorf("--magnet-timeout %v: must be positive", o.magnetWait)
+	}
+	cfg.MagnetTimeout = o.magnetWait
 	return cfg, nil
 }
 
