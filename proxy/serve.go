@@ -60,7 +60,7 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 		return p.fallback(orig)
 	}
 	release := p.store.Pin(m.InfoHash)
-	tr := &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
+	tr := newTransfer(orig, t, m, idx)
 	id := p.addTransfer(tr)
 	b := &spanBody{rd: rd, left: pl.length, sent: &tr.sent}
 	b.stop = func() {
@@ -341,8 +341,7 @@ func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.Met
 	release := p.store.Pin(m.InfoHash)
 	pr, pw := io.Pipe()
 	w := &pipeWriter{header: h, pw: pw, started: make(chan struct{})}
-	f := m.Info.Files[idx]
-	tr := &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
+	tr := newTransfer(orig, t, m, idx)
 	w.sent = &tr.sent
 	id := p.addTransfer(tr)
 	p.wg.Go(func() {
@@ -473,6 +472,12 @@ func (w *pipeWriter) Write(b []byte) (int, error) {
 	w.written += int64(n)
 	w.sent.Add(int64(n))
 	return n, err
+}
+
+// newTransfer describes the response to orig from file idx of t.
+func newTransfer(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int) *transfer {
+	f := m.Info.Files[idx]
+	return &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
 }
 
 func (p *Proxy) addTransfer(tr *transfer) int64 {

@@ -97,12 +97,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		// Read on through every verified piece the buffer reaches.
-		end := min(r.base+r.size, abs+int64(len(p)))
-		limit := int64(piece+1) * t.info.PieceLength
-		for limit < end && t.verified.has(int(limit/t.info.PieceLength)) {
-			limit += t.info.PieceLength
-		}
-		n := int(min(end, limit) - abs)
+		n := int(t.verifiedUpTo(piece, min(r.base+r.size, abs+int64(len(p)))) - abs)
 		n, err := t.storage.ReadAt(p[:n], abs)
 		r.pos += int64(n)
 		switch {
@@ -204,12 +199,7 @@ func (s *fileSender) send() (int64, error) {
 	if err := r.wait(piece); err != nil {
 		return 0, err
 	}
-	end := min(r.base+r.size, abs+sendChunk)
-	limit := int64(piece+1) * pl
-	for limit < end && t.verified.has(int(limit/pl)) {
-		limit += pl
-	}
-	end = min(end, limit)
+	end := t.verifiedUpTo(piece, min(r.base+r.size, abs+sendChunk))
 	if !s.fs.OnDisk(abs, end-abs) {
 		return 0, nil
 	}
@@ -240,6 +230,17 @@ func (s *fileSender) close() {
 	if s.f != nil {
 		s.f.Close()
 	}
+}
+
+// verifiedUpTo is where the run of verified pieces that starts with the
+// verified piece 'piece' ends, or end if it reaches that far.
+func (t *Torrent) verifiedUpTo(piece int, end int64) int64 {
+	pl := t.info.PieceLength
+	limit := int64(piece+1) * pl
+	for limit < end && t.verified.has(int(limit/pl)) {
+		limit += pl
+	}
+	return min(end, limit)
 }
 
 // report tells the engine the position when it has moved to another piece.
