@@ -28,22 +28,55 @@ type hashResult struct {
 }
 
 // hasher is the client's pool of hashing workers: blocking work kept off
-// the run loops, on every core.
+// the run loops, on every core. Its queue is shared by every torrent of
+// the client in arrival order, and submit never blocks, so a run loop
+// never waits on workers that are waiting on it. The queue needs no cap
+// of its own: each job is a piece buffer that the torrent's requests
+// already bound.
 type hasher struct {
-	jobs chan hashJob
-	wg   sync.WaitGroup
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []hashJob
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newHasher(workers int) *hasher {
-	h := &hasher{jobs: make(chan hashJob, 4*workers)}
+	h := &hasher{}
+	h.cond = sync.NewCond(&h.mu)
 	for range workers {
 		h.wg.Go(h.work)
 	}
 	return h
 }
 
+// next blocks until there is a job, or returns false once closed.
+func (h *hasher) next() (hashJob, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for len(h.queue) == 0 && !h.closed {
+		h.cond.Wait()
+	}
+	if len(h.queue) == 0 {
+		return hashJob{}, false
+	}
+	j := h.queue[0]
+	h.queue[0] = hashJob{}
+	h.queue = h.queue[1:]
+	return j, true
+}
+
 func (h *hasher) work() {
-	for j := range h.jobs {
+	for {
+		j, ok := h.next()
+		if !ok {
+			return
+		}
+		select {
+		case <-j.t.done:
+			continue // the torrent is gone; nobody wants the answer
+		default:
+		}
 		res := hashResult{piece: j.piece, buf: j.buf, ok: checkPiece(j.t.info, j.piece, j.buf)}
 		if res.ok {
 			res.err = j.t.storage.WritePiece(j.piece, j.buf)
@@ -58,18 +91,19 @@ func (h *hasher) work() {
 	}
 }
 
-// trySubmit hands a job to a worker without blocking, so that a run loop
-// never waits on workers that are waiting on it.
-func (h *hasher) trySubmit(j hashJob) bool {
-	select {
-	case h.jobs <- j:
-		return true
-	default:
-		return false
-	}
+// submit queues a job for the workers without blocking.
+func (h *hasher) submit(j hashJob) {
+	h.mu.Lock()
+	h.queue = append(h.queue, j)
+	h.mu.Unlock()
+	h.cond.Signal()
 }
 
+// close stops the workers once the queue is empty.
 func (h *hasher) close() {
-	close(h.jobs)
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cond.Broadcast()
 	h.wg.Wait()
 }

@@ -218,6 +218,9 @@ func (t *Torrent) dropPeer(p *peer, why error) {
 	// handing us an event, which Close's stop channel releases.
 	p.conn.Close()
 	t.log.Debug("peer dropped", "addr", p.addr, "why", why)
+	if errors.Is(why, errBothSeeds) {
+		t.markSeed(p)
+	}
 	t.fillAll()
 }
 
@@ -363,6 +366,21 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 }
 
 var errBothSeeds = errors.New("swarm: both sides are seeds")
+
+// markSeed remembers that the address p listens on is a seed, so that a
+// complete torrent stops redialling it only to hang up again.
+func (t *Torrent) markSeed(p *peer) {
+	addr := p.addr
+	if !p.conn.Outgoing {
+		if p.listenPort == 0 {
+			return
+		}
+		addr = netip.AddrPortFrom(addr.Addr(), p.listenPort)
+	}
+	if c := t.s.known[addr]; c != nil {
+		c.seed = true
+	}
+}
 
 // bothSeeds reports a connection with nothing to trade.
 func (t *Torrent) bothSeeds(p *peer) bool {

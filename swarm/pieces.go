@@ -67,19 +67,10 @@ func (t *Torrent) fileBlock(from *peer, b picker.Block, data []byte, done bool) 
 // hash queues a whole piece for a worker. senders is kept for smart ban.
 func (t *Torrent) hash(j hashJob, senders []*peer) {
 	t.s.senders[j.piece] = senders
-	if len(t.s.hashQ) > 0 || !t.client.hasher.trySubmit(j) {
-		t.s.hashQ = append(t.s.hashQ, j)
-	}
-}
-
-func (t *Torrent) submitQueued() {
-	for len(t.s.hashQ) > 0 && t.client.hasher.trySubmit(t.s.hashQ[0]) {
-		t.s.hashQ = t.s.hashQ[1:]
-	}
+	t.client.hasher.submit(j)
 }
 
 func (t *Torrent) onHashed(res hashResult) {
-	defer t.submitQueued()
 	senders := t.s.senders[res.piece]
 	delete(t.s.senders, res.piece)
 	switch {
@@ -232,7 +223,7 @@ func (t *Torrent) onTick(now time.Time) {
 // claimed for the seed in one range.
 func (t *Torrent) rescueStalled(now time.Time) {
 	for _, r := range t.s.readers {
-		if r.piece >= t.info.NumPieces() || t.verified.has(r.piece) || now.Sub(r.since) < t.stallBudget() {
+		if r.piece >= t.info.NumPieces() || t.verified.has(r.piece) || t.hashing(r.piece) || now.Sub(r.since) < t.stallBudget() {
 			continue
 		}
 		r.since = now
@@ -242,7 +233,7 @@ func (t *Torrent) rescueStalled(now time.Time) {
 		}
 		job := &webJob{seed: s, first: r.piece, end: r.piece, outstanding: map[int]bool{}}
 		var size int64
-		for i := r.piece; i < t.info.NumPieces() && size < rescueBytes && !t.verified.has(i) && t.covers(s, i); i++ {
+		for i := r.piece; i < t.info.NumPieces() && size < rescueBytes && !t.verified.has(i) && !t.hashing(i) && t.covers(s, i); i++ {
 			t.withdraw(i)
 			t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
 			job.end = i + 1
@@ -255,6 +246,13 @@ func (t *Torrent) rescueStalled(now time.Time) {
 			t.webWake()
 		}
 	}
+}
+
+// hashing reports whether piece i has all its blocks and waits for (or
+// is in) a hash worker: no source can deliver it sooner.
+func (t *Torrent) hashing(i int) bool {
+	_, ok := t.s.senders[i]
+	return ok
 }
 
 // readyWebSeed is a web seed that can serve piece i now.
@@ -357,8 +355,9 @@ func (t *Torrent) connectMore(now time.Time) {
 		prio uint32
 	}
 	var ready []ranked
+	complete := t.verified.count() == t.info.NumPieces()
 	for _, c := range t.s.known {
-		if c.retryAt.After(now) || connected[c.addr] {
+		if c.retryAt.After(now) || connected[c.addr] || (c.seed && complete) {
 			continue
 		}
 		ready = append(ready, ranked{c, rank.Priority(t.ourAddrFor(c.addr), c.addr)})

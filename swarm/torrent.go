@@ -115,7 +115,6 @@ type loopState struct {
 	banned  map[netip.AddrPort]bool       // by banKey: never again
 	pieces  map[int]*pieceBuf             // pieces being assembled
 	suspect map[int][]blockRecord         // failed pieces' blocks, for smart ban
-	hashQ   []hashJob                     // verified-ready pieces waiting for a worker
 	dialing int                           // outgoing connections in progress
 	rounds  int                           // ticks, for the choke interval
 	peerIDs map[[20]byte]int              // connected peer-ids, against duplicates
@@ -154,6 +153,7 @@ type candidate struct {
 	origin   Origin // the first source that named it
 	failures int
 	retryAt  time.Time
+	seed     bool // it had every piece when we had too: not worth dialling while we are complete
 }
 
 // pieceBuf collects the blocks of one piece until all have arrived.
