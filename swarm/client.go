@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tbproxy/tbproxy/metainfo"
@@ -68,8 +69,13 @@ type Config struct {
 	RequestTimeout   time.Duration // a request unanswered this long goes elsewhere; 0 means 30 s
 	IdleTimeout      time.Duration // a peer silent this long is dropped; 0 means 3 min
 	HashWorkers      int           // hashing goroutines; 0 means one per core
-	ClientName       string        // sent in the BEP 10 handshake; "" means "tbproxy"
-	WebSeedRetry     time.Duration // a failing web seed waits failures² × this; 0 means 1 s
+	// PieceMemory bounds the piece buffers of all torrents together: past
+	// it, a torrent finishes the pieces it has started before it starts
+	// more (one piece each is always allowed, and so are pieces a reader
+	// waits on). 0 means 64 MiB.
+	PieceMemory  int64
+	ClientName   string        // sent in the BEP 10 handshake; "" means "tbproxy"
+	WebSeedRetry time.Duration // a failing web seed waits failures² × this; 0 means 1 s
 	// Extensions are BEP 10 messages added by name.
 	Extensions []Extension
 	// Encryption is the MSE/PE policy for peer connections; the zero
@@ -138,6 +144,9 @@ func (c Config) withDefaults() Config {
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.GOMAXPROCS(0)
 	}
+	if c.PieceMemory <= 0 {
+		c.PieceMemory = 64 << 20
+	}
 	if c.WebSeedRetry <= 0 {
 		c.WebSeedRetry = time.Second
 	}
@@ -181,6 +190,9 @@ type Client struct {
 	http     *http.Client // for web seeds
 	ln       net.Listener // nil when not listening
 	hasher   *hasher
+	// pieceMem is the piece memory the torrents have charged (see
+	// Torrent.chargeMemory), against cfg.PieceMemory.
+	pieceMem atomic.Int64
 	blocks   sync.Pool // *[]byte of blockSize, for received blocks
 
 	ext        extension.Registry   // our BEP 10 message IDs

@@ -540,11 +540,40 @@ func (t *Torrent) fill(p *peer) {
 		return
 	}
 	now := t.client.now()
-	t.s.out = t.s.picker.Pick(picker.PeerID(p.id), room, t.s.out[:0])
+	// Fresh pieces only as far as the client's piece memory allows; the
+	// rest of the room goes to pieces already started.
+	id := picker.PeerID(p.id)
+	fresh := min(room, t.memoryRoom())
+	t.s.out = t.s.picker.Pick(id, fresh, t.s.out[:0])
+	if n := room - len(t.s.out); n > 0 {
+		t.s.out = t.s.picker.PickStarted(id, n, t.s.out)
+	}
+	t.chargeMemory()
 	for _, b := range t.s.out {
 		p.inflight[b] = now
 		p.conn.Send(wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
 	}
+}
+
+// chargeMemory brings the client's count of piece memory up to date with
+// this torrent's started pieces (a buffer each, assembling or hashing).
+func (t *Torrent) chargeMemory() {
+	now := int64(t.s.picker.Started()) * t.info.PieceLength
+	t.client.pieceMem.Add(now - t.s.memCharged)
+	t.s.memCharged = now
+}
+
+// memoryRoom is how many blocks of fresh pieces the torrent may request
+// now: the client's free piece memory, and one piece's worth whatever it
+// is when the torrent has nothing started, so that none starves.
+func (t *Torrent) memoryRoom() int {
+	t.chargeMemory()
+	free := t.client.cfg.PieceMemory - t.client.pieceMem.Load()
+	n := int(max(free, 0) / blockSize)
+	if t.s.memCharged == 0 {
+		n = max(n, t.s.blocks)
+	}
+	return n
 }
 
 func (t *Torrent) fillAll() {

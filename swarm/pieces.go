@@ -71,6 +71,7 @@ func (t *Torrent) hash(j hashJob, senders []*peer) {
 }
 
 func (t *Torrent) onHashed(res hashResult) {
+	defer t.chargeMemory()
 	senders := t.s.senders[res.piece]
 	delete(t.s.senders, res.piece)
 	switch {
@@ -214,6 +215,7 @@ func (t *Torrent) onTick(now time.Time) {
 	}
 	t.superTick()
 	t.connectMore(now)
+	t.chargeMemory()
 	t.fillAll()
 	t.sendPEX(now)
 }

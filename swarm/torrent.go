@@ -128,6 +128,7 @@ type loopState struct {
 	webWakeCh       chan struct{}        // closed to wake idle web seed workers
 	ready           []*webJob            // rescue jobs prepared for web seed workers
 	readers         map[int]*readerState // where each Reader waits, for rescue
+	memCharged      int64                // piece memory counted in Client.pieceMem
 	fromWeb         int64                // block bytes accepted from web seeds
 	started         time.Time            // when the torrent was added
 	sourcesAnswered bool                 // a peer source reported, even if it found no one
@@ -381,6 +382,8 @@ func (t *Torrent) run() {
 // reader goroutines may be blocked handing events to the loop; closing
 // t.done already released them.
 func (t *Torrent) shutdown() {
+	t.client.pieceMem.Add(-t.s.memCharged)
+	t.s.memCharged = 0
 	for _, p := range t.s.peers {
 		p.conn.Close()
 	}

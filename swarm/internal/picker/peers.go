@@ -201,6 +201,10 @@ func (p *Picker) Interesting(id PeerID) bool {
 	return false
 }
 
+// Started returns the number of pieces with block state: requested or
+// partly received, and not yet verified or failed.
+func (p *Picker) Started() int { return len(p.parts) - len(p.free) }
+
 // InFlight returns the number of requests in flight to peer id, endgame
 // duplicates included. It panics if id was not added.
 func (p *Picker) InFlight(id PeerID) int {

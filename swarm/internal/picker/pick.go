@@ -24,6 +24,17 @@ import "math/bits"
 // word at a time (O(pieces/64) at worst). Endgame adds O(block states ×
 // blocks per piece / 64 + duplicates). It panics if id was not added.
 func (p *Picker) Pick(id PeerID, n int, out []Block) []Block {
+	return p.pick(id, n, out, true)
+}
+
+// PickStarted is Pick that starts no piece, except one a reader is in
+// now. A caller short of buffer memory uses it to finish what it
+// has begun before taking on more.
+func (p *Picker) PickStarted(id PeerID, n int, out []Block) []Block {
+	return p.pick(id, n, out, false)
+}
+
+func (p *Picker) pick(id PeerID, n int, out []Block, fresh bool) []Block {
 	pr := p.peer(id)
 	if n <= 0 {
 		return out
@@ -31,7 +42,7 @@ func (p *Picker) Pick(id PeerID, n int, out []Block) []Block {
 	limit := len(out) + n
 	pid := int32(id)
 	if len(p.urgent) > 0 {
-		out = p.pickUrgent(pr, pid, out, limit)
+		out = p.pickUrgent(pr, pid, out, limit, fresh)
 	}
 	if !pr.seed && pr.interest == 0 {
 		// Nothing wanted here; only urgent pieces could have applied.
@@ -40,7 +51,7 @@ func (p *Picker) Pick(id PeerID, n int, out []Block) []Block {
 	if len(out) < limit && len(p.open) > 0 {
 		out = p.pickOpen(pr, pid, out, limit, false)
 	}
-	if len(out) < limit && p.fresh.Count() > 0 {
+	if fresh && len(out) < limit && p.fresh.Count() > 0 {
 		out = p.pickFresh(pr, pid, out, limit)
 	}
 	if len(out) < limit && len(p.open) > 0 {
@@ -80,7 +91,7 @@ func (p *Picker) takeBlocks(pp *partial, pr *peer, pid int32, out []Block, limit
 }
 
 // pickUrgent serves the readers' windows in order.
-func (p *Picker) pickUrgent(pr *peer, pid int32, out []Block, limit int) []Block {
+func (p *Picker) pickUrgent(pr *peer, pid int32, out []Block, limit int, fresh bool) []Block {
 	acquired := 0
 	prefix := true // still within a run of pieces that need nothing from anyone
 	for j := p.urgentDone; j < len(p.urgent) && len(out) < limit; j++ {
@@ -100,7 +111,7 @@ func (p *Picker) pickUrgent(pr *peer, pid int32, out []Block, limit int) []Block
 			continue
 		}
 		prefix = false
-		if !hasPiece(pr, i) {
+		if !hasPiece(pr, i) || (!fresh && pi < 0 && !p.readerAt(i)) {
 			continue
 		}
 		pp := p.partialFor(i)

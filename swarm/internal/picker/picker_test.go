@@ -335,6 +335,30 @@ func TestStartedPiecesFirst(t *testing.T) {
 			p.Rejected(0, blk(0, 1))
 			return p.Pick(0, 2, nil), []Block{blk(0, 1), blk(1, 0)}
 		}},
+		{"PickStarted finishes started pieces and starts none", func(t *testing.T, p *Picker) ([]Block, []Block) {
+			p.Pick(0, 6, nil) // piece 0 and half of piece 1
+			if n := p.Started(); n != 2 {
+				t.Fatalf("Started() = %d after starting two pieces", n)
+			}
+			return p.PickStarted(0, all, nil), []Block{blk(1, 2), blk(1, 3)}
+		}},
+		{"PickStarted starts the piece a reader is in, not its readahead", func(t *testing.T, p *Picker) ([]Block, []Block) {
+			p.SetReader(1, int64(5*4*bs), int64(3*4*bs)) // in piece 5, window 5–7
+			return p.PickStarted(0, all, nil), []Block{blk(5, 0), blk(5, 1), blk(5, 2), blk(5, 3)}
+		}},
+		{"Started counts down as pieces verify", func(t *testing.T, p *Picker) ([]Block, []Block) {
+			for _, b := range p.Pick(0, 4, nil) {
+				p.Received(0, b)
+			}
+			if n := p.Started(); n != 1 {
+				t.Fatalf("Started() = %d with one piece waiting for its hash", n)
+			}
+			p.Verified(0)
+			if n := p.Started(); n != 0 {
+				t.Fatalf("Started() = %d after the piece verified", n)
+			}
+			return p.PickStarted(0, all, nil), nil
+		}},
 		{"split when nothing fresh remains", func(t *testing.T, p *Picker) ([]Block, []Block) {
 			p.SetWanted(0, 1)
 			p.Pick(0, 2, nil)

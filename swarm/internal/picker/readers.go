@@ -120,3 +120,13 @@ func (p *Picker) filterUrgentUnwanted() {
 		}
 	}
 }
+
+// readerAt reports whether a reader's position is in piece i.
+func (p *Picker) readerAt(i int) bool {
+	for _, r := range p.readers {
+		if r.first == i {
+			return true
+		}
+	}
+	return false
+}
