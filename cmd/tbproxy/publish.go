@@ -37,7 +37,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		include    listFlag
 		exclude    listFlag
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-		superSeed  = fs.Bool("super-seed", false, "offer each peer a few pieces at a time (BEP 16), so that downloaders trade among themselves and the origin uploads each piece about once")
+		superSeed  = fs.Bool("super-seed", true, "offer each peer a few pieces at a time (BEP 16), so that downloaders trade among themselves and the origin uploads each piece about once")
 		disc       discovery
 	)
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
