@@ -89,6 +89,7 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 		return p.fallback(orig)
 	}
 	b.first = first
+	p.log.Debug("first bytes ready", "url", redact(orig.URL), "bytes", len(first))
 	stopWatch := p.watchProgress(ctx, cancel, &tr.sent)
 	inner := b.stop
 	b.stop = func() {

@@ -69,6 +69,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		}
 	}
 	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
+	p.log.Debug("negotiating", "url", redact(req.URL))
 	resp, err := p.upstream.RoundTrip(req)
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
@@ -96,6 +97,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	}
 	m, _, err := negotiate.ReadMetainfo(br)
 	resp.Body.Close()
+	p.log.Debug("metainfo answer read", "url", redact(req.URL), "err", err)
 	if err != nil {
 		p.log.Info("unusable metainfo; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
