@@ -41,6 +41,7 @@ type options struct {
 	memory     bool // keep the torrent in a swarm.MemoryStorage instead of on disk
 	timeout    time.Duration
 	cpuProfile string
+	webOnly    bool // no peers: the torrent's url-list is the only source
 }
 
 // report is the JSON line swarmget prints. Times are Unix nanoseconds so
@@ -81,6 +82,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.bufSize, "buf", 32<<10, "bytes per Read, as an HTTP response copy would use")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the download to this file")
+	fs.BoolVar(&o.webOnly, "web-only", false, "no --peer: download from the torrent's web seeds (url-list) alone")
 	fs.BoolVar(&o.memory, "memory", false, "store pieces in memory, not on disk (to tell the engine's costs from the kernel's)")
 	fs.Func("peer", "a peer to dial, 127.0.0.1:PORT (repeatable)", func(s string) error {
 		ap, err := netip.ParseAddrPort(s)
@@ -96,8 +98,8 @@ func parseFlags(args []string) (options, error) {
 	switch {
 	case o.torrent == "" || o.dir == "":
 		return o, errors.New("--torrent and --dir are required")
-	case len(o.peers) == 0:
-		return o, errors.New("at least one --peer is required")
+	case len(o.peers) == 0 && !o.webOnly:
+		return o, errors.New("at least one --peer is required (or --web-only)")
 	case o.bufSize <= 0:
 		return o, errors.New("--buf must be positive")
 	case fs.NArg() > 0:
