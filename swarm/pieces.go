@@ -225,28 +225,64 @@ func (t *Torrent) onTick(now time.Time) {
 // claimed for the seed in one range.
 func (t *Torrent) rescueStalled(now time.Time) {
 	for _, r := range t.s.readers {
-		if r.piece >= t.info.NumPieces() || t.verified.has(r.piece) || t.hashing(r.piece) || now.Sub(r.since) < t.stallBudget() {
+		if t.needless(r.piece) || now.Sub(r.since) < t.stallBudget() {
 			continue
 		}
 		r.since = now
-		s := t.readyWebSeed(r.piece, now)
-		if s == nil {
-			continue
+		t.rescue(r.piece, rescueBytes, "rescuing a stalled reader from a web seed")
+	}
+}
+
+// rescueStart races a web seed for the piece a new (or seeking) reader
+// starts in, when no connected peer can send it now: at a torrent's start
+// the origin answers sooner than trackers, handshakes and unchokes. It
+// costs the origin one piece per such reader, and nothing when peers are
+// there or the piece is ours.
+func (t *Torrent) rescueStart(r *readerState) {
+	if t.opts.WebSeedMode == WebSeedRescueOnly || t.needless(r.piece) || t.peerCanSend(r.piece) {
+		return
+	}
+	t.rescue(r.piece, 1, "fetching a new reader's first piece from a web seed")
+}
+
+// needless reports a piece no rescue can bring sooner: past the end,
+// ours, or whole and waiting for its hash.
+func (t *Torrent) needless(i int) bool {
+	return i >= t.info.NumPieces() || t.verified.has(i) || t.hashing(i)
+}
+
+// peerCanSend reports whether a connected peer that is not choking us has
+// piece i.
+func (t *Torrent) peerCanSend(i int) bool {
+	for _, p := range t.s.peers {
+		if !p.peerChoking && t.s.picker.PeerHas(picker.PeerID(p.id), i) {
+			return true
 		}
-		job := &webJob{seed: s, first: r.piece, end: r.piece, outstanding: map[int]bool{}}
-		var size int64
-		for i := r.piece; i < t.info.NumPieces() && size < rescueBytes && !t.verified.has(i) && !t.hashing(i) && t.covers(s, i); i++ {
-			t.withdraw(i)
-			t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
-			job.end = i + 1
-			job.outstanding[i] = true
-			size += t.info.PieceLen(i)
-		}
-		if job.end > job.first {
-			t.log.Debug("rescuing a stalled reader from a web seed", "piece", r.piece, "pieces", job.end-job.first)
-			t.s.ready = append(t.s.ready, job)
-			t.webWake()
-		}
+	}
+	return false
+}
+
+// rescue claims for a ready web seed the pieces from first on, up to
+// about limit bytes (at least one piece), withdrawing peers' requests for
+// them, and queues the range for the seed's workers.
+func (t *Torrent) rescue(first int, limit int64, why string) {
+	s := t.readyWebSeed(first, t.client.now())
+	if s == nil {
+		return
+	}
+	job := &webJob{seed: s, first: first, end: first, outstanding: map[int]bool{}}
+	var size int64
+	for i := first; i < t.info.NumPieces() && size < limit && !t.needless(i) && t.covers(s, i); i++ {
+		t.withdraw(i)
+		t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
+		job.end = i + 1
+		job.outstanding[i] = true
+		size += t.info.PieceLen(i)
+	}
+	if job.end > job.first {
+		t.log.Debug(why, "piece", first, "pieces", job.end-job.first)
+		t.s.ready = append(t.s.ready, job)
+		t.webWake()
 	}
 }
 

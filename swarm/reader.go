@@ -251,13 +251,19 @@ func (r *Reader) report() error {
 	if r.reported >= 0 && r.reported/pl == abs/pl {
 		return nil
 	}
+	// A new reader, or one that seeked: nothing is moving its way yet.
+	jumped := r.reported < 0 || abs/pl != r.reported/pl+1
 	r.reported = abs
 	end := min(r.base+r.size, abs+r.readahead)
 	if !t.do(func() {
 		t.s.picker.SetReader(r.id, abs, end-abs)
-		t.s.readers[r.id] = &readerState{piece: int(abs / pl), since: t.client.now()}
+		rs := &readerState{piece: int(abs / pl), since: t.client.now()}
+		t.s.readers[r.id] = rs
 		t.updateInterestAll()
 		t.fillAll()
+		if jumped {
+			t.rescueStart(rs)
+		}
 		if len(t.s.webSeeds) > 0 {
 			t.webWake() // a web seed may have work now, without waiting a tick
 		}

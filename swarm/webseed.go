@@ -34,12 +34,18 @@ type WebSeedMode int
 
 const (
 	// WebSeedRescue uses web seeds only when peers cannot deliver: when no
-	// block has come from a peer for the stall budget, or when a reader has
-	// waited that long for its next bytes. The default: origins stay idle
-	// while peers keep up.
+	// block has come from a peer for the stall budget, when a reader has
+	// waited that long for its next bytes, and for the first piece of a
+	// new (or seeking) reader that no connected peer can send at once,
+	// which costs the origin one piece and saves the reader the trackers,
+	// handshakes and unchoke before its first byte. The default: origins
+	// stay idle while peers keep up.
 	WebSeedRescue WebSeedMode = iota
 	// WebSeedAlways fetches from web seeds alongside peers, for speed.
 	WebSeedAlways
+	// WebSeedRescueOnly is WebSeedRescue without the first-piece race:
+	// the least origin load, the slowest start when peers are slow to come.
+	WebSeedRescueOnly
 )
 
 const (

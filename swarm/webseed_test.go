@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -265,5 +266,54 @@ func TestWebSeedSparingWhenPeersKeepUp(t *testing.T) {
 	checkBytes(t, st, f.content)
 	if sent := origin.sent.Load(); sent*10 > int64(len(f.content)) {
 		t.Fatalf("origin served %d of %d bytes", sent, len(f.content))
+	}
+}
+
+// silentSource is a peer source that never finds anyone, so the torrent
+// waits for peers instead of turning to web seeds at once.
+type silentSource struct{}
+
+func (silentSource) Run(ctx context.Context, _ SourceView, _ func([]netip.AddrPort)) { <-ctx.Done() }
+
+// TestWebSeedRacesFirstPiece: a new reader's first piece comes from the
+// web seed while peers are still being looked for (the stall budget is a
+// minute), and only that piece; with WebSeedRescueOnly the reader waits.
+func TestWebSeedRacesFirstPiece(t *testing.T) {
+	const pieceLen = 64 << 10
+	f := newFixture(t, 1<<20, pieceLen)
+	origin := serve(t, contentHandler("f", f.content))
+	m := f.withURLList(t, origin.URL+"/f")
+	opts := TorrentOptions{Lazy: true, StallBudget: time.Minute, PeerSources: []PeerSource{silentSource{}}}
+	tor, _ := leechWith(t, m, Config{}, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := tor.NewRangeReader(ctx, 0, 3*pieceLen, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, 100)
+	if _, err := io.ReadFull(r, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, f.content[3*pieceLen:3*pieceLen+100]) {
+		t.Fatal("wrong bytes")
+	}
+	if sent := origin.sent.Load(); sent != pieceLen {
+		t.Fatalf("the origin sent %d bytes for a reader's first piece of %d", sent, pieceLen)
+	}
+
+	opts.WebSeedMode = WebSeedRescueOnly
+	quiet, _ := leechWith(t, m, Config{}, opts)
+	before := origin.sent.Load()
+	short, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer stop()
+	r2 := quiet.NewReader(short)
+	defer r2.Close()
+	if _, err := r2.Read(got); err == nil {
+		t.Fatal("WebSeedRescueOnly served a first piece before the stall budget")
+	}
+	if sent := origin.sent.Load(); sent != before {
+		t.Fatalf("WebSeedRescueOnly: the origin sent %d bytes before the stall budget", sent-before)
 	}
 }
