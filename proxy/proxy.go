@@ -98,6 +98,7 @@ type Proxy struct {
 	log      *slog.Logger
 	gp       *goproxy.ProxyHttpServer
 	upstream *http.Transport
+	guarded  func(ctx context.Context, network, addr string) (net.Conn, error) // dial under the outbound policy
 	store    Store
 	self     selfAddrs // our own listening addresses, against loops
 
@@ -163,6 +164,7 @@ func New(cfg Config) (*Proxy, error) {
 		dial = d.DialContext
 	}
 	guarded := p.guardDial(dial)
+	p.guarded = guarded
 	p.upstream = &http.Transport{
 		Proxy:                 nil, // never through another proxy: no loops
 		DialContext:           guarded,
@@ -304,6 +306,16 @@ func (p *Proxy) isSelf(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// DialUpstream dials addr under the proxy's outbound policy: never the
+// proxy's own listeners, and no loopback, private or link-local address
+// unless Config.AllowPrivateUpstream, checked on the address actually
+// connected to (so DNS rebinding is caught). The engine's web seed and
+// tracker traffic goes through it too, so that a torrent's url-list or
+// announce URL cannot reach what a proxied request could not.
+func (p *Proxy) DialUpstream(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.guarded(ctx, network, addr)
 }
 
 // errForbiddenTarget is a dial refused by policy.

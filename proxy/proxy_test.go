@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -442,5 +443,70 @@ func TestPACNamesTheProxyPort(t *testing.T) {
 	resp.Body.Close()
 	if want := "PROXY 127.0.0.1:" + w.proxyURL.Port() + ";"; !strings.Contains(string(body), want) {
 		t.Fatalf("PAC from the status listener:\n%s\nwant %q", body, want)
+	}
+}
+
+// TestDialUpstreamPolicy: the dial the engine borrows for web seeds and
+// trackers refuses loopback unless private upstreams are allowed, and
+// never reaches the proxy's own listener.
+func TestDialUpstreamPolicy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	strict, err := New(Config{Engine: engine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	if c, err := strict.DialUpstream(context.Background(), "tcp", ln.Addr().String()); !errors.Is(err, errForbiddenTarget) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("loopback dialled with private upstreams off: %v", err)
+	}
+	lenient, err := New(Config{Engine: engine, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lenient.Close()
+	c, err := lenient.DialUpstream(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("loopback refused with private upstreams on: %v", err)
+	}
+	c.Close()
+	own, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		lenient.Serve(own)
+	}()
+	defer func() {
+		lenient.Close()
+		<-done
+	}()
+	if c, err := lenient.DialUpstream(context.Background(), "tcp", own.Addr().String()); !errors.Is(err, errForbiddenTarget) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("the proxy's own listener was dialled: %v", err)
 	}
 }

@@ -465,11 +465,17 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, deliver func([]byte) err
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(seg.off, 10)+"-"+strconv.FormatInt(seg.off+seg.n-1, 10))
 	req.Header.Del("If-Range")
+	// The bytes of the file itself: a client's Accept-Encoding, passed on
+	// with the origin's headers, could bring a compressed range.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := t.client.http.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return &badAnswerError{reason: "Content-Encoding " + strconv.Quote(ce) + ", not the file's bytes"}
+	}
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "application/x-bittorrent") {
 		return &badAnswerError{reason: "a metainfo document, not the file"}
 	}

@@ -176,6 +176,13 @@ func TestBadWebSeeds(t *testing.T) {
 		{"500", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "boom", http.StatusInternalServerError)
 		}), true, webMaxFailures},
+		{"a compressed range", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ae := r.Header.Get("Accept-Encoding"); ae != "identity" {
+				t.Errorf("web seed asked with Accept-Encoding %q", ae)
+			}
+			w.Header().Set("Content-Encoding", "gzip")
+			http.ServeContent(w, r, "f", time.Time{}, bytes.NewReader(f.content))
+		}), true, 1},
 		{"a torrent instead of the file", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/x-bittorrent")
 			w.Write([]byte("d4:infod4:name1:aee"))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tbproxy/tbproxy/cache"
@@ -22,6 +24,7 @@ import (
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/proxy"
 	"github.com/tbproxy/tbproxy/swarm"
+	"github.com/tbproxy/tbproxy/tracker"
 )
 
 // runOptions are the flags of `tbproxy run`.
@@ -104,13 +107,32 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if node != nil {
 		defer node.Close()
 	}
-	// The engine's HTTP (web seeds, trackers) trusts what the proxy trusts
-	// upstream, and never goes through a proxy itself.
+	// The engine's HTTP and UDP tracker traffic and its web seeds trust
+	// what the proxy trusts upstream, never go through a proxy, and dial
+	// under the proxy's outbound policy (no SSRF through a torrent's
+	// url-list or announce URL). The proxy needs the engine, so the
+	// policy is bound once the proxy exists, before any torrent is added.
+	var px atomic.Pointer[proxy.Proxy]
+	guarded := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		p := px.Load()
+		if p == nil {
+			return nil, errors.New("tbproxy: the proxy is not up yet")
+		}
+		return p.DialUpstream(ctx, network, addr)
+	}
+	engineHTTP := newEngineHTTP(cfg.RootCAs, guarded)
 	engineCfg := swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
 		Encryption: o.encryption,
+		HTTPClient: engineHTTP,
+		Trackers: &tracker.Client{
+			// Its own connections: announces never queue behind web seed
+			// ranges to the same host.
+			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: newEngineHTTP(cfg.RootCAs, guarded).Transport, Timeout: time.Minute}},
+			UDP:  tracker.UDPClient{Dial: guarded},
+		},
 	}
 	o.discovery.apply(&engineCfg)
 	engine, err := swarm.NewClient(engineCfg)
@@ -154,6 +176,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	px.Store(p)
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listening for proxy clients: %w", err)
@@ -439,4 +462,22 @@ func (s *cacheStore) close() {
 	}
 	s.mu.Unlock()
 	s.c.Close()
+}
+
+// newEngineHTTP is the engine's client for web seeds and HTTP trackers:
+// TLS verified against roots (nil: the system's), no proxy from the
+// environment, dial through dial, and at most 3 connections per host
+// (the web seed cap).
+func newEngineHTTP(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		MaxConnsPerHost:       3,
+		MaxIdleConnsPerHost:   3,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}}
 }
