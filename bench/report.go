@@ -166,7 +166,7 @@ func engineVersion(ctx context.Context, module string, cfg config) string {
 	}
 	v := "commit " + strings.TrimSpace(string(head))
 	var paths []string
-	if cfg.has(cmpSwarm) {
+	if cfg.has(cmpSwarm) || cfg.has(cmpMixed) {
 		paths = append(paths, "swarm", "metainfo", "bench/cmd/swarmget")
 	}
 	if usesTBProxy(cfg) && cfg.tbproxyBin == "" {
@@ -276,6 +276,9 @@ func renderReport(cfg config, m machine, res results) string {
 		for _, c := range res.swarm {
 			renderComparison(&b, c)
 		}
+	}
+	if res.mixed != nil {
+		renderMixed(&b, cfg, res.mixed)
 	}
 	if res.proxy != nil {
 		renderProxy(&b, cfg, res.proxy)
