@@ -90,7 +90,7 @@ func TestChangedTops(t *testing.T) {
 }
 
 func TestNginxConf(t *testing.T) {
-	conf, err := nginxConf("/tmp/n", 8000, "/tmp/www", "/tmp/content", "/tmp/torrents", true)
+	conf, err := nginxConf("/tmp/n", 8000, "/tmp/www", "/tmp/content", "/tmp/torrents", "", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,16 +101,51 @@ func TestNginxConf(t *testing.T) {
 		`"~application/x-bittorrent" 1;`,
 		"rewrite ^/ws/(.*)$ /torrents/$1.torrent last;",
 		`location /torrents/ { internal; add_header Vary Accept; alias "/tmp/torrents/"; }`,
+		"access_log off;",
 	} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("nginx.conf lacks %q:\n%s", want, conf)
 		}
 	}
-	if conf, _ := nginxConf("/tmp/n", 8000, "/w", "/c", "/t", false); strings.Contains(conf, "user ") {
+	if conf, _ := nginxConf("/tmp/n", 8000, "/w", "/c", "/t", "", false); strings.Contains(conf, "user ") {
 		t.Errorf("nginx.conf names a user when not root:\n%s", conf)
 	}
-	if _, err := nginxConf("/tmp/$x", 8000, "/w", "/c", "/t", false); err == nil {
+	if _, err := nginxConf("/tmp/$x", 8000, "/w", "/c", "/t", "", false); err == nil {
 		t.Error("a path with $ was accepted")
+	}
+	logged, err := nginxConf("/tmp/n", 8000, "/w", "/c", "/t", "/tmp/n/access.log", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"log_format bench '$status $bytes_sent $body_bytes_sent';",
+		`access_log "/tmp/n/access.log" bench;`,
+	} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("nginx.conf with an access log lacks %q:\n%s", want, logged)
+		}
+	}
+	if strings.Contains(logged, "access_log off") {
+		t.Errorf("nginx.conf with an access log turns it off:\n%s", logged)
+	}
+}
+
+func TestParseAccessLog(t *testing.T) {
+	got, err := parseAccessLog([]byte("206 1048835 1048576\n206 2097415 2097152\n\n200 1073742080 1073741824\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := httpLoad{requests: 3, sent: 1048835 + 2097415 + 1073742080, body: 1048576 + 2097152 + 1073741824}
+	if got != want {
+		t.Fatalf("parseAccessLog = %+v, want %+v", got, want)
+	}
+	if got, err := parseAccessLog(nil); err != nil || got != (httpLoad{}) {
+		t.Fatalf("parseAccessLog(empty) = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"206 100\n", "206 x 10\n", "206 10 20\n", "206 -1 0\n"} {
+		if _, err := parseAccessLog([]byte(bad)); err == nil {
+			t.Errorf("parseAccessLog(%q) succeeded", bad)
+		}
 	}
 }
 

@@ -22,12 +22,23 @@ func leechers() []leecher {
 }
 
 // swarmLeecher is tbproxy's engine, through bench/cmd/swarmget.
-type swarmLeecher struct{}
+type swarmLeecher struct {
+	webSeedMode string // swarmget's --web-seed-mode; "" passes none
+}
 
-func (swarmLeecher) name() string       { return "swarm (tbproxy)" }
+func (l swarmLeecher) name() string {
+	switch l.webSeedMode {
+	case "":
+		return "swarm (tbproxy)"
+	case "sparing":
+		return "swarm (tbproxy), web seeds sparing (default)"
+	}
+	return "swarm (tbproxy), web seeds " + l.webSeedMode
+}
+
 func (swarmLeecher) firstLabel() string { return "first MiB via Reader" }
 
-func (swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
+func (l swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
 	s, err := env.startSeed(ctx)
 	if err != nil {
 		return outcome{}, err
@@ -47,6 +58,9 @@ func (swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error) 
 	args := []string{"--torrent", env.torrent.path, "--dir", env.dir, "--peer", s.addr()}
 	if env.profile != "" {
 		args = append(args, "--cpuprofile", env.profile)
+	}
+	if l.webSeedMode != "" {
+		args = append(args, "--web-seed-mode", l.webSeedMode)
 	}
 	p, err := env.start(procSpec{name: "swarmget", path: env.ws.swarmget, args: args, onLine: onLine})
 	if err != nil {

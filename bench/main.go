@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	go run ./bench [--quick] [--only swarm,proxy,seek,offload,passthrough,scale] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
+//	go run ./bench [--quick] [--only swarm,mixed,proxy,seek,offload,passthrough,scale] [--runs N] [--size 1GiB] [--out bench/RESULTS.md]
 package main
 
 import (
@@ -28,6 +28,7 @@ import (
 // The comparisons, by the names --only takes, in the order they run.
 const (
 	cmpSwarm       = "swarm"       // 1: the engine against other clients
+	cmpMixed       = "mixed"       // 1b: the engine against libtorrent on a libtorrent seed plus an nginx web seed
 	cmpProxy       = "proxy"       // 2: a transparent download through the proxy
 	cmpSeek        = "seek"        // 3: Range requests at random offsets
 	cmpOffload     = "offload"     // 4: what the publisher serves to N proxies
@@ -35,7 +36,7 @@ const (
 	cmpScale       = "scale"       // 6: many clients and torrents through one proxy
 )
 
-var allComparisons = []string{cmpSwarm, cmpProxy, cmpSeek, cmpOffload, cmpPassthrough, cmpScale}
+var allComparisons = []string{cmpSwarm, cmpMixed, cmpProxy, cmpSeek, cmpOffload, cmpPassthrough, cmpScale}
 
 // config is the bench's command line.
 type config struct {
@@ -87,7 +88,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.quick, "quick", false, "small files, one run, 256 KiB pieces only, short wrk runs: a smoke test for CI")
 	only := fs.String("only", strings.Join(allComparisons, ","), "comma-separated comparisons to run: "+strings.Join(allComparisons, ", "))
 	fs.IntVar(&cfg.runs, "runs", 3, "downloads per leecher and piece size; the report gives the median")
-	size := fs.String("size", "1GiB", "size of the random file of comparisons 1, 2 and 5 (B, KiB, MiB, GiB, or KB, MB, GB)")
+	size := fs.String("size", "1GiB", "size of the random file of comparisons 1, 1b, 2, 3 and 5 (B, KiB, MiB, GiB, or KB, MB, GB)")
 	offloadSize := fs.String("offload-size", "256MiB", "size of the file of comparison 4 (--quick: 32MiB)")
 	counts := fs.String("offload-proxies", "1,4,8", "comma-separated numbers of proxies fetching at once in comparison 4 (--quick: 1,4)")
 	fs.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run in comparison 5 (--quick: 3s)")
@@ -263,6 +264,7 @@ func run(ctx context.Context, cfg config, stdout, log io.Writer) (err error) {
 // others.
 type results struct {
 	swarm   []comparison // comparison 1, one per piece length
+	mixed   *mixedResult
 	proxy   *proxyResult
 	seek    *seekResult
 	offload *offloadResult
@@ -278,6 +280,11 @@ func measureAll(ctx context.Context, cfg config, ws *workspace, log io.Writer) (
 	defer cancel()
 	if cfg.has(cmpSwarm) {
 		if res.swarm, err = measureSwarm(ctx, budget, cfg, ws, log); err != nil {
+			return res, err
+		}
+	}
+	if cfg.has(cmpMixed) {
+		if res.mixed, err = measureMixed(ctx, budget, cfg, ws, log); err != nil {
 			return res, err
 		}
 	}

@@ -86,6 +86,7 @@ func TestParseOnly(t *testing.T) {
 		{name: "one", in: "offload", want: []string{cmpOffload}},
 		{name: "put in running order", in: "passthrough, proxy", want: []string{cmpProxy, cmpPassthrough}},
 		{name: "repeated", in: "swarm,swarm", want: []string{cmpSwarm}},
+		{name: "mixed runs after swarm", in: "proxy,mixed,swarm", want: []string{cmpSwarm, cmpMixed, cmpProxy}},
 		{name: "unknown", in: "proxy,speed", bad: true},
 		{name: "empty", in: " , ", bad: true},
 	}

@@ -78,7 +78,7 @@ func measureOffload(ctx, budget context.Context, cfg config, ws *workspace, log 
 	}
 	defer func() { err = errors.Join(err, env.close()) }()
 	oc := &offloadCmp{ws: ws, size: cfg.offloadSize, pubData: filepath.Join(env.dir, "publish-data")}
-	if oc.ng, err = startNginx(ctx, env, ws, env.dir); err != nil {
+	if oc.ng, err = startNginx(ctx, env, ws, env.dir, false); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(log, "bench: offload: hashing %s with tbproxy publish\n", formatBytes(cfg.offloadSize))

@@ -51,7 +51,7 @@ func measurePassthrough(ctx, budget context.Context, cfg config, ws *workspace, 
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, env.close()) }()
-	ng, err := startNginx(ctx, env, ws, env.dir)
+	ng, err := startNginx(ctx, env, ws, env.dir, false)
 	if err != nil {
 		return nil, err
 	}

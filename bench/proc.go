@@ -181,24 +181,32 @@ func (p *process) Done() <-chan struct{} { return p.done }
 // stop ends the process group: SIGTERM, then SIGKILL after stopGrace.
 // It returns once the leader is reaped, and kills what is left of its
 // group. A process that already ended is left alone.
-func (p *process) stop() {
+func (p *process) stop() { p.stopWith(syscall.SIGTERM) }
+
+// stopWith is stop with sig instead of SIGTERM. It reports whether the
+// leader ended without SIGKILL (or had ended already, or was stopped
+// before), which is false only when it needed SIGKILL in this call.
+func (p *process) stopWith(sig syscall.Signal) bool {
+	clean := true
 	p.stopOnce.Do(func() {
 		select {
 		case <-p.done:
 			return
 		default:
 		}
-		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+		_ = syscall.Kill(-p.pid, sig)
 		timer := time.NewTimer(stopGrace)
 		defer timer.Stop()
 		select {
 		case <-p.done:
 		case <-timer.C:
+			clean = false
 			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 			<-p.done
 		}
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL) // hook scripts left in the group
 	})
+	return clean
 }
 
 // waitExit waits up to d for the process to exit by itself, and stops it

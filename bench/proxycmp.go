@@ -136,7 +136,7 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 	if err := copyFile(t.path, filepath.Join(torrents, filepath.Base(ws.content)+".torrent")); err != nil {
 		return nil, err
 	}
-	if pc.ng, err = startNginx(ctx, env, ws, torrents); err != nil {
+	if pc.ng, err = startNginx(ctx, env, ws, torrents, false); err != nil {
 		return nil, err
 	}
 	if pc.tp, err = startTinyproxy(ctx, env); err != nil {

@@ -166,7 +166,7 @@ func engineVersion(ctx context.Context, module string, cfg config) string {
 	}
 	v := "commit " + strings.TrimSpace(string(head))
 	var paths []string
-	if cfg.has(cmpSwarm) {
+	if cfg.has(cmpSwarm) || cfg.has(cmpMixed) {
 		paths = append(paths, "swarm", "metainfo", "bench/cmd/swarmget")
 	}
 	if usesTBProxy(cfg) && cfg.tbproxyBin == "" {
@@ -277,6 +277,9 @@ func renderReport(cfg config, m machine, res results) string {
 			renderComparison(&b, c)
 		}
 	}
+	if res.mixed != nil {
+		renderMixed(&b, cfg, res.mixed)
+	}
 	if res.proxy != nil {
 		renderProxy(&b, cfg, res.proxy)
 	}
@@ -297,32 +300,57 @@ func renderReport(cfg config, m machine, res results) string {
 
 func renderComparison(b *bytes.Buffer, c comparison) {
 	fmt.Fprintf(b, "### %s pieces\n\n", formatBytes(c.pieceLen))
-	fmt.Fprintf(b, "| leecher | runs | MB/s | MB/s after first data | first data (s) | total (s) | peak RSS (MiB) | peak anon RSS (MiB) | CPU (s) | CPU s/GiB | seed CPU (s) |\n")
-	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
-	gib := float64(c.size) / (1 << 30)
+	tableRow(b, leecherColumns)
+	tableRule(b, len(leecherColumns))
 	for _, r := range c.rows {
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.leecher.name(), len(r.samples),
-			r.throughput(c.size).format("%.0f"),
-			r.afterFirst(c.size).format("%.0f"),
-			r.first().format("%.3f"),
-			r.figure(func(s sample) (float64, bool) { return s.total.Seconds(), true }).format("%.2f"),
-			r.peakRSS().format("%.0f"),
-			r.figure(func(s sample) (float64, bool) { return mib(s.anonRSS), true }).format("%.0f"),
-			r.figure(func(s sample) (float64, bool) { return s.cpu.Seconds(), true }).format("%.2f"),
-			r.figure(func(s sample) (float64, bool) { return s.cpu.Seconds() / gib, true }).format("%.2f"),
-			r.figure(func(s sample) (float64, bool) { return s.seedCPU.Seconds(), true }).format("%.2f"))
+		tableRow(b, leecherCells(r, c.size))
 	}
+	renderFirstLabels(b, c.rows)
+	renderTargets(b, c)
+	renderProblems(b, c)
+}
+
+// leecherColumns head the tables of leechers; leecherCells fills them.
+var leecherColumns = []string{"leecher", "runs", "MB/s", "MB/s after first data", "first data (s)", "total (s)",
+	"peak RSS (MiB)", "peak anon RSS (MiB)", "CPU (s)", "CPU s/GiB", "seed CPU (s)"}
+
+// leecherCells are one leecher's figures for a file of size bytes.
+func leecherCells(r *row, size int64) []string {
+	gib := float64(size) / (1 << 30)
+	return []string{
+		r.leecher.name(), fmt.Sprint(len(r.samples)),
+		r.throughput(size).format("%.0f"),
+		r.afterFirst(size).format("%.0f"),
+		r.first().format("%.3f"),
+		r.figure(func(s sample) (float64, bool) { return s.total.Seconds(), true }).format("%.2f"),
+		r.peakRSS().format("%.0f"),
+		r.figure(func(s sample) (float64, bool) { return mib(s.anonRSS), true }).format("%.0f"),
+		r.figure(func(s sample) (float64, bool) { return s.cpu.Seconds(), true }).format("%.2f"),
+		r.figure(func(s sample) (float64, bool) { return s.cpu.Seconds() / gib, true }).format("%.2f"),
+		r.figure(func(s sample) (float64, bool) { return s.seedCPU.Seconds(), true }).format("%.2f"),
+	}
+}
+
+// tableRow writes one line of a Markdown table.
+func tableRow(b *bytes.Buffer, cells []string) {
+	fmt.Fprintf(b, "| %s |\n", strings.Join(cells, " | "))
+}
+
+// tableRule writes the line under a Markdown table's head.
+func tableRule(b *bytes.Buffer, n int) {
+	fmt.Fprintf(b, "|%s\n", strings.Repeat("---|", n))
+}
+
+// renderFirstLabels says what each leecher's first data is.
+func renderFirstLabels(b *bytes.Buffer, rows []*row) {
 	fmt.Fprintf(b, "\nFirst data: ")
-	for i, r := range c.rows {
+	for i, r := range rows {
 		if i > 0 {
 			fmt.Fprintf(b, "; ")
 		}
 		fmt.Fprintf(b, "%s, %s", r.leecher.name(), r.leecher.firstLabel())
 	}
 	fmt.Fprintf(b, ".\n\n")
-	renderTargets(b, c)
-	renderProblems(b, c)
 }
 
 // renderTargets compares the engine (row 0) with libtorrent (row 1).

@@ -29,6 +29,7 @@ type sample struct {
 	cpu        time.Duration // user plus system time of the whole process
 	seedCPU    time.Duration // the same for the seed, from its start until stopped after the download
 	wasted     int64         // bytes the engine discarded; -1 for other clients
+	web        *httpLoad     // what the web seed (nginx) sent in the run; nil when not measured
 }
 
 // leecher is one client under test.
@@ -45,7 +46,8 @@ type leecher interface {
 type outcome struct {
 	proc   *process // ended
 	marks  marks
-	wasted int64 // bytes the engine discarded; -1 for other clients
+	wasted int64     // bytes the engine discarded; -1 for other clients
+	web    *httpLoad // what the web seed sent; nil when not measured
 }
 
 // runEnv is one leecher's run: its download directory and the processes
@@ -144,7 +146,7 @@ func measure(o outcome) (sample, error) {
 	if s.cpu, err = p.cpu(); err != nil {
 		return s, err
 	}
-	s.maxRSS, s.anonRSS, s.wasted = p.hwm.Load(), p.anonPeak.Load(), o.wasted
+	s.maxRSS, s.anonRSS, s.wasted, s.web = p.hwm.Load(), p.anonPeak.Load(), o.wasted, o.web
 	return s, nil
 }
 

@@ -59,7 +59,7 @@ func measureSeek(ctx, budget context.Context, cfg config, ws *workspace, log io.
 	if _, err := publishOnce(ctx, ws, pubData, ws.content); err != nil {
 		return nil, err
 	}
-	ng, err := startNginx(ctx, env, ws, env.dir)
+	ng, err := startNginx(ctx, env, ws, env.dir, false)
 	if err != nil {
 		return nil, err
 	}

@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tbproxy/tbproxy/metainfo"
@@ -20,8 +22,9 @@ import (
 
 // server is a process that serves on a port of 127.0.0.1.
 type server struct {
-	proc *process
-	port int
+	proc      *process
+	port      int
+	accessLog string // nginx's access log (see accessLogFormat); "" when it keeps none
 }
 
 // url is an http:// URL of the server with path.
@@ -47,9 +50,10 @@ const (
 
 // startNginx starts nginx as the plain origin: the page at /page.html, the
 // content under plainPath and seedPath, and for each seedPath/NAME the
-// torrent torrents/NAME.torrent on negotiation. It returns once nginx
+// torrent torrents/NAME.torrent on negotiation. With logged, it keeps an
+// access log of what it sent (see readAccessLog). It returns once nginx
 // accepts.
-func startNginx(ctx context.Context, env *runEnv, ws *workspace, torrents string) (*server, error) {
+func startNginx(ctx context.Context, env *runEnv, ws *workspace, torrents string, logged bool) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -58,7 +62,11 @@ func startNginx(ctx context.Context, env *runEnv, ws *workspace, torrents string
 	if err != nil {
 		return nil, err
 	}
-	conf, err := nginxConf(dir, port, ws.www, filepath.Dir(ws.content), torrents, os.Geteuid() == 0)
+	accessLog := ""
+	if logged {
+		accessLog = filepath.Join(dir, "access.log")
+	}
+	conf, err := nginxConf(dir, port, ws.www, filepath.Dir(ws.content), torrents, accessLog, os.Geteuid() == 0)
 	if err != nil {
 		return nil, err
 	}
@@ -67,18 +75,75 @@ func startNginx(ctx context.Context, env *runEnv, ws *workspace, torrents string
 		return nil, err
 	}
 	spec := procSpec{name: "nginx", path: "nginx", args: []string{"-p", dir, "-c", path, "-e", "stderr"}}
-	return startServer(ctx, env, spec, port)
+	s, err := startServer(ctx, env, spec, port)
+	if err != nil {
+		return nil, err
+	}
+	s.accessLog = accessLog
+	return s, nil
+}
+
+// accessLogFormat is the line nginx logs per request when it keeps an
+// access log: the status, the bytes sent (headers included) and the body
+// bytes sent. nginx writes it when the request ends, complete or cut.
+const accessLogFormat = "$status $bytes_sent $body_bytes_sent"
+
+// httpLoad is what an nginx access log adds up to.
+type httpLoad struct {
+	requests int
+	sent     int64 // headers included
+	body     int64
+}
+
+// parseAccessLog adds up an access log in accessLogFormat.
+func parseAccessLog(data []byte) (httpLoad, error) {
+	var l httpLoad
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if len(f) != 3 {
+			return l, fmt.Errorf("access log line %q: want status, bytes sent, body bytes sent", strings.TrimSpace(line))
+		}
+		sent, err1 := strconv.ParseInt(f[1], 10, 64)
+		body, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil || sent < 0 || body < 0 || body > sent {
+			return l, fmt.Errorf("access log line %q: bad byte counts", strings.TrimSpace(line))
+		}
+		l.requests++
+		l.sent += sent
+		l.body += body
+	}
+	return l, nil
+}
+
+// readAccessLog stops nginx gracefully (SIGQUIT: it finishes, and logs,
+// every request in progress, which ends at once for a client that is
+// gone), and adds up its access log.
+func (s *server) readAccessLog() (httpLoad, error) {
+	if s.accessLog == "" {
+		return httpLoad{}, errors.New("nginx keeps no access log")
+	}
+	if !s.proc.stopWith(syscall.SIGQUIT) {
+		return httpLoad{}, fmt.Errorf("nginx did not quit gracefully within %v, so its access log may lack requests", stopGrace)
+	}
+	data, err := os.ReadFile(s.accessLog)
+	if err != nil {
+		return httpLoad{}, err
+	}
+	return parseAccessLog(data)
 }
 
 // nginxConf is nginx's configuration: in the foreground, logging errors
-// only, everything it writes under dir, serving files with sendfile and
+// only (and, unless accessLog is "", each request to accessLog), everything it writes under dir, serving files with sendfile and
 // long keep-alive, as a tuned static origin would. A request under
 // seedPath whose Accept names application/x-bittorrent is answered with
 // the file's .torrent (with Vary: Accept), as a Transparent BitTorrent
 // origin does; every other request gets the file. As root, nginx's
 // workers stay root, to read the bench's private temporary directory.
-func nginxConf(dir string, port int, www, content, torrents string, root bool) (string, error) {
-	for _, p := range []string{dir, www, content, torrents} {
+func nginxConf(dir string, port int, www, content, torrents, accessLog string, root bool) (string, error) {
+	for _, p := range []string{dir, www, content, torrents, accessLog} {
 		if strings.ContainsAny(p, "\"\\$;{}'\n") {
 			return "", fmt.Errorf("cannot use path %q in nginx.conf", p)
 		}
@@ -92,7 +157,12 @@ func nginxConf(dir string, port int, www, content, torrents string, root bool) (
 	fmt.Fprintf(&b, "pid %s;\nerror_log stderr warn;\n", q(dir+"/nginx.pid"))
 	b.WriteString("events { worker_connections 4096; }\n")
 	b.WriteString("http {\n")
-	b.WriteString("  access_log off;\n  sendfile on;\n  tcp_nopush on;\n")
+	if accessLog == "" {
+		b.WriteString("  access_log off;\n")
+	} else {
+		fmt.Fprintf(&b, "  log_format bench '%s';\n  access_log %s bench;\n", accessLogFormat, q(accessLog))
+	}
+	b.WriteString("  sendfile on;\n  tcp_nopush on;\n")
 	b.WriteString("  keepalive_requests 1000000;\n  keepalive_timeout 120s;\n")
 	for _, tmp := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
 		fmt.Fprintf(&b, "  %s_temp_path %s;\n", tmp, q(dir+"/"+tmp))

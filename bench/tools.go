@@ -51,6 +51,9 @@ func toolsFor(cfg config) []tool {
 	if cfg.has(cmpSwarm) {
 		add(libtorrent, aria2, transmission)
 	}
+	if cfg.has(cmpMixed) {
+		add(libtorrent, nginx)
+	}
 	if cfg.has(cmpProxy) {
 		add(libtorrent, nginx, curl, tinyproxy)
 	}

@@ -37,7 +37,7 @@ const pageSize = 4 << 10
 // end), the programs, and the content.
 type workspace struct {
 	root     string // temporary; everything below is removed with it
-	swarmget string // the built engine leecher; "" unless comparison 1 runs
+	swarmget string // the built engine leecher; "" unless comparison 1 or 1b runs
 	tbproxy  string // the tbproxy binary; "" unless comparisons 2 to 5 run
 	ltpeer   string // integration/testdata/ltpeer.py, the seed
 	ltleech  string // ltleech.py, the libtorrent leecher
@@ -82,7 +82,7 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config)
 	if err = os.WriteFile(ws.wrkLua, wrkScript, 0o644); err != nil {
 		return ws, err
 	}
-	if cfg.has(cmpSwarm) {
+	if cfg.has(cmpSwarm) || cfg.has(cmpMixed) {
 		fmt.Fprintf(log, "bench: building %s\n", swarmgetPkg)
 		ws.swarmget = filepath.Join(root, "swarmget")
 		if _, err = output(ctx, []string{"go", "build", "-o", ws.swarmget, swarmgetPkg}); err != nil {
@@ -95,7 +95,7 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config)
 		}
 	}
 	ws.content = filepath.Join(root, "content", "bench.bin")
-	if cfg.has(cmpSwarm) || cfg.has(cmpProxy) || cfg.has(cmpSeek) || cfg.has(cmpPassthrough) {
+	if cfg.has(cmpSwarm) || cfg.has(cmpMixed) || cfg.has(cmpProxy) || cfg.has(cmpSeek) || cfg.has(cmpPassthrough) {
 		fmt.Fprintf(log, "bench: writing %s of random content\n", formatBytes(cfg.size))
 		if err = writeRandomFile(ws.content, cfg.size); err != nil {
 			return ws, err

@@ -8,6 +8,12 @@
 //
 //	swarmget --torrent FILE --dir DIR --peer 127.0.0.1:PORT [--peer ...]
 //	         [--buf 32768] [--timeout 10m] [--cpuprofile FILE] [--memory]
+//	         [--web-seed-mode sparing|always]
+//	swarmget --torrent FILE --dir DIR --web-only
+//
+// The torrent's url-list (BEP 19 web seeds) is used as the engine uses it:
+// with --web-seed-mode sparing (the default, swarm.WebSeedRescue) only
+// while peers stall, with always (swarm.WebSeedAlways) alongside them.
 package main
 
 import (
@@ -42,6 +48,7 @@ type options struct {
 	timeout    time.Duration
 	cpuProfile string
 	webOnly    bool // no peers: the torrent's url-list is the only source
+	webMode    swarm.WebSeedMode
 }
 
 // report is the JSON line swarmget prints. Times are Unix nanoseconds so
@@ -54,6 +61,7 @@ type report struct {
 	FirstMiBSecs float64 `json:"first_mib_seconds"`
 	TotalSecs    float64 `json:"total_seconds"`
 	Downloaded   int64   `json:"downloaded"`
+	FromWebSeeds int64   `json:"from_web_seeds"` // block bytes accepted from the url-list's web seeds
 	Wasted       int64   `json:"wasted"`
 	HashFailures int     `json:"hash_failures"`
 	PeakRSS      int64   `json:"vm_hwm_bytes"` // from /proc/self/status when done; 0 if unknown
@@ -84,6 +92,11 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the download to this file")
 	fs.BoolVar(&o.webOnly, "web-only", false, "no --peer: download from the torrent's web seeds (url-list) alone")
 	fs.BoolVar(&o.memory, "memory", false, "store pieces in memory, not on disk (to tell the engine's costs from the kernel's)")
+	fs.Func("web-seed-mode", "how the url-list's web seeds are used: sparing (only while peers stall; the default) or always", func(s string) error {
+		m, err := parseWebSeedMode(s)
+		o.webMode = m
+		return err
+	})
 	fs.Func("peer", "a peer to dial, 127.0.0.1:PORT (repeatable)", func(s string) error {
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
@@ -106,6 +119,17 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("unexpected arguments %q", strings.Join(fs.Args(), " "))
 	}
 	return o, nil
+}
+
+// parseWebSeedMode reads --web-seed-mode.
+func parseWebSeedMode(s string) (swarm.WebSeedMode, error) {
+	switch s {
+	case "sparing":
+		return swarm.WebSeedRescue, nil
+	case "always":
+		return swarm.WebSeedAlways, nil
+	}
+	return 0, fmt.Errorf("want sparing or always, not %q", s)
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {
@@ -162,7 +186,7 @@ func loadTorrent(path string) (*metainfo.MetaInfo, error) {
 // download adds the torrent, dials the peers and reads the whole stream.
 func download(ctx context.Context, c *swarm.Client, m *metainfo.MetaInfo, st swarm.Storage, o options) (report, error) {
 	rep := report{Start: time.Now().UnixNano()}
-	t, err := c.AddTorrent(m, st, swarm.TorrentOptions{NoTrackers: true, Lazy: true})
+	t, err := c.AddTorrent(m, st, swarm.TorrentOptions{NoTrackers: true, Lazy: true, WebSeedMode: o.webMode})
 	if err != nil {
 		return rep, fmt.Errorf("adding torrent: %w", err)
 	}
@@ -182,7 +206,7 @@ func download(ctx context.Context, c *swarm.Client, m *metainfo.MetaInfo, st swa
 	rep.TotalSecs = float64(rep.Done-rep.Start) / 1e9
 	rep.PeakRSS = peakRSS()
 	s := t.Stats()
-	rep.Downloaded, rep.Wasted, rep.HashFailures = s.Downloaded, s.Wasted, s.HashFailures
+	rep.Downloaded, rep.FromWebSeeds, rep.Wasted, rep.HashFailures = s.Downloaded, s.FromWebSeeds, s.Wasted, s.HashFailures
 	if n != m.Info.TotalLength {
 		return rep, fmt.Errorf("read %d bytes, want %d", n, m.Info.TotalLength)
 	}

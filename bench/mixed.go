@@ -1,0 +1,182 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// targetMixed is issue #5's target for the mixed swarm: the engine's MB/s
+// over the libtorrent leecher's on the same swarm, at least.
+const targetMixed = 1.2
+
+// mixedResult is comparison 1b: the engine and the libtorrent leecher
+// downloading from one libtorrent seed plus nginx as the torrent's web
+// seed.
+type mixedResult struct {
+	size     int64
+	pieceLen int64
+	webPath  string // the url-list's path on each run's nginx
+	rows     []*row // the engine in its default mode (the headline), the engine with web seeds always, libtorrent
+}
+
+// measureMixed runs comparison 1b: every leecher cfg.runs times,
+// interleaved, each download with a fresh nginx and a fresh seed. A
+// leecher that fails is not run again.
+func measureMixed(ctx, budget context.Context, cfg config, ws *workspace, log io.Writer) (*mixedResult, error) {
+	// The largest piece length of comparison 1: 1 MiB, 256 KiB with --quick.
+	pl := cfg.pieceLens[len(cfg.pieceLens)-1]
+	t, err := ws.makeTorrent(ctx, pl)
+	if err != nil {
+		return nil, err
+	}
+	res := &mixedResult{size: cfg.size, pieceLen: pl, webPath: plainPath + filepath.Base(ws.content)}
+	for _, l := range []leecher{swarmLeecher{webSeedMode: "sparing"}, swarmLeecher{webSeedMode: "always"}, ltLeecher{}} {
+		res.rows = append(res.rows, &row{leecher: mixedLeecher{inner: l}})
+	}
+	for i := range cfg.runs {
+		for _, r := range res.rows {
+			profile := ""
+			if sl, ok := r.leecher.(mixedLeecher).inner.(swarmLeecher); ok && cfg.profileDir != "" {
+				profile = filepath.Join(cfg.profileDir, fmt.Sprintf("swarmget-mixed-%s-run%d.pprof", sl.webSeedMode, i+1))
+			}
+			err := r.attempt(ctx, budget, i, 0, func(budget context.Context) error {
+				s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), profile)
+				if err == nil {
+					r.samples = append(r.samples, s)
+				}
+				return err
+			})
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(log, "bench: mixed swarm, run %d/%d, %s: %s\n", i+1, cfg.runs, r.leecher.name(), mixedLast(r, cfg.size))
+		}
+	}
+	return res, nil
+}
+
+// mixedLast describes a row's latest run, with what nginx sent.
+func mixedLast(r *row, size int64) string {
+	line := r.last(size)
+	if n := len(r.samples); n > 0 && len(r.errs) == 0 && r.skipped == 0 {
+		if w := r.samples[n-1].web; w != nil {
+			line += fmt.Sprintf(", web seed %.3f of the file in %d request(s)", float64(w.body)/float64(size), w.requests)
+		}
+	}
+	return line
+}
+
+// mixedLeecher runs inner on the mixed swarm: before the seed and the
+// leecher it starts a fresh nginx, and gives both a torrent whose url-list
+// is that nginx's URL of the content; after the leecher has ended it stops
+// nginx and adds up what nginx sent.
+type mixedLeecher struct {
+	inner leecher
+}
+
+func (m mixedLeecher) name() string       { return m.inner.name() }
+func (m mixedLeecher) firstLabel() string { return m.inner.firstLabel() }
+
+func (m mixedLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
+	ng, err := startNginx(ctx, env, env.ws, env.dir, true)
+	if err != nil {
+		return outcome{}, err
+	}
+	url := ng.url(plainPath + filepath.Base(env.ws.content))
+	if env.torrent, err = withWebSeed(env.torrent, url, filepath.Join(env.dir, "mixed.torrent")); err != nil {
+		return outcome{}, err
+	}
+	o, err := m.inner.download(ctx, env)
+	if err != nil {
+		return o, err
+	}
+	// The leecher has ended, so its connections to nginx are closed.
+	w, err := ng.readAccessLog()
+	if err != nil {
+		return o, err
+	}
+	o.web = &w
+	return o, nil
+}
+
+// withWebSeed writes a copy of t to path whose url-list is url alone. The
+// info dictionary, and so the info-hash, stay t's.
+func withWebSeed(t torrent, url, path string) (torrent, error) {
+	if t.meta == nil {
+		return torrent{}, errors.New("the torrent has no metainfo")
+	}
+	m := *t.meta
+	m.URLList = []string{url}
+	data, err := m.Marshal()
+	if err != nil {
+		return torrent{}, err
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return torrent{}, err
+	}
+	return torrent{path: path, pieceLen: t.pieceLen, meta: &m}, nil
+}
+
+// webShare is the share of the file the web seed sent in each run:
+// nginx's body bytes ÷ size.
+func (r *row) webShare(size int64) spread {
+	return r.figure(func(s sample) (float64, bool) {
+		if s.web == nil {
+			return 0, false
+		}
+		return float64(s.web.body) / float64(size), true
+	})
+}
+
+// renderMixed writes comparison 1b.
+func renderMixed(b *bytes.Buffer, cfg config, res *mixedResult) {
+	fmt.Fprintf(b, "## Comparison 1b: mixed swarm (issue #5)\n\n")
+	fmt.Fprintf(b, "A %s random file in %s pieces from one python3-libtorrent seed (seed_mode, no upload limit) "+
+		"and nginx as the torrent's web seed (its `url-list` is `http://127.0.0.1:PORT%s`), "+
+		"a fresh nginx and a fresh seed for every download. Each leecher dials the seed and finds the web seed in the torrent. "+
+		"%d run(s) per leecher.\n\n", formatBytes(res.size), formatBytes(res.pieceLen), res.webPath, cfg.runs)
+	cols := append(append([]string{}, leecherColumns...), "web seed ÷ file", "web seed requests")
+	tableRow(b, cols)
+	tableRule(b, len(cols))
+	for _, r := range res.rows {
+		cells := leecherCells(r, res.size)
+		reqs := r.figure(func(s sample) (float64, bool) {
+			if s.web == nil {
+				return 0, false
+			}
+			return float64(s.web.requests), true
+		})
+		tableRow(b, append(cells, r.webShare(res.size).format("%.3f"), reqs.format("%.0f")))
+	}
+	renderFirstLabels(b, res.rows)
+	fmt.Fprintf(b, "Web seed ÷ file: the body bytes nginx sent in the run (`$body_bytes_sent` summed over its access log) ÷ the file size.\n\n")
+	eng, always, lt := res.rows[0], res.rows[1], res.rows[2]
+	fmt.Fprintf(b, "| target (medians) | measured | target | met |\n|---|---|---|---|\n")
+	ratioRow(b, "mixed swarm: engine ÷ libtorrent leecher", eng.throughput(res.size), lt.throughput(res.size),
+		func(x float64) bool { return x >= targetMixed }, fmt.Sprintf("≥ %.1f×", targetMixed))
+	ratioRow(b, "engine ÷ libtorrent leecher after first data (no target)", eng.afterFirst(res.size), lt.afterFirst(res.size), nil, "—")
+	ratioRow(b, "engine with web seeds always ÷ libtorrent leecher (no target)", always.throughput(res.size), lt.throughput(res.size), nil, "—")
+	wasted := spreadOf(nil)
+	for _, r := range res.rows[:2] {
+		w := r.figure(func(s sample) (float64, bool) { return float64(s.wasted), s.wasted >= 0 })
+		if w.n > 0 && (wasted.n == 0 || w.max > wasted.max) {
+			wasted = w
+		}
+	}
+	if wasted.n > 0 {
+		fmt.Fprintf(b, "\nEngine bytes wasted (received but discarded), max over runs and modes: %.0f.\n", wasted.max)
+	}
+	fmt.Fprintln(b)
+	var rows []named
+	for _, r := range res.rows {
+		rows = append(rows, named{r.leecher.name(), &r.tally})
+	}
+	renderTallies(b, rows)
+}
