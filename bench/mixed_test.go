@@ -77,8 +77,8 @@ func TestRenderMixed(t *testing.T) {
 		"| 0.500 | 40 |\n",
 		"| libtorrent | 2 | 716 |",
 		"| 0.250 | 65 (60–70) |\n",
-		"| mixed swarm: engine ÷ libtorrent leecher | 1.50× | ≥ 1.2× | yes |",
-		"| engine with web seeds always ÷ libtorrent leecher (no target) | 3.00× | — | — |",
+		"| mixed swarm: engine (web seeds always) ÷ libtorrent leecher | 3.00× | ≥ 1.2× | yes |",
+		"| engine (default: web seeds rescue only) ÷ libtorrent leecher (no target) | 1.50× | — | — |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
@@ -88,7 +88,7 @@ func TestRenderMixed(t *testing.T) {
 	res.rows[2].errs = []string{"run 1: boom"}
 	b.Reset()
 	renderMixed(&b, config{runs: 3}, res)
-	for _, want := range []string{"| mixed swarm: engine ÷ libtorrent leecher | n/a | ≥ 1.2× | — |", "- libtorrent failed, run 1: boom"} {
+	for _, want := range []string{"| mixed swarm: engine (web seeds always) ÷ libtorrent leecher | n/a | ≥ 1.2× | — |", "- libtorrent failed, run 1: boom"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report without libtorrent lacks %q:\n%s", want, b.String())
 		}
