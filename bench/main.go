@@ -119,7 +119,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	cfg.pieceLens = []int64{256 << 10, 1 << 20}
 	cfg.seekCount = 10
-	cfg.scaleCases = []scaleCase{{clients: 50, torrents: 20, size: 64 << 20}, {clients: 8, torrents: 8, size: 256 << 20}}
+	cfg.scaleCases = []scaleCase{{clients: 50, torrents: 20, size: 64 << 20}, {clients: 8, torrents: 8, size: 1 << 30}}
 	if cfg.quick {
 		cfg.seekCount = 3
 		cfg.scaleCases = []scaleCase{{clients: 10, torrents: 4, size: 16 << 20}}
