@@ -503,6 +503,14 @@ func TestDialUpstreamPolicy(t *testing.T) {
 		lenient.Close()
 		<-done
 	}()
+	// An answer means Serve has registered the listener as the proxy's own.
+	direct := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	resp, err := direct.Get("http://" + own.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	direct.CloseIdleConnections()
 	if c, err := lenient.DialUpstream(context.Background(), "tcp", own.Addr().String()); !errors.Is(err, errForbiddenTarget) {
 		if c != nil {
 			c.Close()
