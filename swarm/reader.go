@@ -27,6 +27,7 @@ type Reader struct {
 	pos       int64 // next byte to read, from base
 	readahead int64
 	reported  int64 // the position the engine was last told, -1 for none
+	seeked    bool  // Seek moved the position since the last report
 	closed    bool
 }
 
@@ -252,7 +253,8 @@ func (r *Reader) report() error {
 		return nil
 	}
 	// A new reader, or one that seeked: nothing is moving its way yet.
-	jumped := r.reported < 0 || abs/pl != r.reported/pl+1
+	jumped := r.reported < 0 || r.seeked
+	r.seeked = false
 	r.reported = abs
 	end := min(r.base+r.size, abs+r.readahead)
 	if !t.do(func() {
@@ -321,6 +323,9 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	}
 	if abs < 0 {
 		return 0, errors.New("swarm: negative position")
+	}
+	if abs != r.pos {
+		r.seeked = true
 	}
 	r.pos = abs
 	return abs, nil
