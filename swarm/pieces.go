@@ -43,11 +43,7 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 // fileBlock copies an accepted block into its piece and, once the piece is
 // whole, sends it to be hashed. from is who sent it, for blame.
 func (t *Torrent) fileBlock(from *peer, b picker.Block, data []byte, done bool) {
-	for _, r := range t.s.readers {
-		if r.piece == b.Piece {
-			r.since = t.client.now() // the bytes it waits for are moving
-		}
-	}
+	t.moving(b.Piece)
 	pb := t.s.pieces[b.Piece]
 	if pb == nil {
 		pb = &pieceBuf{
@@ -61,6 +57,16 @@ func (t *Torrent) fileBlock(from *peer, b picker.Block, data []byte, done bool) 
 	if done {
 		delete(t.s.pieces, b.Piece)
 		t.hash(hashJob{t: t, piece: b.Piece, buf: pb.buf}, pb.senders)
+	}
+}
+
+// moving notes that bytes of piece i arrived, for the readers waiting on
+// it (see rescueStalled).
+func (t *Torrent) moving(i int) {
+	for _, r := range t.s.readers {
+		if r.piece == i {
+			r.since = t.client.now()
+		}
 	}
 }
 
@@ -242,7 +248,10 @@ func (t *Torrent) rescueStart(r *readerState) {
 	if t.opts.WebSeedMode == WebSeedRescueOnly || t.needless(r.piece) || t.peerCanSend(r.piece) {
 		return
 	}
-	t.rescue(r.piece, 1, "fetching a new reader's first piece from a web seed")
+	if job := t.rescue(r.piece, 1, "fetching a new reader's first piece from a web seed"); job != nil {
+		job.race = true
+		t.s.racing++
+	}
 }
 
 // needless reports a piece no rescue can bring sooner: past the end,
@@ -265,10 +274,10 @@ func (t *Torrent) peerCanSend(i int) bool {
 // rescue claims for a ready web seed the pieces from first on, up to
 // about limit bytes (at least one piece), withdrawing peers' requests for
 // them, and queues the range for the seed's workers.
-func (t *Torrent) rescue(first int, limit int64, why string) {
+func (t *Torrent) rescue(first int, limit int64, why string) *webJob {
 	s := t.readyWebSeed(first, t.client.now())
 	if s == nil {
-		return
+		return nil
 	}
 	job := &webJob{seed: s, first: first, end: first, outstanding: map[int]bool{}}
 	var size int64
@@ -279,11 +288,13 @@ func (t *Torrent) rescue(first int, limit int64, why string) {
 		job.outstanding[i] = true
 		size += t.info.PieceLen(i)
 	}
-	if job.end > job.first {
-		t.log.Debug(why, "piece", first, "pieces", job.end-job.first)
-		t.s.ready = append(t.s.ready, job)
-		t.webWake()
+	if job.end == job.first {
+		return nil
 	}
+	t.log.Debug(why, "piece", first, "pieces", job.end-job.first)
+	t.s.ready = append(t.s.ready, job)
+	t.webWake()
+	return job
 }
 
 // hashing reports whether piece i has all its blocks and waits for (or

@@ -127,6 +127,7 @@ type loopState struct {
 	webSeeds        []*webSeed           // every web seed added, dropped ones too
 	webWakeCh       chan struct{}        // closed to wake idle web seed workers
 	ready           []*webJob            // rescue jobs prepared for web seed workers
+	racing          int                  // first-piece races queued or in flight (webJob.race)
 	readers         map[int]*readerState // where each Reader waits, for rescue
 	memCharged      int64                // piece memory counted in Client.pieceMem
 	fromWeb         int64                // block bytes accepted from web seeds

@@ -80,6 +80,7 @@ type webJob struct {
 	seed        *webSeed
 	first, end  int
 	outstanding map[int]bool // pieces not yet delivered
+	race        bool         // a new reader's first piece (see Torrent.rescueStart)
 }
 
 // webPiece is one piece of a web seed's answer, handed to the loop.
@@ -181,6 +182,11 @@ func (t *Torrent) nextWebJob(s *webSeed) (*webJob, <-chan struct{}) {
 		}
 	}
 	start := -1
+	if t.s.racing > 0 {
+		// A reader's first piece is on its way: free-running ranges would
+		// only share the origin's bandwidth with it.
+		return nil, t.s.webWakeCh
+	}
 	if t.opts.WebSeedMode == WebSeedAlways || t.peersStalled(now) {
 		start = t.firstWebPiece(s)
 	}
@@ -274,6 +280,10 @@ func (t *Torrent) webWorker(s *webSeed) {
 // webJobDone returns what a job did not deliver to the pool and keeps the
 // seed's failure count.
 func (t *Torrent) webJobDone(job *webJob, err error) {
+	if job.race {
+		t.s.racing--
+		t.webWake()
+	}
 	s := job.seed
 	if s.dropped {
 		return // RemovePeer released the seed's claims
@@ -315,6 +325,18 @@ func (t *Torrent) dropWebSeed(s *webSeed, why error) {
 		return
 	}
 	s.dropped = true
+	// Its workers end, so its queued rescues would never run.
+	kept := t.s.ready[:0]
+	for _, job := range t.s.ready {
+		switch {
+		case job.seed != s:
+			kept = append(kept, job)
+		case job.race:
+			t.s.racing--
+		}
+	}
+	clear(t.s.ready[len(kept):])
+	t.s.ready = kept
 	t.s.picker.RemovePeer(picker.PeerID(s.p.id))
 	t.releaseWebID(s)
 	t.log.Info("web seed dropped", "url", redactURL(s.ws.URL), "why", why)
@@ -327,13 +349,26 @@ func (t *Torrent) dropWebSeed(s *webSeed, why error) {
 func (t *Torrent) onWebPiece(wp webPiece) {
 	job, s := wp.job, wp.job.seed
 	delete(job.outstanding, wp.piece)
-	defer t.client.putPiece(wp.buf)
 	if s.dropped {
+		t.client.putPiece(wp.buf)
 		return
 	}
+	// While every block is taken and no other source has started the
+	// piece, the answer's own buffer becomes the piece: no copy into a
+	// fresh one (which, cold, costs page faults as well as the copy).
+	whole := t.s.pieces[wp.piece] == nil
+	var held []picker.Block
+	complete := false
 	for b := range t.blocksOf(wp.piece) {
 		accepted, done, others := t.s.picker.Received(picker.PeerID(s.p.id), b)
 		if !accepted {
+			if whole {
+				whole = false
+				for _, h := range held {
+					t.fileBlock(s.p, h, wp.buf[h.Begin:h.Begin+h.Length], false)
+				}
+				held = nil
+			}
 			continue
 		}
 		t.s.fromWeb += int64(b.Length)
@@ -343,8 +378,26 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 				q.cancel(b)
 			}
 		}
+		if whole {
+			held = append(held, b)
+			complete = done
+			continue
+		}
 		t.fileBlock(s.p, b, wp.buf[b.Begin:b.Begin+b.Length], done)
 	}
+	if !whole || !complete {
+		for _, h := range held {
+			t.fileBlock(s.p, h, wp.buf[h.Begin:h.Begin+h.Length], false)
+		}
+		t.client.putPiece(wp.buf)
+		return
+	}
+	t.moving(wp.piece)
+	senders := make([]*peer, t.s.blocks)
+	for k := range senders {
+		senders[k] = s.p
+	}
+	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf}, senders)
 }
 
 // badAnswerError marks an answer that is not the expected representation:
