@@ -17,8 +17,12 @@ import (
 // wants other parts of the file (or nothing) cannot hold pieces back from
 // the rest.
 const (
-	// superSlots is how many live offers a peer holds at once.
+	// superSlots is how many live offers a peer holds at once while it
+	// has others to trade with; superAlone while it is the only peer that
+	// lacks pieces, when hiding pieces saves nothing and would only slow
+	// it down.
 	superSlots = 2
+	superAlone = 16
 	// superFresh is how long an offer nobody asked for stays live.
 	superFresh = 500 * time.Millisecond
 	// superMaxOffers bounds the offers a peer has not taken up in full;
@@ -76,7 +80,11 @@ func (t *Torrent) superOffer(p *peer) {
 		}
 	}
 	n := t.info.NumPieces()
-	for liveHere < superSlots && open < superMaxOffers {
+	slots := superSlots
+	if t.leeches() <= 1 {
+		slots = superAlone
+	}
+	for liveHere < slots && open < superMaxOffers {
 		best, bestScore := -1, 0
 		for i := range n {
 			if _, ok := p.offers[i]; ok || t.s.picker.PeerHas(picker.PeerID(p.id), i) {
@@ -98,6 +106,17 @@ func (t *Torrent) superOffer(p *peer) {
 		open++
 		p.conn.Send(wire.Message{ID: wire.Have, Index: uint32(best)})
 	}
+}
+
+// leeches counts the connected peers that lack pieces.
+func (t *Torrent) leeches() int {
+	n := 0
+	for _, q := range t.s.peers {
+		if q.pieces < t.info.NumPieces() {
+			n++
+		}
+	}
+	return n
 }
 
 // liveOffers counts the peers holding a live offer of piece i.
