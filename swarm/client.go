@@ -64,7 +64,7 @@ type Config struct {
 	Now func() time.Time
 
 	MaxPeers         int           // connections per torrent; 0 means 50
-	UploadSlots      int           // regular unchoke slots; 0 means 4
+	UploadSlots      int           // regular unchoke slots; 0 means 8 (as libtorrent)
 	HandshakeTimeout time.Duration // dial plus handshake; 0 means 10 s
 	RequestTimeout   time.Duration // a request unanswered this long goes elsewhere; 0 means 30 s
 	IdleTimeout      time.Duration // a peer silent this long is dropped; 0 means 3 min
@@ -130,7 +130,7 @@ func (c Config) withDefaults() Config {
 		c.MaxPeers = 50
 	}
 	if c.UploadSlots <= 0 {
-		c.UploadSlots = 4
+		c.UploadSlots = 8
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
