@@ -30,14 +30,20 @@ func (t *Torrent) onBlock(p *peer, m *wire.Message, buf *[]byte) {
 	p.snubbed = false
 	t.s.lastDL = now
 	t.downloaded.Add(int64(b.Length))
+	t.cancelOthers(b, others)
+	t.fileBlock(p, b, m.Block, done)
+	t.fill(p)
+}
+
+// cancelOthers withdraws the endgame duplicates of block b, which has
+// arrived, from the peers others that still owe it.
+func (t *Torrent) cancelOthers(b picker.Block, others []picker.PeerID) {
 	for _, id := range others {
 		if q := t.s.peers[int(id)]; q != nil {
 			delete(q.inflight, b)
 			q.cancel(b)
 		}
 	}
-	t.fileBlock(p, b, m.Block, done)
-	t.fill(p)
 }
 
 // fileBlock copies an accepted block into its piece and, once the piece is

@@ -353,41 +353,28 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 		t.client.putPiece(wp.buf)
 		return
 	}
-	// While every block is taken and no other source has started the
-	// piece, the answer's own buffer becomes the piece: no copy into a
+	// When no other source has started the piece and every block is
+	// taken, the answer's own buffer becomes the piece: no copy into a
 	// fresh one (which, cold, costs page faults as well as the copy).
 	whole := t.s.pieces[wp.piece] == nil
-	var held []picker.Block
-	complete := false
+	type taken struct {
+		b    picker.Block
+		done bool
+	}
+	var got []taken
 	for b := range t.blocksOf(wp.piece) {
 		accepted, done, others := t.s.picker.Received(picker.PeerID(s.p.id), b)
 		if !accepted {
-			if whole {
-				whole = false
-				for _, h := range held {
-					t.fileBlock(s.p, h, wp.buf[h.Begin:h.Begin+h.Length], false)
-				}
-				held = nil
-			}
+			whole = false
 			continue
 		}
 		t.s.fromWeb += int64(b.Length)
-		for _, id := range others {
-			if q := t.s.peers[int(id)]; q != nil {
-				delete(q.inflight, b)
-				q.cancel(b)
-			}
-		}
-		if whole {
-			held = append(held, b)
-			complete = done
-			continue
-		}
-		t.fileBlock(s.p, b, wp.buf[b.Begin:b.Begin+b.Length], done)
+		t.cancelOthers(b, others)
+		got = append(got, taken{b, done})
 	}
-	if !whole || !complete {
-		for _, h := range held {
-			t.fileBlock(s.p, h, wp.buf[h.Begin:h.Begin+h.Length], false)
+	if !whole || !got[len(got)-1].done {
+		for _, g := range got {
+			t.fileBlock(s.p, g.b, wp.buf[g.b.Begin:g.b.Begin+g.b.Length], g.done)
 		}
 		t.client.putPiece(wp.buf)
 		return
