@@ -52,9 +52,14 @@ type Config struct {
 	// defaults.
 	Trackers tracker.Announcer
 	// HTTPClient fetches from web seeds; nil means a client that verifies
-	// TLS, ignores proxy settings (a proxy must not loop through itself)
-	// and keeps at most 3 connections per host.
+	// TLS, ignores proxy settings (a proxy must not loop through itself),
+	// dials with HTTPDial and keeps at most 3 connections per host.
 	HTTPClient *http.Client
+	// HTTPDial connects the default web seed and tracker clients (HTTP and
+	// UDP); nil means Dial. A proxy puts its outbound address policy here,
+	// so that a torrent's url-list or announce URL reaches nothing a
+	// proxied request could not.
+	HTTPDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// RootCAs are the CAs the default web seed and tracker clients trust
 	// for HTTPS; nil means the system's.
 	RootCAs *x509.CertPool
@@ -99,24 +104,23 @@ func (c Config) withDefaults() Config {
 		var d net.Dialer
 		c.Dial = d.DialContext
 	}
+	httpDial := c.HTTPDial
+	if httpDial == nil {
+		httpDial = c.Dial
+	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: &http.Transport{
-			Proxy:                 nil,
-			DialContext:           c.Dial,
-			TLSClientConfig:       &tls.Config{RootCAs: c.RootCAs, MinVersion: tls.VersionTLS12},
-			MaxConnsPerHost:       webWorkers,
-			MaxIdleConnsPerHost:   webWorkers,
-			IdleConnTimeout:       90 * time.Second,
-			TLSHandshakeTimeout:   10 * time.Second,
-			ResponseHeaderTimeout: 30 * time.Second,
-			ForceAttemptHTTP2:     true,
-		}}
+		c.HTTPClient = &http.Client{Transport: httpTransport(c.RootCAs, httpDial)}
 	}
 	switch {
 	case c.Trackers != nil:
-	case c.RootCAs != nil:
-		// HTTPS trackers must trust the same extra CAs as web seeds.
-		c.Trackers = &tracker.Client{HTTP: tracker.HTTPClient{Client: &http.Client{Transport: c.HTTPClient.Transport, Timeout: time.Minute}}}
+	case c.RootCAs != nil || c.HTTPDial != nil:
+		// HTTPS trackers trust the same extra CAs as web seeds and dial
+		// under the same policy, on connections of their own, so that
+		// announces never queue behind web seed ranges to the same host.
+		c.Trackers = &tracker.Client{
+			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: httpTransport(c.RootCAs, httpDial), Timeout: time.Minute}},
+			UDP:  tracker.UDPClient{Dial: c.HTTPDial},
+		}
 	default:
 		c.Trackers = &tracker.Client{}
 	}
@@ -516,6 +520,23 @@ func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) 
 }
 
 // getPiece returns a buffer of n bytes for assembling a piece.
+// httpTransport is the default web seed and tracker transport: TLS
+// verified against roots (nil: the system's), no proxy from the
+// environment, dial for connections, at most 3 per host.
+func httpTransport(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dial,
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		MaxConnsPerHost:       webWorkers,
+		MaxIdleConnsPerHost:   webWorkers,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
 func (c *Client) getPiece(n int) []byte {
 	c.mu.Lock()
 	p := c.pieces[n]

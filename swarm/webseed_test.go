@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -322,5 +324,41 @@ func TestWebSeedRacesFirstPiece(t *testing.T) {
 	}
 	if sent := origin.sent.Load(); sent != before {
 		t.Fatalf("WebSeedRescueOnly: the origin sent %d bytes before the stall budget", sent-before)
+	}
+}
+
+// TestHTTPDialPolicy: the default web seed client dials through
+// Config.HTTPDial, so a policy there decides what a url-list reaches.
+func TestHTTPDialPolicy(t *testing.T) {
+	f := newFixture(t, 1<<20, 64<<10)
+	srv := serve(t, contentHandler("f", f.content))
+	m := f.withURLList(t, srv.URL+"/f")
+	var allowed, refused atomic.Int64
+	var d net.Dialer
+	allow := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		allowed.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}
+	tor, st := leechWith(t, m, Config{HTTPDial: allow}, TorrentOptions{StallBudget: time.Millisecond})
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, f.content)
+	if allowed.Load() == 0 {
+		t.Fatal("the web seed was fetched without HTTPDial")
+	}
+	deny := func(context.Context, string, string) (net.Conn, error) {
+		refused.Add(1)
+		return nil, errors.New("refused by policy")
+	}
+	before := srv.requests.Load()
+	denied, _ := leechWith(t, m, Config{HTTPDial: deny, WebSeedRetry: time.Millisecond}, TorrentOptions{StallBudget: time.Millisecond})
+	deadline := time.Now().Add(10 * time.Second)
+	for refused.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("HTTPDial was never asked")
+	}
+	if n := srv.requests.Load() - before; n != 0 || denied.Stats().FromWebSeeds != 0 {
+		t.Fatalf("a refused dial still reached the web seed: %d requests", n)
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -24,7 +23,6 @@ import (
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/proxy"
 	"github.com/tbproxy/tbproxy/swarm"
-	"github.com/tbproxy/tbproxy/tracker"
 )
 
 // runOptions are the flags of `tbproxy run`.
@@ -120,19 +118,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return p.DialUpstream(ctx, network, addr)
 	}
-	engineHTTP := newEngineHTTP(cfg.RootCAs, guarded)
 	engineCfg := swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
+		HTTPDial:   guarded,
 		Encryption: o.encryption,
-		HTTPClient: engineHTTP,
-		Trackers: &tracker.Client{
-			// Its own connections: announces never queue behind web seed
-			// ranges to the same host.
-			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: newEngineHTTP(cfg.RootCAs, guarded).Transport, Timeout: time.Minute}},
-			UDP:  tracker.UDPClient{Dial: guarded},
-		},
 	}
 	o.discovery.apply(&engineCfg)
 	engine, err := swarm.NewClient(engineCfg)
@@ -462,22 +453,4 @@ func (s *cacheStore) close() {
 	}
 	s.mu.Unlock()
 	s.c.Close()
-}
-
-// newEngineHTTP is the engine's client for web seeds and HTTP trackers:
-// TLS verified against roots (nil: the system's), no proxy from the
-// environment, dial through dial, and at most 3 connections per host
-// (the web seed cap).
-func newEngineHTTP(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		MaxConnsPerHost:       3,
-		MaxIdleConnsPerHost:   3,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}}
 }
