@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -115,16 +114,7 @@ func TestPEXOff(t *testing.T) {
 				f = newPrivateFixture(t, f)
 			}
 			a := newClient(t, tc.cfg)
-			st := NewMemoryStorage(&f.meta.Info)
-			if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-				t.Fatal(err)
-			}
-			opts := tc.opts
-			opts.NoTrackers = true
-			ta, err := a.AddTorrent(f.meta, st, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
+			ta := f.seedOn(t, a, tc.opts)
 			b, c := newClient(t, Config{}), newClient(t, Config{})
 			idleLeech(t, b, f.meta, TorrentOptions{}, addrOf(a))
 			tc2 := idleLeech(t, c, f.meta, TorrentOptions{}, addrOf(a))
@@ -222,14 +212,7 @@ func TestLSDFindsPeer(t *testing.T) {
 	lsdCfg := lsdGroup(t)
 	f := newFixture(t, 1<<20, 64<<10)
 	a := newClient(t, Config{LSD: lsdCfg})
-	st := NewMemoryStorage(&f.meta.Info)
-	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-		t.Fatal(err)
-	}
-	ta, err := a.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ta := f.seedOn(t, a, TorrentOptions{})
 	b := newClient(t, Config{LSD: lsdCfg})
 	tb, err := b.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
 	if err != nil {
@@ -253,13 +236,7 @@ func TestLSDOff(t *testing.T) {
 		f    *fixture
 		opts TorrentOptions
 	}{{priv, TorrentOptions{NoTrackers: true}}, {g, TorrentOptions{NoTrackers: true, NoLSD: true}}} {
-		st := NewMemoryStorage(&x.f.meta.Info)
-		if err := st.Fill(bytes.NewReader(x.f.content)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := seed.AddTorrent(x.f.meta, st, x.opts); err != nil {
-			t.Fatal(err)
-		}
+		x.f.seedOn(t, seed, x.opts)
 	}
 	leech := newClient(t, Config{LSD: lsdCfg})
 	t1 := idleLeech(t, leech, priv.meta, TorrentOptions{})

@@ -35,14 +35,7 @@ func TestEncryptionPolicies(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := newClient(t, Config{Encryption: tc.seed})
-			sst := NewMemoryStorage(&f.meta.Info)
-			if err := sst.Fill(bytes.NewReader(f.content)); err != nil {
-				t.Fatal(err)
-			}
-			stor, err := seed.AddTorrent(f.meta, sst, TorrentOptions{NoTrackers: true})
-			if err != nil {
-				t.Fatal(err)
-			}
+			stor := f.seedOn(t, seed, TorrentOptions{})
 			// A lazy leech stays connected without downloading, so both
 			// sides' view of the connection can be checked first.
 			leech := newClient(t, Config{Encryption: tc.leech})
@@ -101,14 +94,7 @@ func TestEncryptionIncomingHostile(t *testing.T) {
 	f := newFixture(t, 256<<10, 64<<10)
 	// A short handshake timeout ends the silent ones quickly.
 	c := newClient(t, Config{HandshakeTimeout: 300 * time.Millisecond})
-	st := NewMemoryStorage(&f.meta.Info)
-	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-		t.Fatal(err)
-	}
-	tor, err := c.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tor := f.seedOn(t, c, TorrentOptions{})
 	other := metainfo.Hash{1, 2, 3}
 	for _, tc := range []struct {
 		name string

@@ -29,14 +29,7 @@ func manyTorrents(t *testing.T, pieceMemory int64) {
 	var tors, seeds []*Torrent
 	for range n {
 		f := newFixture(t, 16<<20, pieceLen)
-		st := NewMemoryStorage(&f.meta.Info)
-		if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-			t.Fatal(err)
-		}
-		stor, err := seed.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
-		if err != nil {
-			t.Fatal(err)
-		}
+		stor := f.seedOn(t, seed, TorrentOptions{})
 		tor, err := leech.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
 		if err != nil {
 			t.Fatal(err)

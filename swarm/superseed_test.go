@@ -24,14 +24,7 @@ func TestSuperSeedSpendsUploadOnce(t *testing.T) {
 func superSeedRun(t *testing.T, n int) {
 	f := newFixture(t, 8<<20, 64<<10)
 	seed := newClient(t, Config{})
-	st := NewMemoryStorage(&f.meta.Info)
-	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-		t.Fatal(err)
-	}
-	stor, err := seed.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true, SuperSeed: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	stor := f.seedOn(t, seed, TorrentOptions{SuperSeed: true})
 	var clients []*Client
 	for range n {
 		clients = append(clients, newClient(t, Config{}))

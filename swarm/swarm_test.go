@@ -67,15 +67,23 @@ func addrOf(c *Client) netip.AddrPort {
 func (f *fixture) seed(t testing.TB) (*Client, *Torrent) {
 	t.Helper()
 	c := newClient(t, Config{})
+	return c, f.seedOn(t, c, TorrentOptions{})
+}
+
+// seedOn adds f to c with all of its content in memory, with opts and no
+// trackers.
+func (f *fixture) seedOn(t testing.TB, c *Client, opts TorrentOptions) *Torrent {
+	t.Helper()
 	st := NewMemoryStorage(&f.meta.Info)
 	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
 		t.Fatal(err)
 	}
-	tor, err := c.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true})
+	opts.NoTrackers = true
+	tor, err := c.AddTorrent(f.meta, st, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, tor
+	return tor
 }
 
 // streamEquals reads the whole torrent through a Reader bound to ctx and
@@ -213,13 +221,7 @@ func TestPipeTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { seed.Close() })
-	st := NewMemoryStorage(&f.meta.Info)
-	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := seed.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true}); err != nil {
-		t.Fatal(err)
-	}
+	f.seedOn(t, seed, TorrentOptions{})
 	leech, err := NewClient(Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		a, b := net.Pipe()
 		seed.HandleConn(b)
@@ -263,13 +265,7 @@ func TestCustomExtensionMessage(t *testing.T) {
 	hb := &hello{from: "b", got: make(chan string, 1)}
 	a := newClient(t, Config{Extensions: []Extension{ha}})
 	b := newClient(t, Config{Extensions: []Extension{hb}})
-	st := NewMemoryStorage(&f.meta.Info)
-	if err := st.Fill(bytes.NewReader(f.content)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true}); err != nil {
-		t.Fatal(err)
-	}
+	f.seedOn(t, a, TorrentOptions{})
 	tb, err := b.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
 	if err != nil {
 		t.Fatal(err)
