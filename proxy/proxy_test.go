@@ -148,6 +148,17 @@ func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.proxyURL, _ = url.Parse("http://" + serveProxy(t, w.proxy))
+	tr := &http.Transport{Proxy: http.ProxyURL(w.proxyURL), DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	w.client = &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	return w
+}
+
+// serveProxy serves p on a loopback port until the test ends, and
+// returns the port's address.
+func serveProxy(t *testing.T, p *Proxy) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -155,17 +166,13 @@ func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.proxy.Serve(ln)
+		p.Serve(ln)
 	}()
 	t.Cleanup(func() {
-		w.proxy.Close()
+		p.Close()
 		<-done
 	})
-	w.proxyURL, _ = url.Parse("http://" + ln.Addr().String())
-	tr := &http.Transport{Proxy: http.ProxyURL(w.proxyURL), DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	w.client = &http.Client{Transport: tr, Timeout: 60 * time.Second}
-	return w
+	return ln.Addr().String()
 }
 
 func (w *world) get(t *testing.T, path string, hdr map[string]string) (*http.Response, []byte) {
@@ -490,28 +497,16 @@ func TestDialUpstreamPolicy(t *testing.T) {
 		t.Fatalf("loopback refused with private upstreams on: %v", err)
 	}
 	c.Close()
-	own, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		lenient.Serve(own)
-	}()
-	defer func() {
-		lenient.Close()
-		<-done
-	}()
+	own := serveProxy(t, lenient)
 	// An answer means Serve has registered the listener as the proxy's own.
 	direct := &http.Client{Transport: &http.Transport{Proxy: nil}}
-	resp, err := direct.Get("http://" + own.Addr().String() + "/healthz")
+	resp, err := direct.Get("http://" + own + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	direct.CloseIdleConnections()
-	if c, err := lenient.DialUpstream(context.Background(), "tcp", own.Addr().String()); !errors.Is(err, errForbiddenTarget) {
+	if c, err := lenient.DialUpstream(context.Background(), "tcp", own); !errors.Is(err, errForbiddenTarget) {
 		if c != nil {
 			c.Close()
 		}
