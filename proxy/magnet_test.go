@@ -227,15 +227,8 @@ func TestMagnetConcurrentRequests(t *testing.T) {
 	for i := range 10 {
 		path := []string{"/mb/good/episode.mp3", "/ml/good/episode.mp3"}[i%2]
 		wg.Go(func() {
-			resp, err := w.client.Get(w.origin.URL + path)
-			if err != nil {
+			if err := w.fetchEquals(path); err != nil {
 				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil || !bytes.Equal(body, w.content) {
-				errs <- fmt.Errorf("%s: body differs (%d bytes): %v", path, len(body), err)
 			}
 		})
 	}
@@ -255,15 +248,8 @@ func TestMagnetFetchIsShared(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 6 {
 		wg.Go(func() {
-			resp, err := w.client.Get(w.origin.URL + "/mb/hold/episode.mp3")
-			if err != nil {
+			if err := w.fetchEquals("/mb/hold/episode.mp3"); err != nil {
 				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil || !bytes.Equal(body, w.content) {
-				errs <- fmt.Errorf("body differs (%d bytes): %v", len(body), err)
 			}
 		})
 	}

@@ -155,6 +155,21 @@ func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
 	return w
 }
 
+// fetchEquals GETs the origin's path through the proxy and checks the
+// body is the world's content; it may run on any goroutine.
+func (w *world) fetchEquals(path string) error {
+	resp, err := w.client.Get(w.origin.URL + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, w.content) {
+		return fmt.Errorf("%s: body differs (%d bytes): %v", path, len(body), err)
+	}
+	return nil
+}
+
 // serveProxy serves p on a loopback port until the test ends, and
 // returns the port's address.
 func serveProxy(t *testing.T, p *Proxy) string {
@@ -309,15 +324,8 @@ func TestConcurrentRequestsShareOneTorrent(t *testing.T) {
 	errs := make(chan error, 20)
 	for range 20 {
 		wg.Go(func() {
-			resp, err := w.client.Get(w.origin.URL + "/episode.mp3")
-			if err != nil {
+			if err := w.fetchEquals("/episode.mp3"); err != nil {
 				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil || !bytes.Equal(body, w.content) {
-				errs <- fmt.Errorf("body differs (%d bytes): %v", len(body), err)
 			}
 		})
 	}
