@@ -19,16 +19,7 @@ import (
 // no x.pe) finds a seed through a DHT node given as --dht-bootstrap: the
 // metadata (BEP 9) and then the file.
 func TestGetMagnetThroughDHT(t *testing.T) {
-	dir := t.TempDir()
-	content := bytes.Repeat([]byte("dht-magnet-test!"), 80_000)
-	file := filepath.Join(dir, "show.mp3")
-	if err := os.WriteFile(file, content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := metainfo.Build(context.Background(), file, metainfo.BuildOptions{PieceLength: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, content, m := writeShow(t, bytes.Repeat([]byte("dht-magnet-test!"), 80_000))
 	node, err := dht.New(dht.Config{Addr: "127.0.0.1:0", AllowLocal: true, RetryInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -193,9 +193,11 @@ func TestCACommand(t *testing.T) {
 	}
 }
 
-func TestGet(t *testing.T) {
-	dir := t.TempDir()
-	content := bytes.Repeat([]byte("0123456789abcdef"), 100_000)
+// writeShow writes content as show.mp3 in a new temporary directory and
+// builds its torrent, in 64 KiB pieces.
+func writeShow(t *testing.T, content []byte) (dir string, _ []byte, m *metainfo.MetaInfo) {
+	t.Helper()
+	dir = t.TempDir()
 	file := filepath.Join(dir, "show.mp3")
 	if err := os.WriteFile(file, content, 0o644); err != nil {
 		t.Fatal(err)
@@ -204,6 +206,11 @@ func TestGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dir, content, m
+}
+
+func TestGet(t *testing.T) {
+	dir, content, m := writeShow(t, bytes.Repeat([]byte("0123456789abcdef"), 100_000))
 	torrent, _ := m.Marshal()
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/show.mp3" && strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
