@@ -19,13 +19,12 @@ It exits with status 0 on SIGTERM or SIGINT.
 """
 
 import argparse
-import json
 import signal
 import sys
 import time
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from ltpeer import parse_peer, dht_settings  # noqa: E402
+from ltpeer import emit, parse_peer, dht_settings  # noqa: E402
 
 try:
     import libtorrent as lt
@@ -34,11 +33,6 @@ except ImportError as exc:  # pragma: no cover - environment problem
     sys.exit(3)
 
 stopping = False
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
 
 
 def on_signal(signum, frame):
