@@ -142,17 +142,7 @@ func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned 
 
 // response is the planned answer with body b, or with the planned text.
 func (pl planned) response(orig *http.Request, b *spanBody) *http.Response {
-	resp := &http.Response{
-		StatusCode:    pl.status,
-		Status:        strconv.Itoa(pl.status) + " " + http.StatusText(pl.status),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        pl.header,
-		Body:          http.NoBody,
-		ContentLength: -1,
-		Request:       orig,
-	}
+	resp := newResponse(orig, pl.status, pl.header, http.NoBody, -1)
 	if cl, err := strconv.ParseInt(pl.header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
 		resp.ContentLength = cl
 	}
@@ -379,17 +369,7 @@ func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.Met
 		pr.Close()
 		return nil, orig.Context().Err()
 	}
-	resp := &http.Response{
-		StatusCode:    w.status,
-		Status:        strconv.Itoa(w.status) + " " + http.StatusText(w.status),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        w.header,
-		Body:          pr,
-		ContentLength: w.declared,
-		Request:       orig,
-	}
+	resp := newResponse(orig, w.status, w.header, pr, w.declared)
 	if orig.Method == http.MethodHead {
 		resp.Body = http.NoBody
 		pr.Close()

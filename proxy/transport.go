@@ -309,15 +309,21 @@ type onlyWriter struct{ io.Writer }
 
 func textResponse(req *http.Request, status int, msg string) *http.Response {
 	body := msg + "\n"
+	header := http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(body))}}
+	return newResponse(req, status, header, io.NopCloser(strings.NewReader(body)), int64(len(body)))
+}
+
+// newResponse is an HTTP/1.1 answer to req that the proxy makes itself.
+func newResponse(req *http.Request, status int, header http.Header, body io.ReadCloser, length int64) *http.Response {
 	return &http.Response{
 		StatusCode:    status,
 		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
-		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Content-Length": {strconv.Itoa(len(body))}},
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
+		Header:        header,
+		Body:          body,
+		ContentLength: length,
 		Request:       req,
 	}
 }
