@@ -118,13 +118,16 @@ func (p *Proxy) fromMagnet(orig *http.Request, resp *http.Response, body io.Read
 // ends at its deadline or when the proxy closes, and a caller whose client
 // went away stops waiting for it.
 func (p *Proxy) magnetMetadata(ctx context.Context, mg metainfo.Magnet) (*metainfo.MetaInfo, error) {
-	if t, ok := p.cfg.Engine.Torrent(mg.InfoHash); ok {
-		return checkMagnetMeta(t.MetaInfo(), mg)
-	}
-	if m := p.recentMagnet(mg.InfoHash); m != nil {
+	if m := p.knownMagnet(mg.InfoHash); m != nil {
 		return checkMagnetMeta(m, mg)
 	}
 	fetch := func() (any, error) {
+		// Looked for again: a flight that ended after the look above
+		// has remembered its metadata, and fetching it again would only
+		// find the seed already connected to that torrent.
+		if m := p.knownMagnet(mg.InfoHash); m != nil {
+			return m, nil
+		}
 		fctx, cancel := context.WithTimeout(p.base, p.magnetTimeout())
 		defer cancel()
 		m, err := p.cfg.Engine.FetchMetadata(fctx, mg)
@@ -150,6 +153,15 @@ func (p *Proxy) magnetMetadata(ctx context.Context, mg metainfo.Magnet) (*metain
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// knownMagnet is the metainfo of info-hash ih when the engine runs it or
+// a recent fetch remembered it, else nil.
+func (p *Proxy) knownMagnet(ih metainfo.Hash) *metainfo.MetaInfo {
+	if t, ok := p.cfg.Engine.Torrent(ih); ok {
+		return t.MetaInfo()
+	}
+	return p.recentMagnet(ih)
 }
 
 // maxRecentMagnetBytes bounds the info dictionaries kept by
