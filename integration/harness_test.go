@@ -1120,8 +1120,9 @@ func startOpentrackerServer(t testing.TB, infoHashes []string) *Opentracker {
 	return o
 }
 
-// waitWhitelist polls with a harmless "stopped" announce until the
-// tracker authorises hash.
+// waitWhitelist polls with a "started" announce until the tracker
+// authorises hash, then takes the probe peer off again. ("stopped" alone
+// is no probe: opentracker can answer it before its whitelist is loaded.)
 func (o *Opentracker) waitWhitelist(t testing.TB, hash string) {
 	t.Helper()
 	h, err := metainfo.ParseHash(hash)
@@ -1129,14 +1130,17 @@ func (o *Opentracker) waitWhitelist(t testing.TB, hash string) {
 		t.Fatal(err)
 	}
 	q := "info_hash=" + url.QueryEscape(string(h[:])) +
-		"&peer_id=-HA0001-probe0000000&port=1&uploaded=0&downloaded=0&left=0&event=stopped&numwant=0&compact=1"
+		"&peer_id=-HA0001-probe0000000&port=1&uploaded=0&downloaded=0&left=0&numwant=0&compact=1&event="
 	deadline := time.Now().Add(startTimeout)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	var last string
 	for {
-		body, err := httpGetLoopback(o.AnnounceURL + "?" + q)
+		body, err := httpGetLoopback(o.AnnounceURL + "?" + q + "started")
 		if err == nil && !bytes.Contains(body, []byte("failure reason")) {
+			if body, err := httpGetLoopback(o.AnnounceURL + "?" + q + "stopped"); err != nil || bytes.Contains(body, []byte("failure reason")) {
+				t.Fatalf("opentracker kept the whitelist probe: %v %q", err, body)
+			}
 			return
 		}
 		last = fmt.Sprintf("%v %q", err, body)

@@ -7,11 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -102,57 +98,14 @@ func TestTrackerOpentracker(t *testing.T) {
 	}
 }
 
-// startTrackerOpentracker runs opentracker on 127.0.0.1, TCP and UDP on
-// one free port, tracking only hashes (Debian's build is whitelist-only),
-// and returns the port once the whitelist is loaded. The harness's
-// process cleanup stops it.
-//
-// Flags: -i before -p and -P, since an address applies to the ports that
-// follow it; -d DIR because, as root, opentracker chroots there and drops
-// to nobody, which is why DIR is world-readable and -w names the
-// whitelist relative to it.
+// startTrackerOpentracker runs opentracker (the harness's
+// startOpentrackerServer) tracking only hashes, and returns its port once
+// the whitelist is loaded.
 func startTrackerOpentracker(t *testing.T, hashes ...metainfo.Hash) int {
 	t.Helper()
-	requireTool(t, "opentracker")
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	hexes := make([]string, len(hashes))
+	for i, h := range hashes {
+		hexes[i] = h.HexString()
 	}
-	var list strings.Builder
-	for _, h := range hashes {
-		list.WriteString(h.HexString() + "\n")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "whitelist"), []byte(list.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	port := freeTCPUDPPort(t)
-	ps := strconv.Itoa(port)
-	p := startProcWith(t, procConfig{dir: dir}, "opentracker",
-		"-i", loopback, "-p", ps, "-P", ps, "-d", dir, "-w", "whitelist")
-	waitTCP(t, p, port, startTimeout)
-
-	// opentracker reads its whitelist on a thread of its own after it
-	// starts listening: poll with a "stopped" announce until the first
-	// hash is authorised.
-	probe := tracker.AnnounceRequest{InfoHash: hashes[0], PeerID: [20]byte([]byte("-TB0001-probe0000000")), Port: 1, Event: tracker.Stopped}
-	c := &tracker.HTTPClient{}
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := c.Announce(ctx, "http://"+hostPort(port)+"/announce", probe)
-		cancel()
-		if err == nil {
-			return port
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("opentracker never authorised %v: %v\n%s", hashes[0], err, p.Tail(50))
-		}
-		select {
-		case <-p.Done():
-			t.Fatalf("opentracker exited:\n%s", p.Tail(50))
-		case <-tick.C:
-		}
-	}
+	return startOpentrackerServer(t, hexes).Port
 }
