@@ -14,9 +14,11 @@ func checkPiece(info *metainfo.Info, i int, data []byte) bool {
 // hashJob asks a worker to verify one assembled piece and, when it matches,
 // to store it and mark it verified.
 type hashJob struct {
-	t     *Torrent
-	piece int
-	buf   []byte
+	t      *Torrent
+	piece  int
+	buf    []byte
+	hashed bool // already hashed, as it arrived: ok is the answer
+	ok     bool
 }
 
 // hashResult reports a hashJob back to its torrent's run loop.
@@ -77,7 +79,10 @@ func (h *hasher) work() {
 			continue // the torrent is gone; nobody wants the answer
 		default:
 		}
-		res := hashResult{piece: j.piece, buf: j.buf, ok: checkPiece(j.t.info, j.piece, j.buf)}
+		res := hashResult{piece: j.piece, buf: j.buf, ok: j.ok}
+		if !j.hashed {
+			res.ok = checkPiece(j.t.info, j.piece, j.buf)
+		}
 		if res.ok {
 			res.err = j.t.storage.WritePiece(j.piece, j.buf)
 			if res.err == nil {

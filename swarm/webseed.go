@@ -1,8 +1,10 @@
 package swarm
 
 import (
+	"crypto/sha1"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -88,6 +90,7 @@ type webPiece struct {
 	job   *webJob
 	piece int
 	buf   []byte // from the client's piece pool
+	sum   [sha1.Size]byte
 }
 
 // AddWebSeed adds an HTTP source. Its workers start at once and fetch only
@@ -384,7 +387,8 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 	for k := range senders {
 		senders[k] = s.p
 	}
-	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf}, senders)
+	// Hashed on the way in: the workers only store it.
+	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf, hashed: true, ok: wp.sum == t.info.PieceHash(wp.piece)}, senders)
 }
 
 // badAnswerError marks an answer that is not the expected representation:
@@ -448,54 +452,116 @@ func (t *Torrent) fetch(job *webJob) error {
 	pl := t.info.PieceLength
 	start := int64(job.first) * pl
 	end := min(int64(job.end)*pl, t.info.TotalLength)
-	piece := job.first
-	buf := t.client.getPiece(int(t.info.PieceLen(piece)))
-	filled := 0
-	deliver := func(p []byte) error {
-		for len(p) > 0 {
-			n := copy(buf[filled:], p)
-			filled += n
-			p = p[n:]
-			if filled < len(buf) {
-				continue
-			}
-			select {
-			case t.webData <- webPiece{job: job, piece: piece, buf: buf}:
-			case <-t.done:
-				return ErrClosed
-			}
-			piece++
-			filled = 0
-			if piece < job.end {
-				buf = t.client.getPiece(int(t.info.PieceLen(piece)))
-			} else {
-				buf = nil
-			}
-		}
-		return nil
-	}
-	defer func() {
-		if buf != nil {
-			t.client.putPiece(buf)
-		}
-	}()
+	f := &pieceFiller{t: t, job: job, piece: job.first, h: sha1.New()}
+	defer f.release()
 	for _, seg := range t.segments(job.seed, start, end) {
 		if seg.padding {
-			if err := deliver(make([]byte, seg.n)); err != nil {
+			if err := f.zeros(seg.n); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := t.fetchSegment(job.seed, seg, deliver); err != nil {
+		if err := t.fetchSegment(job.seed, seg, f); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// pieceFiller assembles a web seed's answer into whole pieces. The answer
+// is read straight into a piece buffer and hashed as it arrives, while
+// the bytes are still in the CPU's cache and while the next ones are on
+// the wire; a full piece goes to the loop with its SHA-1.
+type pieceFiller struct {
+	t      *Torrent
+	job    *webJob
+	piece  int
+	buf    []byte // nil until the piece's first byte
+	filled int
+	h      hash.Hash
+}
+
+// space is where the next bytes of the answer go: the rest of the piece.
+func (f *pieceFiller) space() []byte {
+	if f.buf == nil {
+		f.buf = f.t.client.getPiece(int(f.t.info.PieceLen(f.piece)))
+		f.filled = 0
+		f.h.Reset()
+	}
+	return f.buf[f.filled:]
+}
+
+// commit takes the n bytes just written at the start of space().
+func (f *pieceFiller) commit(n int) error {
+	f.h.Write(f.buf[f.filled : f.filled+n])
+	f.filled += n
+	if f.filled < len(f.buf) {
+		return nil
+	}
+	wp := webPiece{job: f.job, piece: f.piece, buf: f.buf}
+	f.h.Sum(wp.sum[:0])
+	f.buf = nil
+	select {
+	case f.t.webData <- wp:
+	case <-f.t.done:
+		f.t.client.putPiece(wp.buf)
+		return ErrClosed
+	}
+	f.piece++
+	return nil
+}
+
+// zeros fills n bytes of padding.
+func (f *pieceFiller) zeros(n int64) error {
+	for n > 0 {
+		sp := f.space()
+		k := int(min(int64(len(sp)), n))
+		clear(sp[:k])
+		if err := f.commit(k); err != nil {
+			return err
+		}
+		n -= int64(k)
+	}
+	return nil
+}
+
+// readFrom reads exactly n bytes of r.
+func (f *pieceFiller) readFrom(r io.Reader, n int64) error {
+	for n > 0 {
+		sp := f.space()
+		if int64(len(sp)) > n {
+			sp = sp[:n]
+		}
+		k, err := r.Read(sp)
+		if k > 0 {
+			if cerr := f.commit(k); cerr != nil {
+				return cerr
+			}
+			n -= int64(k)
+		}
+		switch {
+		case n == 0:
+			return nil
+		case err == io.EOF:
+			return fmt.Errorf("swarm: web seed: answer ended %d bytes early", n)
+		case err != nil:
+			return fmt.Errorf("swarm: web seed: %w", err)
+		}
+	}
+	return nil
+}
+
+// release returns a piece left unfinished.
+func (f *pieceFiller) release() {
+	if f.buf != nil {
+		f.t.client.putPiece(f.buf)
+		f.buf = nil
+	}
+}
+
 // fetchSegment requests one range and checks the answer is the expected
 // representation before any byte of it is used.
-func (t *Torrent) fetchSegment(s *webSeed, seg segment, deliver func([]byte) error) error {
+func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) error {
 	req, err := http.NewRequestWithContext(t.ctx, http.MethodGet, seg.url, nil)
 	if err != nil {
 		return &badAnswerError{reason: "bad URL"}
@@ -519,7 +585,6 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, deliver func([]byte) err
 	if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(strings.ToLower(ct), "application/x-bittorrent") {
 		return &badAnswerError{reason: "a metainfo document, not the file"}
 	}
-	body := io.Reader(resp.Body)
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		first, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
@@ -531,32 +596,13 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, deliver func([]byte) err
 		if resp.ContentLength >= 0 && resp.ContentLength != seg.size {
 			return &badAnswerError{reason: "length " + strconv.FormatInt(resp.ContentLength, 10) + " is not the file's"}
 		}
-		if _, err := io.CopyN(io.Discard, body, seg.off); err != nil {
+		if _, err := io.CopyN(io.Discard, resp.Body, seg.off); err != nil {
 			return fmt.Errorf("swarm: web seed: skipping to the range: %w", err)
 		}
 	default:
 		return fmt.Errorf("swarm: web seed answered %s", resp.Status)
 	}
-	lr := &io.LimitedReader{R: body, N: seg.n}
-	chunk := make([]byte, 256<<10)
-	for lr.N > 0 {
-		n, err := lr.Read(chunk)
-		if n > 0 {
-			if derr := deliver(chunk[:n]); derr != nil {
-				return derr
-			}
-		}
-		if err == io.EOF {
-			if lr.N > 0 {
-				return fmt.Errorf("swarm: web seed: answer ended %d bytes early", lr.N)
-			}
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("swarm: web seed: %w", err)
-		}
-	}
-	return nil
+	return f.readFrom(resp.Body, seg.n)
 }
 
 // parseContentRange reads "bytes first-last/total"; total is -1 for "*".

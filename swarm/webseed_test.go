@@ -362,3 +362,19 @@ func TestHTTPDialPolicy(t *testing.T) {
 		t.Fatalf("a refused dial still reached the web seed: %d requests", n)
 	}
 }
+
+// BenchmarkWebSeedDownload: a whole torrent from one web seed on
+// loopback, no peers: the path behind "no peers at all runs at close to
+// plain HTTP speed" (read, hash, store).
+func BenchmarkWebSeedDownload(b *testing.B) {
+	f := newFixture(b, 64<<20, 1<<20)
+	srv := serve(b, contentHandler("content.bin", f.content))
+	m := f.withURLList(b, srv.URL+"/content.bin")
+	b.SetBytes(int64(len(f.content)))
+	b.ResetTimer()
+	for b.Loop() {
+		tor, _ := leechWith(b, m, Config{}, TorrentOptions{StallBudget: time.Millisecond})
+		waitComplete(b, tor, time.Minute)
+		tor.Close()
+	}
+}
