@@ -19,6 +19,7 @@ type hashJob struct {
 	buf    []byte
 	hashed bool // already hashed, as it arrived: ok is the answer
 	ok     bool
+	stored bool // already written: only MarkVerified is left
 }
 
 // hashResult reports a hashJob back to its torrent's run loop.
@@ -84,7 +85,9 @@ func (h *hasher) work() {
 			res.ok = checkPiece(j.t.info, j.piece, j.buf)
 		}
 		if res.ok {
-			res.err = j.t.storage.WritePiece(j.piece, j.buf)
+			if !j.stored {
+				res.err = j.t.storage.WritePiece(j.piece, j.buf)
+			}
 			if res.err == nil {
 				res.err = j.t.storage.MarkVerified(j.piece)
 			}

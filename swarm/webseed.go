@@ -87,10 +87,11 @@ type webJob struct {
 
 // webPiece is one piece of a web seed's answer, handed to the loop.
 type webPiece struct {
-	job   *webJob
-	piece int
-	buf   []byte // from the client's piece pool
-	sum   [sha1.Size]byte
+	job    *webJob
+	piece  int
+	buf    []byte // from the client's piece pool
+	sum    [sha1.Size]byte
+	stored bool // it matched its hash and is written to storage
 }
 
 // AddWebSeed adds an HTTP source. Its workers start at once and fetch only
@@ -388,7 +389,7 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 		senders[k] = s.p
 	}
 	// Hashed on the way in: the workers only store it.
-	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf, hashed: true, ok: wp.sum == t.info.PieceHash(wp.piece)}, senders)
+	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf, hashed: true, ok: wp.sum == t.info.PieceHash(wp.piece), stored: wp.stored}, senders)
 }
 
 // badAnswerError marks an answer that is not the expected representation:
@@ -501,6 +502,13 @@ func (f *pieceFiller) commit(n int) error {
 	wp := webPiece{job: f.job, piece: f.piece, buf: f.buf}
 	f.h.Sum(wp.sum[:0])
 	f.buf = nil
+	// A piece that matches its hash is written at once, from this core's
+	// cache: handed on, it would be cold by the time a hash worker wrote
+	// it, and the copy into the page cache would cost twice as much. The
+	// loop still decides whether the piece is taken (see onWebPiece).
+	if wp.sum == f.t.info.PieceHash(wp.piece) {
+		wp.stored = f.t.storage.WritePiece(wp.piece, wp.buf) == nil
+	}
 	select {
 	case f.t.webData <- wp:
 	case <-f.t.done:
