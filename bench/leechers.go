@@ -24,13 +24,21 @@ func leechers() []leecher {
 // swarmLeecher is tbproxy's engine, through bench/cmd/swarmget.
 type swarmLeecher struct {
 	webSeedMode string // swarmget's --web-seed-mode; "" passes none
+	webOnly     bool   // no seed: swarmget --web-only, from the url-list alone
 }
 
+// seedless reports a leecher that needs no seed: runOne starts none.
+type seedless interface{ seedless() bool }
+
+func (l swarmLeecher) seedless() bool { return l.webOnly }
+
 func (l swarmLeecher) name() string {
-	switch l.webSeedMode {
-	case "":
+	switch {
+	case l.webOnly:
+		return "swarm (tbproxy), web seed only"
+	case l.webSeedMode == "":
 		return "swarm (tbproxy)"
-	case "sparing":
+	case l.webSeedMode == "sparing":
 		return "swarm (tbproxy), web seeds sparing (default)"
 	}
 	return "swarm (tbproxy), web seeds " + l.webSeedMode
@@ -39,9 +47,14 @@ func (l swarmLeecher) name() string {
 func (swarmLeecher) firstLabel() string { return "first MiB via Reader" }
 
 func (l swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
-	s, err := env.startSeed(ctx)
-	if err != nil {
-		return outcome{}, err
+	args := []string{"--torrent", env.torrent.path, "--dir", env.dir, "--web-only"}
+	var ready time.Time
+	if !l.webOnly {
+		s, err := env.startSeed(ctx)
+		if err != nil {
+			return outcome{}, err
+		}
+		args, ready = append(args[:4], "--peer", s.addr()), s.ready
 	}
 	var (
 		mu  sync.Mutex
@@ -55,7 +68,6 @@ func (l swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error
 			mu.Unlock()
 		}
 	}
-	args := []string{"--torrent", env.torrent.path, "--dir", env.dir, "--peer", s.addr()}
 	if env.profile != "" {
 		args = append(args, "--cpuprofile", env.profile)
 	}
@@ -76,7 +88,7 @@ func (l swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error
 	}
 	p.notePeak(rep.PeakRSS)
 	m := marks{
-		zero:  latest(p.started, s.ready, time.Unix(0, rep.Start)),
+		zero:  latest(p.started, ready, time.Unix(0, rep.Start)),
 		first: time.Unix(0, rep.FirstMiB),
 		done:  time.Unix(0, rep.Done),
 	}

@@ -10,11 +10,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
 )
 
 // targetMixed is issue #5's target for the mixed swarm: the engine's MB/s
 // over the libtorrent leecher's on the same swarm, at least.
 const targetMixed = 1.2
+
+// targetWebOnly is issue #5's target with no peers: the engine's MB/s from
+// the web seed alone over curl's from the same URL, at least.
+const targetWebOnly = 0.8
 
 // mixedResult is comparison 1b: the engine and the libtorrent leecher
 // downloading from one libtorrent seed plus nginx as the torrent's web
@@ -24,6 +30,9 @@ type mixedResult struct {
 	pieceLen int64
 	webPath  string // the url-list's path on each run's nginx
 	rows     []*row // the engine in its default mode (the headline), the engine with web seeds always, libtorrent
+	// webRows have no seed, only nginx: the engine (swarmget --web-only),
+	// curl to a file, curl to /dev/null.
+	webRows []*row
 }
 
 // measureMixed runs comparison 1b: every leecher cfg.runs times,
@@ -40,11 +49,18 @@ func measureMixed(ctx, budget context.Context, cfg config, ws *workspace, log io
 	for _, l := range []leecher{swarmLeecher{webSeedMode: "sparing"}, swarmLeecher{webSeedMode: "always"}, ltLeecher{}} {
 		res.rows = append(res.rows, &row{leecher: mixedLeecher{inner: l}})
 	}
+	for _, l := range []leecher{swarmLeecher{webOnly: true}, curlLeecher{toFile: true}, curlLeecher{}} {
+		res.webRows = append(res.webRows, &row{leecher: mixedLeecher{inner: l}})
+	}
 	for i := range cfg.runs {
-		for _, r := range res.rows {
+		for _, r := range append(slices.Clip(res.rows), res.webRows...) {
 			profile := ""
 			if sl, ok := r.leecher.(mixedLeecher).inner.(swarmLeecher); ok && cfg.profileDir != "" {
-				profile = filepath.Join(cfg.profileDir, fmt.Sprintf("swarmget-mixed-%s-run%d.pprof", sl.webSeedMode, i+1))
+				mode := sl.webSeedMode
+				if sl.webOnly {
+					mode = "web-only"
+				}
+				profile = filepath.Join(cfg.profileDir, fmt.Sprintf("swarmget-mixed-%s-run%d.pprof", mode, i+1))
 			}
 			err := r.attempt(ctx, budget, i, 0, func(budget context.Context) error {
 				s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), profile)
@@ -83,6 +99,49 @@ type mixedLeecher struct {
 
 func (m mixedLeecher) name() string       { return m.inner.name() }
 func (m mixedLeecher) firstLabel() string { return m.inner.firstLabel() }
+func (m mixedLeecher) seedless() bool {
+	s, ok := m.inner.(seedless)
+	return ok && s.seedless()
+}
+
+// curlLeecher is curl fetching the torrent's web seed URL (its url-list's
+// first entry) plainly: the reference for a download from the web seed
+// alone. Its times are curl's own (time_starttransfer, time_total).
+type curlLeecher struct {
+	toFile bool // -o a file in the run's directory, as a download lands; else /dev/null
+}
+
+func (l curlLeecher) name() string {
+	if l.toFile {
+		return "curl, to a file"
+	}
+	return "curl, to /dev/null"
+}
+
+func (curlLeecher) firstLabel() string { return "first byte of the response" }
+func (curlLeecher) seedless() bool     { return true }
+
+func (l curlLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
+	m := env.torrent.meta
+	if m == nil || len(m.URLList) == 0 {
+		return outcome{}, errors.New("curl: the torrent names no web seed")
+	}
+	req := curlReq{url: m.URLList[0], want: m.Info.TotalLength}
+	if l.toFile {
+		req.out = filepath.Join(env.dir, "curl.out")
+	}
+	zero := time.Now()
+	c, err := startCurl(env, req)
+	if err != nil {
+		return outcome{}, err
+	}
+	res, err := c.wait(ctx)
+	if err != nil {
+		return outcome{}, err
+	}
+	marks := marks{zero: zero, first: zero.Add(res.ttfb), done: zero.Add(res.total)}
+	return outcome{proc: c.p, marks: marks, wasted: -1}, nil
+}
 
 func (m mixedLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
 	ng, err := startNginx(ctx, env, env.ws, env.dir, true)
@@ -177,9 +236,35 @@ func renderMixed(b *bytes.Buffer, cfg config, res *mixedResult) {
 		fmt.Fprintf(b, "\nEngine bytes wasted (received but discarded), max over runs and modes: %.0f.\n", wasted.max)
 	}
 	fmt.Fprintln(b)
+	renderWebOnly(b, res)
 	var rows []named
-	for _, r := range res.rows {
+	for _, r := range append(slices.Clip(res.rows), res.webRows...) {
 		rows = append(rows, named{r.leecher.name(), &r.tally})
 	}
 	renderTallies(b, rows)
+}
+
+// renderWebOnly writes the web-seed-only part of comparison 1b.
+func renderWebOnly(b *bytes.Buffer, res *mixedResult) {
+	if len(res.webRows) < 3 {
+		return
+	}
+	fmt.Fprintf(b, "### No peers: the web seed alone\n\n"+
+		"The same torrent and a fresh nginx, but no seed: the engine downloads from the `url-list` alone (`swarmget --web-only`, "+
+		"pieces verified and written to its download directory), against curl fetching the same URL, "+
+		"into a file in the same directory (the same work but the hashing) and into /dev/null. "+
+		"curl's times are its own `time_starttransfer` and `time_total`.\n\n")
+	cols := append(append([]string{}, leecherColumns...), "web seed ÷ file")
+	tableRow(b, cols)
+	tableRule(b, len(cols))
+	for _, r := range res.webRows {
+		tableRow(b, append(leecherCells(r, res.size), r.webShare(res.size).format("%.3f")))
+	}
+	renderFirstLabels(b, res.webRows)
+	eng, file, null := res.webRows[0], res.webRows[1], res.webRows[2]
+	fmt.Fprintf(b, "| target (medians) | measured | target | met |\n|---|---|---|---|\n")
+	ratioRow(b, "web seed only: engine ÷ curl to a file", eng.throughput(res.size), file.throughput(res.size),
+		func(x float64) bool { return x >= targetWebOnly }, fmt.Sprintf("≥ %.1f×", targetWebOnly))
+	ratioRow(b, "web seed only: engine ÷ curl to /dev/null (no target)", eng.throughput(res.size), null.throughput(res.size), nil, "—")
+	fmt.Fprintln(b)
 }

@@ -65,6 +65,10 @@ func TestRenderMixed(t *testing.T) {
 		{leecher: mixedLeecher{inner: swarmLeecher{webSeedMode: "sparing"}}, samples: []sample{at(1.0, 0, 0), at(1.2, 0, 0), at(0.8, 0, 0)}},
 		{leecher: mixedLeecher{inner: swarmLeecher{webSeedMode: "always"}}, samples: []sample{at(0.5, size/2, 40)}},
 		{leecher: mixedLeecher{inner: ltLeecher{}}, samples: []sample{at(1.5, size/4, 60), at(1.5, size/4, 70)}},
+	}, webRows: []*row{
+		{leecher: mixedLeecher{inner: swarmLeecher{webOnly: true}}, samples: []sample{at(1.0, size, 64)}},
+		{leecher: mixedLeecher{inner: curlLeecher{toFile: true}}, samples: []sample{at(0.8, size, 1)}},
+		{leecher: mixedLeecher{inner: curlLeecher{}}, samples: []sample{at(0.25, size, 1)}},
 	}}
 	var b bytes.Buffer
 	renderMixed(&b, config{runs: 3}, res)
@@ -79,6 +83,11 @@ func TestRenderMixed(t *testing.T) {
 		"| 0.250 | 65 (60–70) |\n",
 		"| mixed swarm: engine (web seeds always) ÷ libtorrent leecher | 3.00× | ≥ 1.2× | yes |",
 		"| engine (default: web seeds rescue only) ÷ libtorrent leecher (no target) | 1.50× | — | — |",
+		"### No peers: the web seed alone",
+		"| swarm (tbproxy), web seed only | 1 | 1074 |",
+		"| curl, to a file | 1 | 1342 |",
+		"| web seed only: engine ÷ curl to a file | 0.80× | ≥ 0.8× | yes |",
+		"| web seed only: engine ÷ curl to /dev/null (no target) | 0.25× | — | — |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

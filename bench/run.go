@@ -128,6 +128,9 @@ func runOne(ctx context.Context, ws *workspace, t torrent, l leecher, timeout ti
 	if s, err = measure(o); err != nil {
 		return s, err
 	}
+	if sl, ok := l.(seedless); ok && sl.seedless() {
+		return s, nil
+	}
 	if env.seed == nil {
 		return s, errors.New("no seed was started")
 	}
