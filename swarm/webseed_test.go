@@ -378,3 +378,47 @@ func BenchmarkWebSeedDownload(b *testing.B) {
 		tor.Close()
 	}
 }
+
+// flakyStorage fails the first fails writes of piece bad.
+type flakyStorage struct {
+	*MemoryStorage
+	bad   int
+	fails atomic.Int32
+}
+
+func (s *flakyStorage) WritePiece(i int, data []byte) error {
+	if i == s.bad && s.fails.Add(-1) >= 0 {
+		return errors.New("flaky disk")
+	}
+	return s.MemoryStorage.WritePiece(i, data)
+}
+
+// TestWebSeedStoreFails: a web seed's piece is written by the web worker
+// as soon as it matches its hash; when that write fails, the hash
+// workers write it again, and when that fails too the piece is fetched
+// anew. Nothing is lost and the bytes are right.
+func TestWebSeedStoreFails(t *testing.T) {
+	f := newFixture(t, 1<<20, 64<<10)
+	srv := serve(t, contentHandler("content.bin", f.content))
+	m := f.withURLList(t, srv.URL+"/content.bin")
+	for _, tc := range []struct {
+		fails     int32
+		storeErrs int
+	}{{1, 0}, {2, 1}} {
+		st := &flakyStorage{MemoryStorage: NewMemoryStorage(&m.Info), bad: 3}
+		st.fails.Store(tc.fails)
+		c := newClient(t, Config{})
+		tor, err := c.AddTorrent(m, st, TorrentOptions{NoTrackers: true, StallBudget: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitComplete(t, tor, 30*time.Second)
+		checkBytes(t, st.MemoryStorage, f.content)
+		if s := tor.Stats(); s.StorageErrors != tc.storeErrs || s.HashFailures != 0 {
+			t.Errorf("%d failed writes: %d storage errors, %d hash failures; want %d, 0", tc.fails, s.StorageErrors, s.HashFailures, tc.storeErrs)
+		}
+		if st.fails.Load() >= 0 {
+			t.Errorf("%d failed writes: the storage was not asked to write piece 3 often enough", tc.fails)
+		}
+	}
+}
