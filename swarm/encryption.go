@@ -36,30 +36,20 @@ const (
 
 var encryptionNames = [...]string{EncryptionPrefer: "prefer", EncryptionRequire: "require", EncryptionDisable: "disable"}
 
-func (e Encryption) String() string {
-	if e < 0 || int(e) >= len(encryptionNames) {
-		return fmt.Sprintf("Encryption(%d)", int(e))
-	}
-	return encryptionNames[e]
-}
+func (e Encryption) String() string { return enumString("Encryption", encryptionNames[:], e) }
 
 // MarshalText returns the policy's name.
 func (e Encryption) MarshalText() ([]byte, error) {
-	if e < 0 || int(e) >= len(encryptionNames) {
-		return nil, fmt.Errorf("swarm: unknown encryption policy %d", int(e))
-	}
-	return []byte(e.String()), nil
+	return enumMarshal("encryption policy", encryptionNames[:], e)
 }
 
 // UnmarshalText parses "prefer", "require" or "disable".
 func (e *Encryption) UnmarshalText(b []byte) error {
-	for i, n := range encryptionNames {
-		if string(b) == n {
-			*e = Encryption(i)
-			return nil
-		}
+	v, err := enumParse[Encryption]("encryption", encryptionNames[:], b)
+	if err == nil {
+		*e = v
 	}
-	return fmt.Errorf("swarm: encryption must be prefer, require or disable, not %q", b)
+	return err
 }
 
 // mseRefusedError wraps an MSE handshake that failed other than by timing

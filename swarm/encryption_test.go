@@ -70,23 +70,6 @@ func TestEncryptionPolicies(t *testing.T) {
 	}
 }
 
-func TestEncryptionText(t *testing.T) {
-	for _, e := range []Encryption{EncryptionPrefer, EncryptionRequire, EncryptionDisable} {
-		b, err := e.MarshalText()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back Encryption
-		if err := back.UnmarshalText(b); err != nil || back != e {
-			t.Fatalf("%v: round trip gave %v, %v", e, back, err)
-		}
-	}
-	var e Encryption
-	if err := e.UnmarshalText([]byte("forced")); err == nil {
-		t.Fatal("accepted an unknown policy")
-	}
-}
-
 // TestEncryptionIncomingHostile opens raw connections to a client and
 // sends what a hostile or confused initiator would; each must be closed
 // by the client, none accepted.

@@ -50,6 +50,25 @@ const (
 	WebSeedRescueOnly
 )
 
+var webSeedModeNames = [...]string{WebSeedRescue: "sparing", WebSeedAlways: "always", WebSeedRescueOnly: "rescue-only"}
+
+func (m WebSeedMode) String() string { return enumString("WebSeedMode", webSeedModeNames[:], m) }
+
+// MarshalText returns the mode's name.
+func (m WebSeedMode) MarshalText() ([]byte, error) {
+	return enumMarshal("web seed mode", webSeedModeNames[:], m)
+}
+
+// UnmarshalText parses "sparing" (WebSeedRescue), "always" or
+// "rescue-only".
+func (m *WebSeedMode) UnmarshalText(b []byte) error {
+	v, err := enumParse[WebSeedMode]("web seed mode", webSeedModeNames[:], b)
+	if err == nil {
+		*m = v
+	}
+	return err
+}
+
 const (
 	// webWorkers is how many requests run at once per web seed: the
 	// per-host connection cap.

@@ -8,7 +8,7 @@
 //
 //	swarmget --torrent FILE --dir DIR --peer 127.0.0.1:PORT [--peer ...]
 //	         [--buf 32768] [--timeout 10m] [--cpuprofile FILE] [--memory]
-//	         [--web-seed-mode sparing|always]
+//	         [--web-seed-mode sparing|always|rescue-only]
 //	swarmget --torrent FILE --dir DIR --web-only
 //
 // The torrent's url-list (BEP 19 web seeds) is used as the engine uses it:
@@ -92,11 +92,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the download to this file")
 	fs.BoolVar(&o.webOnly, "web-only", false, "no --peer: download from the torrent's web seeds (url-list) alone")
 	fs.BoolVar(&o.memory, "memory", false, "store pieces in memory, not on disk (to tell the engine's costs from the kernel's)")
-	fs.Func("web-seed-mode", "how the url-list's web seeds are used: sparing (only while peers stall; the default) or always", func(s string) error {
-		m, err := parseWebSeedMode(s)
-		o.webMode = m
-		return err
-	})
+	fs.TextVar(&o.webMode, "web-seed-mode", swarm.WebSeedRescue,
+		"how the url-list's web seeds are used: sparing (only while peers stall; the default), always, or rescue-only")
 	fs.Func("peer", "a peer to dial, 127.0.0.1:PORT (repeatable)", func(s string) error {
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
@@ -119,17 +116,6 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("unexpected arguments %q", strings.Join(fs.Args(), " "))
 	}
 	return o, nil
-}
-
-// parseWebSeedMode reads --web-seed-mode.
-func parseWebSeedMode(s string) (swarm.WebSeedMode, error) {
-	switch s {
-	case "sparing":
-		return swarm.WebSeedRescue, nil
-	case "always":
-		return swarm.WebSeedAlways, nil
-	}
-	return 0, fmt.Errorf("want sparing or always, not %q", s)
 }
 
 func run(ctx context.Context, o options, out io.Writer) (err error) {

@@ -17,6 +17,7 @@ func TestParseFlagsWebSeedMode(t *testing.T) {
 		{name: "default is sparing", args: base, want: swarm.WebSeedRescue},
 		{name: "sparing", args: append(base, "--web-seed-mode", "sparing"), want: swarm.WebSeedRescue},
 		{name: "always", args: append(base, "--web-seed-mode", "always"), want: swarm.WebSeedAlways},
+		{name: "rescue-only", args: append(base, "--web-seed-mode", "rescue-only"), want: swarm.WebSeedRescueOnly},
 		{name: "unknown", args: append(base, "--web-seed-mode", "often"), bad: true},
 		{name: "web only needs no peer", args: []string{"--torrent", "x.torrent", "--dir", "/tmp", "--web-only"}, want: swarm.WebSeedRescue},
 		{name: "no peer", args: []string{"--torrent", "x.torrent", "--dir", "/tmp"}, bad: true},
