@@ -71,8 +71,11 @@ type Config struct {
 	// link-local and private addresses (tests, LAN origins). Off, they are
 	// refused at dial time, on the resolved address.
 	AllowPrivateUpstream bool
-	// StallBudget is passed to each torrent; 0 means the engine's default.
+	// StallBudget and WebSeedMode are passed to each torrent: how long a
+	// download may stall before web seeds (the origin first) step in, 0
+	// for the engine's default, and how sparingly they are used.
 	StallBudget time.Duration
+	WebSeedMode swarm.WebSeedMode
 	// PeerSources, when set, gives the extra peer sources (a DHT) of each
 	// torrent the proxy adds; it decides, for instance, that a private
 	// torrent gets none.

@@ -521,3 +521,26 @@ func TestDialUpstreamPolicy(t *testing.T) {
 		t.Fatalf("the proxy's own listener was dialled: %v", err)
 	}
 }
+
+// TestWebSeedMode: the proxy's WebSeedMode reaches its torrents. By
+// default a new reader's first piece is raced from the origin while the
+// seed is still being found; rescue-only leaves the origin alone while
+// the seed keeps up.
+func TestWebSeedMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode   swarm.WebSeedMode
+		origin bool // the origin served bytes of the file
+	}{{swarm.WebSeedRescue, true}, {swarm.WebSeedRescueOnly, false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			w := newWorld(t, 512<<10, func(c *Config) { c.WebSeedMode = tc.mode })
+			resp, body := w.get(t, "/episode.mp3", nil)
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(body, w.content) {
+				t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
+			}
+			st := w.proxy.Status()
+			if hits := w.originHit.Load(); (hits > 0) != tc.origin || (st.FromOrigin > 0) != tc.origin {
+				t.Fatalf("the origin got %d requests for the file and sent %d bytes of it; want some: %v", hits, st.FromOrigin, tc.origin)
+			}
+		})
+	}
+}

@@ -194,7 +194,7 @@ func (p *Proxy) torrent(m *metainfo.MetaInfo) (*swarm.Torrent, error) {
 		return nil, err
 	}
 	p.rememberSources(m)
-	opts := swarm.TorrentOptions{Lazy: true, StallBudget: p.cfg.StallBudget}
+	opts := swarm.TorrentOptions{Lazy: true, StallBudget: p.cfg.StallBudget, WebSeedMode: p.cfg.WebSeedMode}
 	if p.cfg.PeerSources != nil {
 		opts.PeerSources = p.cfg.PeerSources(m)
 	}

@@ -41,6 +41,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.TextVar(&enc, "encryption", swarm.EncryptionPrefer, encryptionUsage)
 	var disc discovery
 	disc.register(fs, false)
+	var webSeeds webSeedOptions
+	webSeeds.register(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -50,6 +52,10 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errUsage
 	}
 	target := pos[0]
+	var opts swarm.TorrentOptions
+	if err := webSeeds.options(&opts); err != nil {
+		return err
+	}
 	fs.Visit(func(f *flag.Flag) { dhtSet = dhtSet || f.Name == "dht" })
 	isMagnet := strings.HasPrefix(strings.ToLower(target), "magnet:")
 	if isMagnet && !dhtSet && len(dhtOpts.bootstrap) > 0 {
@@ -62,6 +68,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if node != nil {
 		defer node.Close()
 	}
+	env := getEnv{dataDir: *dataDir, engine: swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc: disc,
+		opts: opts, node: node, stdout: stdout, stderr: stderr, quiet: *quiet}
 	if isMagnet {
 		mg, err := metainfo.ParseMagnet(target)
 		if err != nil {
@@ -92,7 +100,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				peers = append(peers, a)
 			}
 		}
-		return getTorrent(ctx, resolve, "", peers, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc, dest, stdout, stderr, *quiet)
+		return env.getTorrent(ctx, resolve, "", peers, dest)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil || (req.URL.Scheme != "http" && req.URL.Scheme != "https") {
@@ -152,7 +160,7 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("no file in the torrent matches the URL")
 	}
 	resolve := func(*swarm.Client) (*metainfo.MetaInfo, int, error) { return m, idx, nil }
-	return getTorrent(ctx, resolve, target, nil, node, *dataDir, swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc, dest, stdout, stderr, *quiet)
+	return env.getTorrent(ctx, resolve, target, nil, dest)
 }
 
 // largestFile is the file a magnet download writes: the biggest one.
@@ -166,17 +174,29 @@ func largestFile(info *metainfo.Info) int {
 	return best
 }
 
+// getEnv is how `tbproxy get` downloads: where, with which engine and
+// torrent settings, and where it reports.
+type getEnv struct {
+	dataDir        string
+	engine         swarm.Config
+	disc           discovery
+	opts           swarm.TorrentOptions // the web seed settings; the rest is set per download
+	node           *dht.Server          // a DHT node to find peers with, or nil
+	stdout, stderr io.Writer
+	quiet          bool // no progress bar
+}
+
 // getTorrent downloads file idx of the torrent resolve gives, into the
-// cache and to dest, with an engine configured by engineCfg and disc.
-// originURL, when set, is the file's own URL, used as a web seed. node,
-// when set, is a DHT node to find peers with.
-func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, node *dht.Server, dataDir string, engineCfg swarm.Config, disc discovery, dest string, stdout, stderr io.Writer, quiet bool) error {
-	store, err := cache.Open(cache.Config{Dir: dataDir})
+// cache and to dest. originURL, when set, is the file's own URL, used as
+// a web seed; peers are known peers of the torrent.
+func (e getEnv) getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dest string) error {
+	store, err := cache.Open(cache.Config{Dir: e.dataDir})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	disc.apply(&engineCfg)
+	engineCfg := e.engine
+	e.disc.apply(&engineCfg)
 	engine, err := swarm.NewClient(engineCfg)
 	if err != nil {
 		return err
@@ -193,7 +213,9 @@ func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.Meta
 	defer st.Close()
 	release := st.Pin()
 	defer release()
-	t, err := engine.AddTorrent(m, st, swarm.TorrentOptions{Lazy: true, Peers: peers, PeerSources: dhtSources(node, m)})
+	opts := e.opts
+	opts.Lazy, opts.Peers, opts.PeerSources = true, peers, dhtSources(e.node, m)
+	t, err := engine.AddTorrent(m, st, opts)
 	if err != nil {
 		return err
 	}
@@ -208,8 +230,8 @@ func getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.Meta
 		return err
 	}
 	defer r.Close()
-	fmt.Fprintf(stderr, "BitTorrent: %s (info-hash %s)\n", m.Info.Files[idx].DisplayPath(), m.InfoHash)
-	return save(dest, stdout, r, r.Size(), quiet, stderr, t)
+	fmt.Fprintf(e.stderr, "BitTorrent: %s (info-hash %s)\n", m.Info.Files[idx].DisplayPath(), m.InfoHash)
+	return save(dest, e.stdout, r, r.Size(), e.quiet, e.stderr, t)
 }
 
 // save writes body to dest (or stdout for "-"), with a progress bar on

@@ -43,6 +43,7 @@ type runOptions struct {
 	upstreamCA   string
 	logLevel     string
 	magnetWait   time.Duration
+	webSeeds     webSeedOptions
 	dht          dhtOptions
 	discovery    discovery
 }
@@ -68,6 +69,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
 		"how long to wait for peers to give the metadata of a magnet an origin answers with, before plain HTTP")
+	o.webSeeds.register(fs)
 	o.dht.register(fs, "for the torrents the proxy fetches (off by default)")
 	o.discovery.register(fs, false)
 	fs.String("config", defaultConfigFile(), "TOML `file` of settings named like these flags; flags override it")
@@ -264,6 +266,11 @@ func (o *runOptions) proxyConfig() (proxy.Config, error) {
 		return cfg, fmt.Errorf("--magnet-timeout %v: must be positive", o.magnetWait)
 	}
 	cfg.MagnetTimeout = o.magnetWait
+	var opts swarm.TorrentOptions
+	if err := o.webSeeds.options(&opts); err != nil {
+		return cfg, err
+	}
+	cfg.WebSeedMode, cfg.StallBudget = opts.WebSeedMode, opts.StallBudget
 	return cfg, nil
 }
 
