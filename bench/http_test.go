@@ -258,3 +258,16 @@ func TestTallyAttempt(t *testing.T) {
 		})
 	}
 }
+
+func TestListeningPort(t *testing.T) {
+	for line, want := range map[string]int{
+		"tbproxy is listening on 127.0.0.1:40687":             40687,
+		"tbproxy is listening on 127.0.0.1:0":                 0,
+		"  use it:   export http_proxy=http://127.0.0.1:8080": 0,
+		"tbproxy is listening on nowhere":                     0,
+	} {
+		if got, ok := listeningPort(line); got != want || ok != (want != 0) {
+			t.Errorf("listeningPort(%q) = %d, %v; want %d", line, got, ok, want)
+		}
+	}
+}

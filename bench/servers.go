@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -209,23 +210,61 @@ func startTinyproxy(ctx context.Context, env *runEnv) (*server, error) {
 // engine on a free port and no status page, and returns once it accepts
 // proxy requests.
 func startTBProxy(ctx context.Context, env *runEnv, ws *workspace) (*server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
 	data, err := os.MkdirTemp(env.dir, "tbproxy-data-")
 	if err != nil {
 		return nil, err
 	}
+	// It binds a port of its own and says which: a port picked free
+	// beforehand could be taken meanwhile, by another proxy's peer port
+	// when several start at once.
 	args := []string{"run",
-		"--listen", hostPort(port),
+		"--listen", "127.0.0.1:0",
 		"--ui-listen=",
 		"--data-dir", data,
 		"--peer-listen", "127.0.0.1:0",
 		"--allow-private",
 		"--log-level", "info",
 	}
-	return startServer(ctx, env, procSpec{name: "tbproxy run", path: ws.tbproxy, args: args}, port)
+	ports := make(chan int, 1)
+	onLine := func(line string) {
+		if port, ok := listeningPort(line); ok {
+			select {
+			case ports <- port:
+			default:
+			}
+		}
+	}
+	p, err := env.start(procSpec{name: "tbproxy run", path: ws.tbproxy, args: args, onLine: onLine})
+	if err != nil {
+		return nil, err
+	}
+	wait, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	select {
+	case port := <-ports:
+		if err := waitAccept(ctx, p, port); err != nil {
+			return nil, err
+		}
+		return &server{proc: p, port: port}, nil
+	case <-p.Done():
+		return nil, p.exitErr("exited before listening")
+	case <-wait.Done():
+		return nil, fmt.Errorf("tbproxy run did not say where it listens: %w", wait.Err())
+	}
+}
+
+// listeningPort reads the port from tbproxy's "tbproxy is listening on
+// 127.0.0.1:PORT" line.
+func listeningPort(line string) (int, bool) {
+	addr, ok := strings.CutPrefix(line, "tbproxy is listening on ")
+	if !ok {
+		return 0, false
+	}
+	ap, err := netip.ParseAddrPort(strings.TrimSpace(addr))
+	if err != nil || ap.Port() == 0 {
+		return 0, false
+	}
+	return int(ap.Port()), true
 }
 
 // publisher is a running `tbproxy publish` of the content directory.
