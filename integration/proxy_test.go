@@ -112,24 +112,60 @@ func startTBProxy(t testing.TB, o tbOpts) *tbProxy {
 	if o.dataDir == "" {
 		o.dataDir = t.TempDir()
 	}
-	p := &tbProxy{addr: hostPort(freePort(t)), dataDir: o.dataDir}
+	p := &tbProxy{dataDir: o.dataDir}
+	uiListen := ""
 	if o.ui {
-		p.uiAddr = hostPort(freePort(t))
+		uiListen = hostPort(0)
 	}
 	level := "info"
 	if os.Getenv("TBPROXY_DEBUG") != "" {
 		level = "debug"
 	}
 	args := []string{"run",
-		"--listen", p.addr,
-		"--ui-listen=" + p.uiAddr,
+		"--listen", hostPort(0),
+		"--ui-listen=" + uiListen,
 		"--data-dir", o.dataDir,
 		"--peer-listen", hostPort(0),
 		"--allow-private",
 		"--log-level", level,
 	}
 	args = append(args, o.extra...)
-	p.proc = startProc(t, bin, args...)
+	// It binds ports of its own and prints them: ports picked free
+	// beforehand could be taken meanwhile by another process's.
+	var (
+		mu           sync.Mutex
+		addr, uiAddr string // guarded by mu
+		once         sync.Once
+	)
+	said := make(chan struct{})
+	onLine := func(line string) {
+		line = strings.TrimSpace(line)
+		mu.Lock()
+		defer mu.Unlock()
+		if a, ok := strings.CutPrefix(line, "tbproxy is listening on "); ok {
+			addr = a
+		}
+		if a, ok := strings.CutPrefix(line, "status:   http://"); ok {
+			uiAddr = strings.TrimSuffix(a, "/")
+		}
+		if strings.HasPrefix(line, "peers on ") {
+			once.Do(func() { close(said) }) // the last line about where it listens
+		}
+	}
+	p.proc = startProcWith(t, procConfig{onLine: onLine}, bin, args...)
+	select {
+	case <-said:
+	case <-p.proc.Done():
+		t.Fatalf("tbproxy exited (%s) before it said where it listens:\n%s", p.proc.state(), p.proc.Tail(50))
+	case <-time.After(startTimeout):
+		t.Fatalf("tbproxy did not say where it listens within %v:\n%s", startTimeout, p.proc.Tail(50))
+	}
+	mu.Lock()
+	p.addr, p.uiAddr = addr, uiAddr
+	mu.Unlock()
+	if p.addr == "" || (o.ui && p.uiAddr == "") {
+		t.Fatalf("tbproxy did not print its addresses:\n%s", p.proc.Tail(50))
+	}
 	deadline := time.Now().Add(startTimeout)
 	for {
 		body, err := httpGetLoopback("http://" + p.addr + "/healthz")

@@ -181,6 +181,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	wg.Go(func() { store.reseed(ctx, engine, log) })
 	wg.Go(func() { store.account(ctx, engine) })
 	var ui *http.Server
+	uiAddr := ""
 	if o.uiListen != "" {
 		uiLn, err := net.Listen("tcp", o.uiListen)
 		if err != nil {
@@ -193,6 +194,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			uiLn.Close()
 			return err
 		}
+		uiAddr = uiLn.Addr().String()
 		ui = &http.Server{Handler: p.LocalHandler(), ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() { ui.Serve(uiLn) })
 		defer ui.Close()
@@ -204,7 +206,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "  use it:   export http_proxy=http://%s https_proxy=http://%s\n", addr, addr)
 	fmt.Fprintf(stdout, "  or PAC:   http://%s/proxy.pac\n", addr)
 	if ui != nil {
-		fmt.Fprintf(stdout, "  status:   http://%s/\n", o.uiListen)
+		fmt.Fprintf(stdout, "  status:   http://%s/\n", uiAddr)
 	}
 	fmt.Fprintf(stdout, "  peers on %s, cache %s (%s)\n", engine.Addr(), o.dataDir, formatSize(o.cacheSize))
 	if cfg.CA != nil {
