@@ -519,7 +519,6 @@ func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) 
 	return &handshaken{conn: conn, br: br, remote: remote, outgoing: true, dialed: addr}, nil
 }
 
-// getPiece returns a buffer of n bytes for assembling a piece.
 // httpTransport is the default web seed and tracker transport: TLS
 // verified against roots (nil: the system's), no proxy from the
 // environment, dial for connections, at most 3 per host.
@@ -537,6 +536,7 @@ func httpTransport(roots *x509.CertPool, dial func(ctx context.Context, network,
 	}
 }
 
+// getPiece returns a buffer of n bytes for assembling a piece.
 func (c *Client) getPiece(n int) []byte {
 	c.mu.Lock()
 	p := c.pieces[n]

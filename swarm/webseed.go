@@ -109,8 +109,8 @@ type webPiece struct {
 	job    *webJob
 	piece  int
 	buf    []byte // from the client's piece pool
-	sum    [sha1.Size]byte
-	stored bool // it matched its hash and is written to storage
+	ok     bool   // it matched its hash (taken as it arrived)
+	stored bool   // it matched and is written to storage
 }
 
 // AddWebSeed adds an HTTP source. Its workers start at once and fetch only
@@ -408,7 +408,7 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 		senders[k] = s.p
 	}
 	// Hashed on the way in: the workers only store it.
-	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf, hashed: true, ok: wp.sum == t.info.PieceHash(wp.piece), stored: wp.stored}, senders)
+	t.hash(hashJob{t: t, piece: wp.piece, buf: wp.buf, hashed: true, ok: wp.ok, stored: wp.stored}, senders)
 }
 
 // badAnswerError marks an answer that is not the expected representation:
@@ -518,14 +518,15 @@ func (f *pieceFiller) commit(n int) error {
 	if f.filled < len(f.buf) {
 		return nil
 	}
-	wp := webPiece{job: f.job, piece: f.piece, buf: f.buf}
-	f.h.Sum(wp.sum[:0])
+	var sum [sha1.Size]byte
+	f.h.Sum(sum[:0])
+	wp := webPiece{job: f.job, piece: f.piece, buf: f.buf, ok: sum == f.t.info.PieceHash(f.piece)}
 	f.buf = nil
 	// A piece that matches its hash is written at once, from this core's
 	// cache: handed on, it would be cold by the time a hash worker wrote
 	// it, and the copy into the page cache would cost twice as much. The
 	// loop still decides whether the piece is taken (see onWebPiece).
-	if wp.sum == f.t.info.PieceHash(wp.piece) {
+	if wp.ok {
 		wp.stored = f.t.storage.WritePiece(wp.piece, wp.buf) == nil
 	}
 	select {
