@@ -47,14 +47,16 @@ func (l swarmLeecher) name() string {
 func (swarmLeecher) firstLabel() string { return "first MiB via Reader" }
 
 func (l swarmLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
-	args := []string{"--torrent", env.torrent.path, "--dir", env.dir, "--web-only"}
+	args := []string{"--torrent", env.torrent.path, "--dir", env.dir}
 	var ready time.Time
-	if !l.webOnly {
+	if l.webOnly {
+		args = append(args, "--web-only")
+	} else {
 		s, err := env.startSeed(ctx)
 		if err != nil {
 			return outcome{}, err
 		}
-		args, ready = append(args[:4], "--peer", s.addr()), s.ready
+		args, ready = append(args, "--peer", s.addr()), s.ready
 	}
 	var (
 		mu  sync.Mutex
