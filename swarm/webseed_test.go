@@ -27,6 +27,7 @@ type countingServer struct {
 	*httptest.Server
 	sent     atomic.Int64
 	requests atomic.Int64
+	finished atomic.Int64 // requests whose handler has returned
 }
 
 type countingWriter struct {
@@ -44,10 +45,25 @@ func serve(t testing.TB, h http.Handler) *countingServer {
 	cs := &countingServer{}
 	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cs.requests.Add(1)
+		defer cs.finished.Add(1)
 		h.ServeHTTP(countingWriter{w, &cs.sent}, r)
 	}))
 	t.Cleanup(cs.Close)
 	return cs
+}
+
+// settle waits until every request the server took has been answered:
+// a client can have every byte before the handler's last Write returns
+// and is counted.
+func (cs *countingServer) settle(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for cs.finished.Load() < cs.requests.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d requests still being answered", cs.requests.Load()-cs.finished.Load(), cs.requests.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func contentHandler(name string, content []byte) http.Handler {
@@ -308,6 +324,7 @@ func TestWebSeedRacesFirstPiece(t *testing.T) {
 	if !bytes.Equal(got, f.content[3*pieceLen:3*pieceLen+100]) {
 		t.Fatal("wrong bytes")
 	}
+	origin.settle(t)
 	if sent := origin.sent.Load(); sent != pieceLen {
 		t.Fatalf("the origin sent %d bytes for a reader's first piece of %d", sent, pieceLen)
 	}
