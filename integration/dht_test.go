@@ -13,12 +13,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tbproxy/tbproxy/dht"
+	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/swarm"
 )
 
@@ -100,6 +102,25 @@ func newDHTNode(t *testing.T, bootstrap []string) *dht.Server {
 	return node
 }
 
+// waitDHTPeer looks ih up through node (without announcing) until the
+// DHT gives peer.
+func waitDHTPeer(t *testing.T, node *dht.Server, ih metainfo.Hash, peer netip.AddrPort) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		peers, _ := node.Announce(ctx, ih, 0)
+		cancel()
+		if slices.Contains(peers, peer) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the DHT did not give %v for %v within %v (it gave %v)", peer, ih, startTimeout, peers)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
 // TestDHTFindsLibtorrentSeed: a libtorrent seed announces a torrent
 // without trackers to a libtorrent DHT; our engine, given only our DHT
 // node as a peer source, finds the seed and downloads the file.
@@ -110,6 +131,10 @@ func TestDHTFindsLibtorrentSeed(t *testing.T) {
 	nodes := startLTDHT(t, ltDHTNodes)
 	seed := startLibtorrent(t, LTOpts{Torrent: fx.torrent, SaveDir: fx.dir, Seed: true, SeedMode: true, DHT: true, DHTNodes: nodes})
 	node := newDHTNode(t, nodes)
+	// The engine starts once the seed's announce is in the DHT: started
+	// sooner, its own announce could be found by the seed first, and the
+	// seed would dial in instead of being found.
+	waitDHTPeer(t, node, fx.meta.InfoHash, netip.MustParseAddrPort(seed.Addr()))
 
 	st := newSwarmFileStorage(t, &fx.meta.Info)
 	c, _ := newSwarmClient(t)

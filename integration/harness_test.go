@@ -801,6 +801,24 @@ func (l *LTPeer) Errors() []string {
 	return append([]string(nil), l.errs...)
 }
 
+// WaitSeeding waits until the peer reports its torrent in the "seeding"
+// state: listening comes sooner, while libtorrent may still be checking
+// the torrent and refuse (or mishandle) a connection for it.
+func (l *LTPeer) WaitSeeding(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for l.LastStatus().State != "seeding" {
+		if time.Now().After(deadline) {
+			t.Fatalf("libtorrent peer not seeding within %v; last status %+v:\n%s", startTimeout, l.LastStatus(), l.proc.Tail(20))
+		}
+		select {
+		case <-l.proc.Done():
+			t.Fatalf("libtorrent peer exited (%s) before seeding:\n%s", l.proc.state(), l.proc.Tail(50))
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
 // WaitFinished waits until a leech reports that it has every piece. It
 // returns an error if the process exits first or timeout passes.
 func (l *LTPeer) WaitFinished(timeout time.Duration) error {

@@ -26,6 +26,9 @@ const mseRefuseWatch = 6 * time.Second
 func mseDownload(t *testing.T, fx *swarmFixture, pol swarm.Encryption, ltEnc, wantEnc string) {
 	t.Helper()
 	seed := startLibtorrent(t, LTOpts{Torrent: fx.torrent, SaveDir: fx.dir, Seed: true, SeedMode: true, Encryption: ltEnc})
+	// A seed still checking its torrent can drop an encrypted handshake,
+	// and the engine's fallback then connects in plaintext.
+	seed.WaitSeeding(t)
 	addr := netip.MustParseAddrPort(seed.Addr())
 	st := newSwarmFileStorage(t, &fx.meta.Info)
 	c, _ := newSwarmClientWith(t, swarm.Config{Encryption: pol})
