@@ -41,6 +41,7 @@ type world struct {
 	proxyURL  *url.URL
 	client    *http.Client
 	originHit atomic.Int64 // requests for the file itself, plainly
+	confirms  atomic.Int64 // requests for its first byte alone (confirmOrigin's)
 	peerDials atomic.Int64 // connections to silentPeer
 }
 
@@ -89,7 +90,11 @@ func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
 		return strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent")
 	}
 	serveFile := func(rw http.ResponseWriter, r *http.Request) {
-		w.originHit.Add(1)
+		if r.Header.Get("Range") == "bytes=0-0" {
+			w.confirms.Add(1)
+		} else {
+			w.originHit.Add(1)
+		}
 		rw.Header().Set("ETag", `"origin-file"`)
 		http.ServeContent(rw, r, "episode.mp3", time.Time{}, bytes.NewReader(w.content))
 	}
@@ -409,33 +414,13 @@ func TestLoopsAndConnectPolicy(t *testing.T) {
 // answered plainly once the first-byte budget runs out.
 func TestFirstByteFallback(t *testing.T) {
 	w := newWorld(t, 512<<10)
-	path := filepath.Join(t.TempDir(), "lonely.mp3")
-	if err := os.WriteFile(path, w.content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := metainfo.Build(context.Background(), path, metainfo.BuildOptions{
-		PieceLength: 64 << 10,
-		Trackers:    [][]string{{w.origin.URL + "/no-peers/announce"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	torrent, _ := m.Marshal()
-	w.mux.HandleFunc("/no-peers/announce", func(rw http.ResponseWriter, r *http.Request) {
-		body, _ := bencode.Marshal(map[string]any{"interval": 1800, "peers": ""})
-		rw.Write(body)
-	})
-	w.mux.HandleFunc("/lonely.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		switch {
-		case strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent"):
-			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Write(torrent)
-		case r.Header.Get("Range") != "":
+	w.lonely(t, "/lonely.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" {
 			http.Error(rw, "no ranges today", http.StatusServiceUnavailable) // the web seed gets nothing
-		default:
-			rw.Header().Set("ETag", `"origin-file"`)
-			rw.Write(w.content)
+			return
 		}
+		rw.Header().Set("ETag", `"origin-file"`)
+		rw.Write(w.content)
 	})
 	resp, body := w.get(t, "/lonely.mp3", nil)
 	if resp.StatusCode != 200 || !bytes.Equal(body, w.content) || resp.Header.Get("ETag") != `"origin-file"` {
@@ -444,6 +429,40 @@ func TestFirstByteFallback(t *testing.T) {
 	if st := w.proxy.Status(); st.Fallbacks != 1 {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// lonely serves, at path on the world's origin, a torrent of the world's
+// content that no peer seeds (its tracker knows none): the file itself
+// comes only from file, which gets every request that does not ask for
+// the torrent.
+func (w *world) lonely(t *testing.T, path string, file http.HandlerFunc) {
+	t.Helper()
+	name := strings.TrimPrefix(path, "/")
+	src := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(src, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{
+		PieceLength:  64 << 10,
+		Trackers:     [][]string{{w.origin.URL + path + "/announce"}},
+		CreationDate: time.Unix(1_700_000_000, 0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	w.mux.HandleFunc(path+"/announce", func(rw http.ResponseWriter, r *http.Request) {
+		body, _ := bencode.Marshal(map[string]any{"interval": 1800, "peers": ""})
+		rw.Write(body)
+	})
+	w.mux.HandleFunc(path, func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(torrent)
+			return
+		}
+		file(rw, r)
+	})
 }
 
 func TestPACNamesTheProxyPort(t *testing.T) {
@@ -538,8 +557,11 @@ func TestWebSeedMode(t *testing.T) {
 				t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
 			}
 			st := w.proxy.Status()
-			if hits := w.originHit.Load(); (hits > 0) != tc.origin || (st.FromOrigin > 0) != tc.origin {
-				t.Fatalf("the origin got %d requests for the file and sent %d bytes of it; want some: %v", hits, st.FromOrigin, tc.origin)
+			// Either way the origin may be asked for the file's first
+			// byte, to confirm it serves the torrent's file (confirmOrigin).
+			if hits := w.originHit.Load(); (hits > 0) != tc.origin || (st.FromOrigin > 0) != tc.origin || w.confirms.Load() > 1 {
+				t.Fatalf("the origin got %d requests for the file (and %d for its first byte) and sent %d bytes of it; want some: %v",
+					hits, w.confirms.Load(), st.FromOrigin, tc.origin)
 			}
 		})
 	}

@@ -42,7 +42,11 @@ type transfer struct {
 // request; a single span is then streamed straight from a swarm.Reader,
 // which sends verified bytes on disk with sendfile. Multi-range answers
 // stream through ServeContent itself (servePiped).
-func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header) (*http.Response, error) {
+//
+// c, when not nil, is the origin's confirmation that it serves the file
+// (see confirmOrigin), under way; serve stops it before it returns.
+func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header, c *confirmation) (*http.Response, error) {
+	defer c.stop()
 	f := m.Info.Files[idx]
 	pl := plan(orig, h, f.Length, negotiate.ModTime(m))
 	switch {
@@ -62,7 +66,7 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 	release := p.store.Pin(m.InfoHash)
 	tr := newTransfer(orig, t, m, idx)
 	id := p.addTransfer(tr)
-	b := &spanBody{rd: rd, left: pl.length, sent: &tr.sent}
+	b := &spanBody{rd: rd, ctx: ctx, left: pl.length, sent: &tr.sent}
 	b.stop = func() {
 		rd.Close()
 		cancel()
@@ -70,10 +74,7 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 		release()
 		p.removeTransfer(id)
 	}
-	// Headers go out with the first byte of the body: until then the
-	// client can still be answered plainly if the swarm and the origin
-	// web seed deliver nothing within the budget.
-	first, err := b.readFirst(ctx, p.firstByte())
+	first, err := p.awaitFirst(ctx, b, c)
 	if err != nil {
 		b.stop()
 		switch {
@@ -89,8 +90,8 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 		return p.fallback(orig)
 	}
 	b.first = first
-	p.log.Debug("first bytes ready", "url", redact(orig.URL), "bytes", len(first))
-	stopWatch := p.watchProgress(ctx, cancel, &tr.sent)
+	p.log.Debug("headers going out", "url", redact(orig.URL), "first bytes", len(first))
+	stopWatch := p.watchProgress(ctx, cancel, &tr.sent, p.firstByte())
 	inner := b.stop
 	b.stop = func() {
 		stopWatch()
@@ -204,19 +205,45 @@ func (s sizeOnly) Seek(off int64, whence int) (int64, error) {
 // reader, the pin and the transfer.
 type spanBody struct {
 	rd    *swarm.Reader
-	first []byte // read before the response went out
-	left  int64  // bytes of the span not yet sent
+	ctx   context.Context // the reader's own: the response's
+	first []byte          // read before the response went out
+	left  int64           // bytes of the span not yet sent
 	sent  *atomic.Int64
 	stop  func()
 	once  sync.Once
 }
 
-// readFirst reads the span's first bytes, waiting at most d.
-func (b *spanBody) readFirst(ctx context.Context, d time.Duration) ([]byte, error) {
-	fctx, cancel := context.WithTimeout(ctx, d)
+// awaitFirst waits until the response's headers may go out: until the
+// span's first bytes are verified, which it returns, or until the origin
+// has confirmed that it serves the torrent's file (confirmOrigin), when
+// it returns no bytes and no error. Until then the client can still be
+// answered plainly, if the swarm and the origin web seed deliver nothing
+// within the first-byte budget (context.DeadlineExceeded).
+func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([]byte, error) {
+	// Bytes already at hand (a warm cache) go out at once.
+	now, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	if first, err := b.readFirst(now); err == nil {
+		return first, nil
+	}
+	fctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if c != nil {
+		defer context.AfterFunc(c.ok, func() { stop(errOriginConfirmed) })()
+	}
+	fctx, cancel := context.WithTimeout(fctx, p.firstByte())
 	defer cancel()
-	b.rd.SetContext(fctx)
-	defer b.rd.SetContext(ctx)
+	first, err := b.readFirst(fctx)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(fctx), errOriginConfirmed) {
+		return nil, nil
+	}
+	return first, err
+}
+
+// readFirst reads the span's first bytes while ctx lasts.
+func (b *spanBody) readFirst(ctx context.Context) ([]byte, error) {
+	b.rd.SetContext(ctx)
+	defer b.rd.SetContext(b.ctx)
 	buf := make([]byte, min(b.left, firstRead))
 	n, err := b.rd.Read(buf)
 	if n > 0 {
@@ -258,6 +285,13 @@ func (b *spanBody) Read(p []byte) (int, error) {
 // with the client's ResponseWriter.
 func (b *spanBody) WriteTo(w io.Writer) (int64, error) {
 	var total int64
+	if len(b.first) == 0 && b.left > 0 {
+		// The headers went out before the first bytes were at hand (see
+		// awaitFirst): send them now, not with the first bytes.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 	if len(b.first) > 0 {
 		n, err := w.Write(b.first)
 		total += int64(n)
@@ -341,7 +375,7 @@ func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.Met
 		defer stopBase()
 		defer cancel()
 		defer rd.Close()
-		stopWatch := p.watchProgress(ctx, cancel, &tr.sent)
+		stopWatch := p.watchProgress(ctx, cancel, &tr.sent, 0)
 		defer stopWatch()
 		http.ServeContent(w, orig, "", negotiate.ModTime(m), rd)
 		w.WriteHeader(http.StatusOK) // in case ServeContent wrote nothing
@@ -410,16 +444,23 @@ func (w *pipeWriter) WriteHeader(code int) {
 // aborted: a client that left a MITM tunnel is only noticed on a write.
 const maxNoProgress = 2 * time.Minute
 
-// watchProgress cancels a stream that has sent nothing for maxNoProgress.
-// The returned func stops the watch and waits for it.
-func (p *Proxy) watchProgress(ctx context.Context, cancel context.CancelFunc, sent *atomic.Int64) func() {
+// watchProgress cancels a stream that has sent nothing for maxNoProgress,
+// or, when first is not zero, no byte at all within first: a stream whose
+// headers went out before its first bytes (see awaitFirst). The returned
+// func stops the watch and waits for it.
+func (p *Proxy) watchProgress(ctx context.Context, cancel context.CancelFunc, sent *atomic.Int64, first time.Duration) func() {
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	period := maxNoProgress / 8
+	if first > 0 {
+		period = min(period, first/8)
+	}
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(maxNoProgress / 8)
+		tick := time.NewTicker(period)
 		defer tick.Stop()
-		last, since := sent.Load(), time.Now()
+		start := time.Now()
+		last, since := sent.Load(), start
 		for {
 			select {
 			case <-stop:
@@ -427,9 +468,15 @@ func (p *Proxy) watchProgress(ctx context.Context, cancel context.CancelFunc, se
 			case <-ctx.Done():
 				return
 			case now := <-tick.C:
-				if n := sent.Load(); n != last {
+				n := sent.Load()
+				switch {
+				case n == 0 && first > 0 && now.Sub(start) >= first:
+					p.log.Warn("no bytes from the swarm or the origin after the headers went out; aborting the stream", "after", first)
+					cancel()
+					return
+				case n != last:
 					last, since = n, now
-				} else if now.Sub(since) >= maxNoProgress {
+				case now.Sub(since) >= maxNoProgress:
 					p.log.Warn("stream made no progress; aborting it", "after", maxNoProgress)
 					cancel()
 					return

@@ -152,8 +152,15 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 // the magnet the origin named m by, or nil for metainfo: the peers it
 // names (x.pe) are peers of the download too.
 func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet) (*http.Response, error) {
+	// The origin is asked to confirm the file while the torrent opens,
+	// unless the whole file is at hand.
+	var c *confirmation
+	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); !ok || !isDone(t.Complete()) {
+		c = p.startConfirm(orig, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
+	}
 	t, err := p.torrent(m)
 	if err != nil {
+		c.stop()
 		p.log.Warn("cannot start the torrent; fetching plainly", "url", redact(orig.URL), "err", err)
 		return p.fallback(orig)
 	}
@@ -178,7 +185,17 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	})
 	p.log.Info("serving from the swarm", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
 		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent())
-	return p.serve(orig, t, m, idx, negotiate.Headers(m, idx, originResp.Header))
+	return p.serve(orig, t, m, idx, negotiate.Headers(m, idx, originResp.Header), c)
+}
+
+// isDone reports whether ch is closed.
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // torrent returns the engine's torrent for m, adding it once: concurrent

@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheckConfirmation(t *testing.T) {
+	made := time.Unix(1_700_000_000, 0).UTC()
+	before := made.Add(-time.Hour).Format(http.TimeFormat)
+	after := made.Add(time.Hour).Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name   string
+		status int
+		header map[string]string
+		length int64 // Content-Length of a 200
+		ok     bool
+	}{
+		{"206 of the first byte", 206, map[string]string{"Content-Range": "bytes 0-0/1000"}, 1, true},
+		{"206, unmodified since the torrent", 206, map[string]string{"Content-Range": "bytes 0-0/1000", "Last-Modified": before}, 1, true},
+		{"200 of the whole file", 200, nil, 1000, true},
+		{"206, another size", 206, map[string]string{"Content-Range": "bytes 0-0/999"}, 1, false},
+		{"206, unknown size", 206, map[string]string{"Content-Range": "bytes 0-0/*"}, 1, false},
+		{"206, another byte", 206, map[string]string{"Content-Range": "bytes 1-1/1000"}, 1, false},
+		{"206, no Content-Range", 206, nil, 1, false},
+		{"200, another size", 200, nil, 999, false},
+		{"200, unknown size", 200, nil, -1, false},
+		{"modified after the torrent was made", 206, map[string]string{"Content-Range": "bytes 0-0/1000", "Last-Modified": after}, 1, false},
+		{"compressed", 200, map[string]string{"Content-Encoding": "gzip"}, 1000, false},
+		{"a metainfo document", 200, map[string]string{"Content-Type": "application/x-bittorrent; charset=binary"}, 1000, false},
+		{"not found", 404, nil, 9, false},
+		{"server error", 500, nil, 9, false},
+		{"redirect", 302, map[string]string{"Location": "/elsewhere"}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &http.Response{StatusCode: tc.status, Status: http.StatusText(tc.status), Header: http.Header{}, ContentLength: tc.length}
+			for k, v := range tc.header {
+				resp.Header.Set(k, v)
+			}
+			err := checkConfirmation(resp, 1000, made)
+			if (err == nil) != tc.ok {
+				t.Fatalf("checkConfirmation: %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestHeadersBeforeFirstPiece: once the origin confirms it serves the
+// torrent's file, the synthesised headers go out before the first piece
+// has come; the body follows, verified.
+func TestHeadersBeforeFirstPiece(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	release := make(chan struct{})
+	w.lonely(t, "/slow.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if rg := r.Header.Get("Range"); rg != "" && rg != "bytes=0-0" {
+			select { // the web seed waits until the headers are seen
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		http.ServeContent(rw, r, "slow.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	resp, err := w.client.Get(w.origin.URL + "/slow.mp3")
+	if err != nil {
+		close(release)
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	close(release)
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(w.content)) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("status %d, length %d, ETag %q: not the synthesised answer", resp.StatusCode, resp.ContentLength, resp.Header.Get("ETag"))
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, w.content) {
+		t.Fatalf("body: %d bytes, %v", len(body), err)
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 0 || st.Transformed != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestAbortAfterHeaders: an origin that confirms the file but then
+// delivers none of it, with no peer either: the headers have gone out, so
+// the stream is aborted once the first-byte budget has passed, never
+// passed off as complete.
+func TestAbortAfterHeaders(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	w.lonely(t, "/teaser.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if rg := r.Header.Get("Range"); rg != "" && rg != "bytes=0-0" {
+			http.Error(rw, "no more today", http.StatusServiceUnavailable)
+			return
+		}
+		http.ServeContent(rw, r, "teaser.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	start := time.Now()
+	resp, err := w.client.Get(w.origin.URL + "/teaser.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("status %d, ETag %q: not the synthesised answer", resp.StatusCode, resp.Header.Get("ETag"))
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("a stream with no bytes to send ended cleanly after %d bytes", len(body))
+	}
+	if len(body) != 0 {
+		t.Fatalf("%d bytes reached the client", len(body))
+	}
+	t.Logf("aborted after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
