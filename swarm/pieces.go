@@ -111,13 +111,17 @@ func (t *Torrent) pieceVerified(i int) {
 	t.s.picker.Verified(i)
 	t.verified.set(i)
 	t.notifyVerified()
+	n := t.info.NumPieces()
 	for _, p := range t.s.peers {
-		if !t.s.picker.PeerHas(picker.PeerID(p.id), i) {
+		// A peer that has the piece hears of it too unless it is a seed:
+		// a super-seeder (BEP 16) offered it, and moves on to its next
+		// offer only when it hears the piece arrived, wherever from.
+		if p.pieces < n || !t.s.picker.PeerHas(picker.PeerID(p.id), i) {
 			p.conn.Send(wire.Message{ID: wire.Have, Index: uint32(i)})
 		}
 		t.updateInterest(p)
 	}
-	if t.verified.count() == t.info.NumPieces() {
+	if t.verified.count() == n {
 		select {
 		case <-t.complete: // complete before; a lost piece came back
 		default:

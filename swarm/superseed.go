@@ -119,11 +119,14 @@ func (t *Torrent) leeches() int {
 	return n
 }
 
-// liveOffers counts the peers holding a live offer of piece i.
+// liveOffers counts the peers holding an offer of piece i that is live
+// or that they took up: a piece one peer is fetching, or fetched and has
+// not announced, is not offered to another while pieces nobody was
+// offered remain, or the seed would upload it twice.
 func (t *Torrent) liveOffers(i int, now time.Time) int {
 	n := 0
 	for _, q := range t.s.peers {
-		if o, ok := q.offers[i]; ok && o.live(now) {
+		if o, ok := q.offers[i]; ok && (o.asked > 0 || o.live(now)) {
 			n++
 		}
 	}

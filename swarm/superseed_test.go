@@ -65,3 +65,41 @@ func superSeedRun(t *testing.T, n int) {
 		t.Fatalf("the super-seed uploaded %d bytes, more than two copies of %d", up, len(f.content))
 	}
 }
+
+// TestSuperSeedHearsOfPiecesFromOthers: a leech that takes an offered
+// piece from another seed still announces it to the super-seed, which
+// otherwise holds the offer (and its slot) until it goes stale, and never
+// learns that the leech finished.
+func TestSuperSeedHearsOfPiecesFromOthers(t *testing.T) {
+	f := newFixture(t, 4<<20, 64<<10)
+	super := newClient(t, Config{})
+	superTor := f.seedOn(t, super, TorrentOptions{SuperSeed: true})
+	plain, _ := f.seed(t)
+	leech := newClient(t, Config{})
+	tor, err := leech.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers(addrOf(super), addrOf(plain))
+	select {
+	case <-tor.Complete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the download did not complete")
+	}
+	// The super-seed knows the leech has every piece once it heard of each:
+	// then the two are seeds, and it lets the leech go.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lacking := -1
+		superTor.do(func() { lacking = superTor.leeches() })
+		if lacking == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the super-seed still counts %d peer(s) lacking pieces after the leech completed", lacking)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := superTor.Stats()
+	t.Logf("the super-seed uploaded %d of %d bytes", st.Uploaded, len(f.content))
+}
