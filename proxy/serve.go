@@ -91,7 +91,11 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 	}
 	b.first = first
 	p.log.Debug("headers going out", "url", redact(orig.URL), "first bytes", len(first))
-	stopWatch := p.watchProgress(ctx, cancel, &tr.sent, p.firstByte())
+	var firstBy time.Duration // a stream that has nothing to send yet gets the first-byte budget
+	if len(first) == 0 {
+		firstBy = p.firstByte()
+	}
+	stopWatch := p.watchProgress(ctx, cancel, &tr.sent, firstBy)
 	inner := b.stop
 	b.stop = func() {
 		stopWatch()
