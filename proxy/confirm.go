@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/negotiate"
 )
 
@@ -27,17 +28,41 @@ type confirmation struct {
 	done   chan struct{}
 }
 
-// startConfirm starts confirmOrigin for the file orig asked for. The
-// caller must stop it.
-func (p *Proxy) startConfirm(orig *http.Request, size int64, mod time.Time) *confirmation {
-	ctx, cancel := context.WithCancel(orig.Context())
+// confirmKey names a file an origin confirmed: the torrent, and the URL
+// it was asked for by.
+type confirmKey struct {
+	ih  metainfo.Hash
+	url string
+}
+
+const (
+	// confirmedFor is how long a confirmation holds for the requests that
+	// follow it.
+	confirmedFor = time.Minute
+	// maxConfirmed bounds the confirmations remembered.
+	maxConfirmed = 1024
+)
+
+// startConfirm starts confirmOrigin for file idx of m, which orig asked
+// for, unless the origin confirmed it within confirmedFor: then the
+// confirmation it returns holds already. The caller must stop it.
+func (p *Proxy) startConfirm(orig *http.Request, m *metainfo.MetaInfo, idx int) *confirmation {
+	key := confirmKey{m.InfoHash, orig.URL.String()}
 	ok, fire := context.WithCancel(context.Background())
+	if at, found := p.confirmed.Get(key); found && time.Since(at) < confirmedFor {
+		fire()
+		done := make(chan struct{})
+		close(done)
+		return &confirmation{ok: ok, fire: fire, cancel: func() {}, done: done}
+	}
+	ctx, cancel := context.WithCancel(orig.Context())
 	c := &confirmation{ok: ok, fire: fire, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
-		err := p.confirmOrigin(ctx, orig, size, mod)
+		err := p.confirmOrigin(ctx, orig, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
 		switch {
 		case err == nil:
+			p.confirmed.Add(key, time.Now())
 			fire()
 		case ctx.Err() == nil:
 			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)

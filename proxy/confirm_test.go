@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -114,4 +116,29 @@ func TestAbortAfterHeaders(t *testing.T) {
 		t.Fatalf("%d bytes reached the client", len(body))
 	}
 	t.Logf("aborted after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+// TestConfirmationRemembered: a second request for the same file soon
+// after, such as a player's seek, is not confirmed again.
+func TestConfirmationRemembered(t *testing.T) {
+	w := newWorld(t, 1<<20)
+	var confirms atomic.Int64
+	w.lonely(t, "/seek.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "bytes=0-0" {
+			confirms.Add(1)
+		}
+		http.ServeContent(rw, r, "seek.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	for _, rg := range [][2]int{{100_000, 100_099}, {700_000, 700_999}} {
+		resp, body := w.get(t, "/seek.mp3", map[string]string{"Range": fmt.Sprintf("bytes=%d-%d", rg[0], rg[1])})
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, w.content[rg[0]:rg[1]+1]) {
+			t.Fatalf("range %v: status %d, %d bytes", rg, resp.StatusCode, len(body))
+		}
+	}
+	if st := w.proxy.Status(); st.Transformed != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	if n := confirms.Load(); n != 1 {
+		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
+	}
 }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tbproxy/tbproxy/certs"
@@ -129,6 +130,11 @@ type Proxy struct {
 
 	ui ui // the status page, /metrics and the totals sampler
 
+	// confirmed remembers when an origin last confirmed that it serves a
+	// torrent's file (see confirmOrigin), so that the requests that follow,
+	// such as a player's seeks, need not ask again.
+	confirmed *lru.Cache[confirmKey, time.Time]
+
 	// base is cancelled by Close: every stream's context derives from it
 	// as well as from its request's, since goproxy's MITM loop gives
 	// requests contexts that never end.
@@ -160,6 +166,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.store = newMemoryStore()
 	}
 	p.store = trackingStore{p.store, p}
+	p.confirmed, _ = lru.New[confirmKey, time.Time](maxConfirmed)
 	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {

@@ -156,7 +156,7 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	// unless the whole file is at hand.
 	var c *confirmation
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); !ok || !isDone(t.Complete()) {
-		c = p.startConfirm(orig, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
+		c = p.startConfirm(orig, m, idx)
 	}
 	t, err := p.torrent(m)
 	if err != nil {
