@@ -86,7 +86,7 @@ func (h *hasher) work() {
 		}
 		if res.ok {
 			if !j.stored {
-				res.err = j.t.storage.WritePiece(j.piece, j.buf)
+				res.err = j.t.writePiece(j.piece, j.buf)
 			}
 			if res.err == nil {
 				res.err = j.t.storage.MarkVerified(j.piece)

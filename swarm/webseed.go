@@ -527,7 +527,7 @@ func (f *pieceFiller) commit(n int) error {
 	// it, and the copy into the page cache would cost twice as much. The
 	// loop still decides whether the piece is taken (see onWebPiece).
 	if wp.ok {
-		wp.stored = f.t.storage.WritePiece(wp.piece, wp.buf) == nil
+		wp.stored = f.t.writePiece(wp.piece, wp.buf) == nil
 	}
 	select {
 	case f.t.webData <- wp:
