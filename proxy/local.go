@@ -230,7 +230,7 @@ func (p *Proxy) status(s snapshot, withHistory bool) Status {
 				InfoHash: ct.InfoHash.String(), Name: ct.Name, Size: ct.Size, DiskBytes: ct.DiskBytes,
 				Verified: ct.Verified, Seeding: ct.Seeding, Uploaded: ct.Uploaded, LastUse: ct.LastUse,
 			}
-			if ct.torrent != nil && !isClosed(ct.torrent) {
+			if ct.torrent != nil && !isDone(ct.torrent.Done()) {
 				ts := s.stats[ct.torrent]
 				cs.Active = true
 				cs.Peers = len(ts.Peers)

@@ -120,7 +120,7 @@ func (p *Proxy) snapshot() snapshot {
 		}
 		// Closed before the read: its counts are final, so this is its
 		// last look.
-		closed[t] = isClosed(t)
+		closed[t] = isDone(t.Done())
 		s.stats[t] = t.Stats()
 	}
 
@@ -153,7 +153,7 @@ func (p *Proxy) track(t *swarm.Torrent) {
 	if u.tracked == nil {
 		u.tracked = map[*swarm.Torrent]*torrentMark{}
 	}
-	if _, ok := u.tracked[t]; !ok && !isClosed(t) && len(u.tracked) < maxTracked {
+	if _, ok := u.tracked[t]; !ok && !isDone(t.Done()) && len(u.tracked) < maxTracked {
 		u.tracked[t] = &torrentMark{}
 	}
 }
@@ -179,15 +179,6 @@ func grow(total, last *int64, cur int64) {
 	if cur > *last {
 		*total += cur - *last
 		*last = cur
-	}
-}
-
-func isClosed(t *swarm.Torrent) bool {
-	select {
-	case <-t.Done():
-		return true
-	default:
-		return false
 	}
 }
 
