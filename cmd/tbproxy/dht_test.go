@@ -78,12 +78,8 @@ func TestDHTFlags(t *testing.T) {
 	if _, err := parseArgs(fs, nil); err != nil || o.dht.enabled {
 		t.Fatalf("run: the DHT must be off by default (%v)", err)
 	}
-	path := filepath.Join(t.TempDir(), "config.toml")
-	os.WriteFile(path, []byte("dht = true\ndht-listen = \"127.0.0.1:7000\"\ndht-bootstrap = [\"router.example:6881\", \"192.0.2.1:6881\"]\n"), 0o644)
 	fs, o = runProxyFlags(io.Discard)
-	if err := applyConfigFile(fs, path, true); err != nil {
-		t.Fatal(err)
-	}
+	applyConfigText(t, fs, "dht = true\ndht-listen = \"127.0.0.1:7000\"\ndht-bootstrap = [\"router.example:6881\", \"192.0.2.1:6881\"]\n")
 	if !o.dht.enabled || o.dht.listen != "127.0.0.1:7000" || len(o.dht.bootstrap) != 2 || o.dht.allowLocal {
 		t.Fatalf("from the file: %+v", o.dht)
 	}

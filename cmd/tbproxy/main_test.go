@@ -258,6 +258,18 @@ func TestGet(t *testing.T) {
 	}
 }
 
+// applyConfigText applies text, as a config file, to fs.
+func applyConfigText(t *testing.T, fs *flag.FlagSet, text string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyConfigFile(fs, path, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")

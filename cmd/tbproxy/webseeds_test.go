@@ -2,8 +2,6 @@ package main
 
 import (
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +18,7 @@ func TestWebSeedFlags(t *testing.T) {
 	if err != nil || cfg.WebSeedMode != swarm.WebSeedRescue || cfg.StallBudget != swarm.DefaultStallBudget {
 		t.Fatalf("defaults: %v %v, %v", cfg.WebSeedMode, cfg.StallBudget, err)
 	}
-	path := filepath.Join(t.TempDir(), "config.toml")
-	if err := os.WriteFile(path, []byte("web-seeds = \"rescue-only\"\nstall-budget = \"500ms\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := applyConfigFile(fs, path, true); err != nil {
-		t.Fatal(err)
-	}
+	applyConfigText(t, fs, "web-seeds = \"rescue-only\"\nstall-budget = \"500ms\"\n")
 	if cfg, err = o.proxyConfig(); err != nil || cfg.WebSeedMode != swarm.WebSeedRescueOnly || cfg.StallBudget != 500*time.Millisecond {
 		t.Fatalf("from the file: %v %v, %v", cfg.WebSeedMode, cfg.StallBudget, err)
 	}
