@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm"
 )
 
 func TestCheckConfirmation(t *testing.T) {
@@ -140,5 +144,121 @@ func TestConfirmationRemembered(t *testing.T) {
 	}
 	if n := confirms.Load(); n != 1 {
 		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
+	}
+}
+
+// gatedStore holds each Open until the test lets it go: nil opens the
+// torrent in memory, an error fails it.
+type gatedStore struct {
+	memoryStore
+	gate chan error
+}
+
+func (s gatedStore) Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, error) {
+	if err := <-s.gate; err != nil {
+		return nil, err
+	}
+	return s.memoryStore.Open(m, transient)
+}
+
+// getAsync starts a GET of path through the proxy; the response (or the
+// error) arrives on the channel once its headers have.
+func (w *world) getAsync(path string) <-chan any {
+	ch := make(chan any, 1)
+	go func() {
+		resp, err := w.client.Get(w.origin.URL + path)
+		if err != nil {
+			ch <- err
+			return
+		}
+		ch <- resp
+	}()
+	return ch
+}
+
+// awaitHeaders is the response getAsync gets, failing the test if its
+// headers take longer than d.
+func awaitHeaders(t *testing.T, ch <-chan any, d time.Duration, why string) *http.Response {
+	t.Helper()
+	select {
+	case v := <-ch:
+		resp, ok := v.(*http.Response)
+		if !ok {
+			t.Fatal(v)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	case <-time.After(d):
+		t.Fatalf("no headers after %v: %s", d, why)
+		return nil
+	}
+}
+
+// TestHeadersBeforeTorrentOpens: once the origin has confirmed the file,
+// the headers do not wait for the torrent to open (its cache entry, the
+// engine); the body does, and then arrives whole.
+func TestHeadersBeforeTorrentOpens(t *testing.T) {
+	gate := make(chan error)
+	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+	w.lonely(t, "/late.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, "late.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	ch := w.getAsync("/late.mp3")
+	resp := awaitHeaders(t, ch, 10*time.Second, "the headers waited for the torrent to open")
+	gate <- nil
+	if resp.StatusCode != http.StatusOK || resp.ContentLength != int64(len(w.content)) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("status %d, length %d, ETag %q: not the synthesised answer", resp.StatusCode, resp.ContentLength, resp.Header.Get("ETag"))
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, w.content) {
+		t.Fatalf("body: %d bytes, %v", len(body), err)
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 0 || st.Transformed != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestOpenFailsAfterHeaders: a torrent that cannot be opened after the
+// headers went out aborts its response; the responses that follow wait
+// for their torrent, so that a cache that keeps failing leaves them the
+// plain answer, until a torrent opens again.
+func TestOpenFailsAfterHeaders(t *testing.T) {
+	gate := make(chan error)
+	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+	w.lonely(t, "/full.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, "full.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	diskFull := errors.New("no space left on device")
+
+	resp := awaitHeaders(t, w.getAsync("/full.mp3"), 10*time.Second, "the headers waited for the torrent to open")
+	gate <- diskFull
+	if !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("ETag %q: not the synthesised answer", resp.Header.Get("ETag"))
+	}
+	if body, err := io.ReadAll(resp.Body); err == nil || len(body) != 0 {
+		t.Fatalf("a response whose torrent did not open got %d bytes, err %v", len(body), err)
+	}
+
+	ch := w.getAsync("/full.mp3")
+	select {
+	case v := <-ch:
+		t.Fatalf("headers went out before the torrent opened, after a failed open: %v", v)
+	case gate <- diskFull:
+	}
+	resp = awaitHeaders(t, ch, 10*time.Second, "the plain answer")
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, w.content) || strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("after a failed open: %d bytes, %v, ETag %q; want the plain answer", len(body), err, resp.Header.Get("ETag"))
+	}
+
+	ch = w.getAsync("/full.mp3")
+	gate <- nil
+	resp = awaitHeaders(t, ch, 10*time.Second, "the torrent opened")
+	body, err = io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, w.content) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("once the cache works again: %d bytes, %v, ETag %q; want the synthesised answer", len(body), err, resp.Header.Get("ETag"))
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 1 || st.Transformed != 2 {
+		t.Fatalf("status %+v", st)
 	}
 }

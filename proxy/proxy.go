@@ -24,6 +24,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -107,6 +108,9 @@ type Proxy struct {
 	self     selfAddrs // our own listening addresses, against loops
 
 	addMu sync.Mutex // serialises get-or-add of torrents
+	// openFailing is set while the last torrent to open failed: responses
+	// then wait for their torrent before their headers go out.
+	openFailing atomic.Bool
 
 	mu        sync.Mutex
 	transfers map[int64]*transfer // active synthesised responses; guarded by mu

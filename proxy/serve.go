@@ -37,46 +37,59 @@ type transfer struct {
 	infohash metainfo.Hash
 }
 
-// serve answers orig with file idx of t. http.ServeContent decides the
-// answer (ranges, 416, conditional requests, HEAD) on a HEAD copy of the
-// request; a single span is then streamed straight from a swarm.Reader,
-// which sends verified bytes on disk with sendfile. Multi-range answers
-// stream through ServeContent itself (servePiped).
+// serve answers orig with file idx of the torrent op opens.
+// http.ServeContent decides the answer (ranges, 416, conditional
+// requests, HEAD) on a HEAD copy of the request; a single span is then
+// streamed straight from a swarm.Reader, which sends verified bytes on
+// disk with sendfile. Multi-range answers stream through ServeContent
+// itself (servePiped).
 //
 // c, when not nil, is the origin's confirmation that it serves the file
-// (see confirmOrigin), under way; serve stops it before it returns.
-func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, h http.Header, c *confirmation) (*http.Response, error) {
+// (see confirmOrigin), under way; serve stops it before it returns. When
+// it comes before the torrent is open, a span's headers go out at once
+// and the torrent is waited for by the body (lateSpan): unless an opening
+// failed lately, when a response waits for the torrent so that it can
+// still fall back.
+func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx int, h http.Header, c *confirmation) (*http.Response, error) {
 	defer c.stop()
 	f := m.Info.Files[idx]
 	pl := plan(orig, h, f.Length, negotiate.ModTime(m))
+	span := pl.stream && !pl.multipart && orig.Method != http.MethodHead
+	if span && c != nil && !isDone(op.done) && !p.openFailing.Load() {
+		select {
+		case <-op.done:
+		case <-c.ok.Done():
+			if !isDone(op.done) {
+				p.transformed(orig, m, idx, op.magnet)
+				p.log.Debug("headers going out before the torrent is open", "url", redact(orig.URL))
+				return pl.response(orig, p.newLateSpan(orig, op, m, idx, pl)), nil
+			}
+		case <-orig.Context().Done():
+		}
+	}
+	<-op.done
+	if err := orig.Context().Err(); err != nil {
+		return nil, err
+	}
+	if op.err != nil {
+		p.log.Warn("cannot start the torrent; fetching plainly", "url", redact(orig.URL), "err", op.err)
+		return p.fallback(orig)
+	}
+	p.transformed(orig, m, idx, op.magnet)
+	t := op.t
 	switch {
 	case pl.multipart:
 		return p.servePiped(orig, t, m, idx, h)
-	case !pl.stream || orig.Method == http.MethodHead:
+	case !span:
 		return pl.response(orig, nil), nil
 	}
-	ctx, cancel := context.WithCancel(orig.Context())
-	stopBase := context.AfterFunc(p.base, cancel)
-	rd, err := t.NewRangeReader(ctx, idx, pl.start, pl.length)
+	b, err := p.newSpan(orig, t, m, idx, pl)
 	if err != nil {
-		stopBase()
-		cancel()
 		return p.fallback(orig)
 	}
-	release := p.store.Pin(m.InfoHash)
-	tr := newTransfer(orig, t, m, idx)
-	id := p.addTransfer(tr)
-	b := &spanBody{rd: rd, ctx: ctx, left: pl.length, sent: &tr.sent}
-	b.stop = func() {
-		rd.Close()
-		cancel()
-		stopBase()
-		release()
-		p.removeTransfer(id)
-	}
-	first, err := p.awaitFirst(ctx, b, c)
+	first, err := p.awaitFirst(b.ctx, b, c)
 	if err != nil {
-		b.stop()
+		b.Close()
 		switch {
 		case orig.Context().Err() != nil:
 			return nil, orig.Context().Err()
@@ -95,13 +108,44 @@ func (p *Proxy) serve(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo
 	if len(first) == 0 {
 		firstBy = p.firstByte()
 	}
-	stopWatch := p.watchProgress(ctx, cancel, &tr.sent, firstBy)
+	b.watch(p, firstBy)
+	return pl.response(orig, b), nil
+}
+
+// newSpan opens a reader of the planned span of file idx of t, and
+// registers the transfer. Closing the body releases both.
+func (p *Proxy) newSpan(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, pl planned) (*spanBody, error) {
+	ctx, cancel := context.WithCancel(orig.Context())
+	stopBase := context.AfterFunc(p.base, cancel)
+	rd, err := t.NewRangeReader(ctx, idx, pl.start, pl.length)
+	if err != nil {
+		stopBase()
+		cancel()
+		return nil, err
+	}
+	release := p.store.Pin(m.InfoHash)
+	tr := newTransfer(orig, t, m, idx)
+	id := p.addTransfer(tr)
+	b := &spanBody{rd: rd, ctx: ctx, cancel: cancel, left: pl.length, sent: &tr.sent}
+	b.stop = func() {
+		rd.Close()
+		cancel()
+		stopBase()
+		release()
+		p.removeTransfer(id)
+	}
+	return b, nil
+}
+
+// watch aborts the span when it stops making progress (watchProgress),
+// until it is closed.
+func (b *spanBody) watch(p *Proxy, first time.Duration) {
+	stopWatch := p.watchProgress(b.ctx, b.cancel, b.sent, first)
 	inner := b.stop
 	b.stop = func() {
 		stopWatch()
 		inner()
 	}
-	return pl.response(orig, b), nil
 }
 
 // planned is the answer http.ServeContent gives to a request, learned by
@@ -146,7 +190,7 @@ func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned 
 }
 
 // response is the planned answer with body b, or with the planned text.
-func (pl planned) response(orig *http.Request, b *spanBody) *http.Response {
+func (pl planned) response(orig *http.Request, b io.ReadCloser) *http.Response {
 	resp := newResponse(orig, pl.status, pl.header, http.NoBody, -1)
 	if cl, err := strconv.ParseInt(pl.header.Get("Content-Length"), 10, 64); err == nil && cl >= 0 {
 		resp.ContentLength = cl
@@ -208,13 +252,14 @@ func (s sizeOnly) Seek(off int64, whence int) (int64, error) {
 // connection, so bytes on disk go out with sendfile. Close releases the
 // reader, the pin and the transfer.
 type spanBody struct {
-	rd    *swarm.Reader
-	ctx   context.Context // the reader's own: the response's
-	first []byte          // read before the response went out
-	left  int64           // bytes of the span not yet sent
-	sent  *atomic.Int64
-	stop  func()
-	once  sync.Once
+	rd     *swarm.Reader
+	ctx    context.Context // the reader's own: the response's
+	cancel context.CancelFunc
+	first  []byte // read before the response went out
+	left   int64  // bytes of the span not yet sent
+	sent   *atomic.Int64
+	stop   func()
+	once   sync.Once
 }
 
 // awaitFirst waits until the response's headers may go out: until the

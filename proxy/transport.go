@@ -158,11 +158,15 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); !ok || !isDone(t.Complete()) {
 		c = p.startConfirm(orig, m, idx)
 	}
+	return p.serve(orig, p.open(orig, m, idx, mg), m, idx, negotiate.Headers(m, idx, originResp.Header), c)
+}
+
+// openTorrent opens (or joins) the torrent of m and adds its sources: the
+// magnet's peers, and the URL the client asked for.
+func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet) (*swarm.Torrent, error) {
 	t, err := p.torrent(m)
 	if err != nil {
-		c.stop()
-		p.log.Warn("cannot start the torrent; fetching plainly", "url", redact(orig.URL), "err", err)
-		return p.fallback(orig)
+		return nil, err
 	}
 	if peers := magnetPeers(mg); len(peers) > 0 {
 		t.AddPeers(peers...)
@@ -177,15 +181,19 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	if err := t.AddWebSeed(swarm.WebSeed{URL: orig.URL.String(), Origin: true, File: idx, Header: seedHeader}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)
 	}
+	return t, nil
+}
+
+// transformed counts and logs a response the swarm will serve.
+func (p *Proxy) transformed(orig *http.Request, m *metainfo.MetaInfo, idx int, magnet bool) {
 	p.count(func(t *totals) {
 		t.transformed++
-		if mg != nil {
+		if magnet {
 			t.magnets++
 		}
 	})
 	p.log.Info("serving from the swarm", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
 		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent())
-	return p.serve(orig, t, m, idx, negotiate.Headers(m, idx, originResp.Header), c)
 }
 
 // isDone reports whether ch is closed.
