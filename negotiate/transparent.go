@@ -1,6 +1,7 @@
 package negotiate
 
 import (
+	"bufio"
 	"mime"
 	"net/http"
 	"strings"
@@ -148,6 +149,26 @@ func Decide(resp *http.Response, injected bool, prefix []byte) Decision {
 		return Decision{Transform: true, Reason: DecideMagnetBody, Kind: KindMagnetBody}
 	}
 	return Decision{Transform: true, Reason: DecideTransform}
+}
+
+// Prefix peeks at the start of a body for Decide, waiting for no more of
+// it than Decide needs: the magnet scheme's length when the Content-Type
+// is BitTorrent's, and otherwise two bytes, unless they can start a
+// bencoded dictionary, when SniffLen. A torrent's metainfo is then known
+// for one as soon as its headers are, and a slow answer that is no torrent
+// (an event stream, a long poll) is not held back until SniffLen bytes or
+// its end have arrived. br must hold at least SniffLen bytes.
+func Prefix(br *bufio.Reader, contentType string) []byte {
+	if isTorrentType(contentType) {
+		b, _ := br.Peek(len(magnetScheme))
+		return b
+	}
+	b, _ := br.Peek(2)
+	if len(b) < 2 || b[0] != 'd' || (b[1] != 'e' && (b[1] < '0' || b[1] > '9')) {
+		return b
+	}
+	b, _ = br.Peek(SniffLen)
+	return b
 }
 
 // IsTransparent reports whether resp may be served from the swarm, judging

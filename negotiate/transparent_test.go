@@ -1,9 +1,13 @@
 package negotiate
 
 import (
+	"bufio"
+	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecide(t *testing.T) {
@@ -119,5 +123,54 @@ func TestSniffTorrent(t *testing.T) {
 				t.Fatalf("SniffTorrent(%.40q) = %v", tc.in, got)
 			}
 		})
+	}
+}
+
+// TestPrefixWaitsForNoMoreThanNeeded: Prefix returns as soon as the bytes
+// Decide needs have arrived, from a body that is still open, and waits
+// when they have not.
+func TestPrefixWaitsForNoMoreThanNeeded(t *testing.T) {
+	tor := torrentBytes(t, "a.bin", []fileSpec{{length: 40000}}, nil)
+	for _, tc := range []struct {
+		name, ctype string
+		sent        string // all that has arrived; the body stays open
+		waits       bool   // Prefix needs more, until the body ends
+		want        string
+	}{
+		{name: "metainfo by type", ctype: MediaType, sent: string(tor[:20]), want: string(tor[:len(magnetScheme)])},
+		{name: "magnet by type", ctype: MediaType + "; charset=utf-8", sent: "magnet:?xt=urn:btih:", want: "magnet:?"},
+		{name: "html", ctype: "text/html", sent: "<!doctype html>", want: "<!"},
+		{name: "event stream", ctype: "text/event-stream", sent: "data: {}\n\n", want: "da"},
+		{name: "one byte so far", sent: "x", waits: true, want: "x"},
+		{name: "maybe bencoded", ctype: "application/octet-stream", sent: "d4:", waits: true, want: "d4:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go pw.Write([]byte(tc.sent))
+			got := make(chan []byte, 1)
+			go func() { got <- Prefix(bufio.NewReaderSize(pr, SniffLen), tc.ctype) }()
+			var b []byte
+			select {
+			case b = <-got:
+				if tc.waits {
+					t.Fatalf("returned %q without waiting for more", b)
+				}
+			case <-time.After(200 * time.Millisecond):
+				if !tc.waits {
+					t.Fatal("Prefix waited for more of the body than Decide needs")
+				}
+				pw.CloseWithError(io.ErrUnexpectedEOF) // the body ends
+				b = <-got
+			}
+			if string(b) != tc.want {
+				t.Fatalf("prefix %q, want %q", b, tc.want)
+			}
+		})
+	}
+	// A body that may be a torrent by its bytes alone is sniffed whole.
+	b := Prefix(bufio.NewReaderSize(bytes.NewReader(tor), SniffLen), "application/octet-stream")
+	if !bytes.Equal(b, tor[:min(len(tor), SniffLen)]) || !SniffTorrent(b) {
+		t.Fatalf("sniffed %d bytes of %d", len(b), len(tor))
 	}
 }

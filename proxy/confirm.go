@@ -20,19 +20,30 @@ import (
 var errOriginConfirmed = errors.New("proxy: the origin serves the torrent's file")
 
 // confirmation is confirmOrigin running on its own goroutine, while the
-// torrent opens.
+// metainfo is read and the torrent opens.
 type confirmation struct {
 	ok     context.Context // done once the origin has confirmed
 	fire   context.CancelFunc
 	cancel context.CancelFunc
 	done   chan struct{}
+	want   chan expected // what the answer must show, once the metainfo is read
 }
 
-// confirmKey names a file an origin confirmed: the torrent, and the URL
-// it was asked for by.
-type confirmKey struct {
-	ih  metainfo.Hash
-	url string
+// expected is what an origin's answer must show to confirm a torrent's
+// file: its size, and no modification after the torrent was made.
+type expected struct {
+	ih   metainfo.Hash
+	size int64
+	mod  time.Time
+}
+
+// confirmedFile is what the proxy remembers of a URL it transformed
+// lately: its torrent, and whether the origin confirmed the file or the
+// file was complete and the origin was not asked.
+type confirmedFile struct {
+	ih    metainfo.Hash
+	at    time.Time
+	asked bool
 }
 
 const (
@@ -43,26 +54,66 @@ const (
 	maxConfirmed = 1024
 )
 
-// startConfirm starts confirmOrigin for file idx of m, which orig asked
-// for, unless the origin confirmed it within confirmedFor: then the
-// confirmation it returns holds already. The caller must stop it.
-func (p *Proxy) startConfirm(orig *http.Request, m *metainfo.MetaInfo, idx int) *confirmation {
-	key := confirmKey{m.InfoHash, orig.URL.String()}
-	ok, fire := context.WithCancel(context.Background())
-	if at, found := p.confirmed.Get(key); found && time.Since(at) < confirmedFor {
+// askEarly starts confirmOrigin for orig as soon as the origin's answer to
+// the negotiation is seen to be metainfo, so that the question is on the
+// wire while the answer is read: the file it must match is told later
+// (confirmFor). A URL transformed within confirmedFor is not asked about
+// here (nil): confirmFor decides, knowing the torrent.
+func (p *Proxy) askEarly(orig *http.Request) *confirmation {
+	if f, ok := p.confirmed.Get(orig.URL.String()); ok && time.Since(f.at) < confirmedFor {
+		return nil
+	}
+	return p.ask(orig)
+}
+
+// confirmFor decides how file idx of m is confirmed for orig, given c,
+// the question askEarly may have started: not at all when the whole file
+// is at hand (nil); already, when the origin confirmed it within
+// confirmedFor; otherwise by c, or by a question asked now. The caller
+// must stop what it returns.
+func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.MetaInfo, idx int) *confirmation {
+	url := orig.URL.String()
+	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
+		c.stop()
+		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
+		return nil
+	}
+	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
+		c.stop()
+		ok, fire := context.WithCancel(context.Background())
 		fire()
 		done := make(chan struct{})
 		close(done)
 		return &confirmation{ok: ok, fire: fire, cancel: func() {}, done: done}
 	}
+	if c == nil {
+		c = p.ask(orig)
+	}
+	c.want <- expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
+	return c
+}
+
+// ask starts confirmOrigin for orig; its answer is checked once the file
+// it must match arrives on want.
+func (p *Proxy) ask(orig *http.Request) *confirmation {
+	ok, fire := context.WithCancel(context.Background())
 	ctx, cancel := context.WithCancel(orig.Context())
-	c := &confirmation{ok: ok, fire: fire, cancel: cancel, done: make(chan struct{})}
+	c := &confirmation{ok: ok, fire: fire, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1)}
 	go func() {
 		defer close(c.done)
-		err := p.confirmOrigin(ctx, orig, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
+		resp, err := p.confirmOrigin(ctx, orig)
+		var want expected
+		select {
+		case want = <-c.want:
+		case <-ctx.Done():
+			return
+		}
+		if err == nil {
+			err = checkConfirmation(resp, want.size, want.mod)
+		}
 		switch {
 		case err == nil:
-			p.confirmed.Add(key, time.Now())
+			p.confirmed.Add(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
 			fire()
 		case ctx.Err() == nil:
 			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
@@ -84,19 +135,15 @@ func (c *confirmation) stop() {
 
 // confirmOrigin asks the origin, plainly and for one byte, for the file
 // the client asked for, while the torrent opens and its first piece is
-// fetched. The headers of a synthesised response wait for its first
-// verified bytes, so that a swarm and an origin web seed that deliver
-// nothing still leave the plain answer to fall back on. Once the origin
-// has shown that it serves the very representation the torrent describes
-// (and so will serve the bytes as a web seed), that wait buys nothing:
-// the headers can go out at once, and a failure after them aborts the
-// connection as any broken stream does.
-//
-// It returns nil when the answer is a 206 of the first byte, or a 200,
-// of a file of exactly size bytes, neither encoded nor a metainfo
-// document, and not modified after the torrent was made (mod, when
-// known); otherwise an error saying what did not match.
-func (p *Proxy) confirmOrigin(ctx context.Context, orig *http.Request, size int64, mod time.Time) error {
+// fetched, and returns its answer, read and closed. The headers of a
+// synthesised response wait for its first verified bytes, so that a swarm
+// and an origin web seed that deliver nothing still leave the plain answer
+// to fall back on. Once the origin has shown that it serves the very
+// representation the torrent describes (checkConfirmation), and so will
+// serve the bytes as a web seed, that wait buys nothing: the headers can
+// go out at once, and a failure after them aborts the connection as any
+// broken stream does.
+func (p *Proxy) confirmOrigin(ctx context.Context, orig *http.Request) (*http.Response, error) {
 	req := orig.Clone(ctx)
 	req.Method = http.MethodGet
 	req.Body = http.NoBody
@@ -110,22 +157,24 @@ func (p *Proxy) confirmOrigin(ctx context.Context, orig *http.Request, size int6
 	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
 	resp, err := p.upstream.RoundTrip(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
-		// A short answer is read to its end, so that its connection is
-		// kept for the web seed; a 200 of the whole file is cut off.
-		io.CopyN(io.Discard, resp.Body, maxConfirmBody)
-		resp.Body.Close()
-	}()
-	return checkConfirmation(resp, size, mod)
+	// A short answer is read to its end, so that its connection is kept
+	// for the web seed; a 200 of the whole file is cut off.
+	io.CopyN(io.Discard, resp.Body, maxConfirmBody)
+	resp.Body.Close()
+	return resp, nil
 }
 
 // maxConfirmBody is the most of a confirmation's body read to keep its
 // connection.
 const maxConfirmBody = 4 << 10
 
-// checkConfirmation is confirmOrigin's test of the origin's answer.
+// checkConfirmation tests confirmOrigin's answer: it returns nil when the
+// answer is a 206 of the first byte, or a 200, of a file of exactly size
+// bytes, neither encoded nor a metainfo document, and not modified after
+// the torrent was made (mod, when known); otherwise an error saying what
+// did not match.
 func checkConfirmation(resp *http.Response, size int64, mod time.Time) error {
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return fmt.Errorf("encoded (%q)", ce)

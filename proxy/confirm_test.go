@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -260,5 +262,41 @@ func TestOpenFailsAfterHeaders(t *testing.T) {
 	}
 	if st := w.proxy.Status(); st.Fallbacks != 1 || st.Transformed != 2 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestConfirmationAskedWhileMetainfoIsRead: the origin is asked to confirm
+// the file as soon as its answer to the negotiation is seen to be
+// metainfo, not once the whole document is read. The origin here holds
+// back the second half of the metainfo until it has been asked.
+func TestConfirmationAskedWhileMetainfoIsRead(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	asked := make(chan struct{})
+	var once sync.Once
+	w.mux.HandleFunc("/early.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			if r.Header.Get("Range") == "bytes=0-0" {
+				once.Do(func() { close(asked) })
+			}
+			http.ServeContent(rw, r, "early.mp3", time.Time{}, bytes.NewReader(w.content))
+			return
+		}
+		rw.Header().Set("Content-Type", "application/x-bittorrent")
+		rw.Header().Set("Content-Length", strconv.Itoa(len(w.torrent)))
+		half := len(w.torrent) / 2
+		rw.Write(w.torrent[:half])
+		rw.(http.Flusher).Flush()
+		select {
+		case <-asked:
+		case <-time.After(5 * time.Second):
+			t.Error("the origin was not asked to confirm the file while the metainfo was read")
+		case <-r.Context().Done():
+			return
+		}
+		rw.Write(w.torrent[half:])
+	})
+	resp, body := w.get(t, "/early.mp3", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, w.content) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("status %d, %d bytes, ETag %q: not the synthesised answer", resp.StatusCode, len(body), resp.Header.Get("ETag"))
 	}
 }

@@ -137,7 +137,7 @@ type Proxy struct {
 	// confirmed remembers when an origin last confirmed that it serves a
 	// torrent's file (see confirmOrigin), so that the requests that follow,
 	// such as a player's seeks, need not ask again.
-	confirmed *lru.Cache[confirmKey, time.Time]
+	confirmed *lru.Cache[string, confirmedFile]
 
 	// base is cancelled by Close: every stream's context derives from it
 	// as well as from its request's, since goproxy's MITM loop gives
@@ -170,7 +170,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.store = newMemoryStore()
 	}
 	p.store = trackingStore{p.store, p}
-	p.confirmed, _ = lru.New[confirmKey, time.Time](maxConfirmed)
+	p.confirmed, _ = lru.New[string, confirmedFile](maxConfirmed)
 	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {

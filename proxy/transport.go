@@ -75,7 +75,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.upstreamFailed(orig, err), nil
 	}
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
-	prefix, _ := br.Peek(negotiate.SniffLen)
+	prefix := negotiate.Prefix(br, resp.Header.Get("Content-Type"))
 	d := negotiate.Decide(resp, true, prefix)
 	switch {
 	case d.Refetch:
@@ -95,22 +95,33 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	case d.Kind != negotiate.KindMetainfo:
 		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
 	}
-	m, _, err := negotiate.ReadMetainfo(br)
+	// The origin is asked to confirm the file while its metainfo is read.
+	c := p.askEarly(orig)
+	m, idx, err := pickFromAnswer(req.URL, br)
 	resp.Body.Close()
-	p.log.Debug("metainfo answer read", "url", redact(req.URL), "err", err)
 	if err != nil {
-		p.log.Info("unusable metainfo; fetching plainly", "url", redact(req.URL), "err", err)
+		c.stop()
+		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
 	}
-	idx, ok := negotiate.PickFile(&m.Info, req.URL)
+	return p.transform(orig, resp, m, idx, nil, c)
+}
+
+// pickFromAnswer reads the metainfo an origin answered u with, and picks
+// the file u names.
+func pickFromAnswer(u *url.URL, body io.Reader) (*metainfo.MetaInfo, int, error) {
+	m, _, err := negotiate.ReadMetainfo(body)
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, ok := negotiate.PickFile(&m.Info, u)
 	if !ok {
-		p.log.Info("no file in the torrent matches the URL; fetching plainly", "url", redact(req.URL))
-		return p.fallback(orig)
+		return nil, 0, errors.New("no file in the torrent matches the URL")
 	}
 	if sz := negotiate.FileSize(&m.Info, idx); sz <= 0 {
-		return p.fallback(orig)
+		return nil, 0, errors.New("the file is empty")
 	}
-	return p.transform(orig, resp, m, idx, nil)
+	return m, idx, nil
 }
 
 // plain forwards the client's own request.
@@ -150,14 +161,10 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 
 // transform answers the client with file idx of m, from the swarm. mg is
 // the magnet the origin named m by, or nil for metainfo: the peers it
-// names (x.pe) are peers of the download too.
-func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet) (*http.Response, error) {
-	// The origin is asked to confirm the file while the torrent opens,
-	// unless the whole file is at hand.
-	var c *confirmation
-	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); !ok || !isDone(t.Complete()) {
-		c = p.startConfirm(orig, m, idx)
-	}
+// names (x.pe) are peers of the download too. c is the origin's
+// confirmation under way (askEarly), or nil.
+func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet, c *confirmation) (*http.Response, error) {
+	c = p.confirmFor(c, orig, m, idx)
 	return p.serve(orig, p.open(orig, m, idx, mg), m, idx, negotiate.Headers(m, idx, originResp.Header), c)
 }
 
