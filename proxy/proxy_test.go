@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -301,6 +302,42 @@ func TestPassThrough(t *testing.T) {
 	}
 	if _, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash); ok {
 		t.Fatal("a torrent was started without a GET")
+	}
+}
+
+// TestPassThroughStreams: a slow answer that is no torrent (an event
+// stream) reaches the client as it comes, not once 16 KiB of it have
+// been sniffed for a torrent.
+func TestPassThroughStreams(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	done := make(chan struct{})
+	defer close(done)
+	w.mux.HandleFunc("/events", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(rw, "data: one\n\n")
+		rw.(http.Flusher).Flush()
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	})
+	resp, err := w.client.Get(w.origin.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		got <- line
+	}()
+	select {
+	case line := <-got:
+		if line != "data: one\n" {
+			t.Fatalf("first line %q", line)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the event stream's first event did not reach the client while the stream was open")
 	}
 }
 
