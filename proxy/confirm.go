@@ -148,12 +148,9 @@ func (p *Proxy) confirmOrigin(ctx context.Context, orig *http.Request) (*http.Re
 	req.Method = http.MethodGet
 	req.Body = http.NoBody
 	req.ContentLength = 0
-	for _, h := range stripped {
-		req.Header.Del(h)
-	}
+	dropForOrigin(req.Header)
 	req.Header.Set("Range", "bytes=0-0")
 	req.Header.Set("Accept-Encoding", "identity")
-	req.Header.Del("Via")
 	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
 	resp, err := p.upstream.RoundTrip(req)
 	if err != nil {

@@ -51,6 +51,16 @@ func hostPort(u *url.URL) string {
 // the file we will answer with, not to the metainfo.
 var stripped = []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"}
 
+// dropForOrigin takes off h, a copy of a client's headers, what a request
+// of the proxy's own to the origin must not carry: the client's range and
+// validators (stripped), and the client's Via, which the proxy's replaces.
+func dropForOrigin(h http.Header) {
+	for _, k := range stripped {
+		h.Del(k)
+	}
+	h.Del("Via")
+}
+
 // roundTrip is the seam: it sends the negotiation request and, when the
 // answer is a torrent, returns a response synthesised from the swarm.
 func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
@@ -181,10 +191,7 @@ func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 	// The URL the client asked for is always a source of the file, asked
 	// for plainly, with the client's own headers.
 	seedHeader := orig.Header.Clone()
-	for _, h := range stripped {
-		seedHeader.Del(h)
-	}
-	seedHeader.Del("Via")
+	dropForOrigin(seedHeader)
 	if err := t.AddWebSeed(swarm.WebSeed{URL: orig.URL.String(), Origin: true, File: idx, Header: seedHeader}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)
 	}
