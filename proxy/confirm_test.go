@@ -203,15 +203,25 @@ func awaitHeaders(t *testing.T, ch <-chan any, d time.Duration, why string) *htt
 	}
 }
 
+// gatedWorld is a world whose torrents open only as the returned gate
+// says (gatedStore), with the content at path on an origin that has no
+// peers for it.
+func gatedWorld(t *testing.T, path string) (*world, chan error) {
+	t.Helper()
+	gate := make(chan error)
+	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+	name := strings.TrimPrefix(path, "/")
+	w.lonely(t, path, func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, name, time.Time{}, bytes.NewReader(w.content))
+	})
+	return w, gate
+}
+
 // TestHeadersBeforeTorrentOpens: once the origin has confirmed the file,
 // the headers do not wait for the torrent to open (its cache entry, the
 // engine); the body does, and then arrives whole.
 func TestHeadersBeforeTorrentOpens(t *testing.T) {
-	gate := make(chan error)
-	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
-	w.lonely(t, "/late.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		http.ServeContent(rw, r, "late.mp3", time.Time{}, bytes.NewReader(w.content))
-	})
+	w, gate := gatedWorld(t, "/late.mp3")
 	ch := w.getAsync("/late.mp3")
 	resp := awaitHeaders(t, ch, 10*time.Second, "the headers waited for the torrent to open")
 	gate <- nil
@@ -223,11 +233,7 @@ func TestHeadersBeforeTorrentOpens(t *testing.T) {
 // for their torrent, so that a cache that keeps failing leaves them the
 // plain answer, until a torrent opens again.
 func TestOpenFailsAfterHeaders(t *testing.T) {
-	gate := make(chan error)
-	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
-	w.lonely(t, "/full.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		http.ServeContent(rw, r, "full.mp3", time.Time{}, bytes.NewReader(w.content))
-	})
+	w, gate := gatedWorld(t, "/full.mp3")
 	diskFull := errors.New("no space left on device")
 
 	resp := awaitHeaders(t, w.getAsync("/full.mp3"), 10*time.Second, "the headers waited for the torrent to open")
