@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -633,10 +634,22 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) error {
 	return f.readFrom(resp.Body, seg.n)
 }
 
-// parseContentRange reads "bytes first-last/total"; total is -1 for "*".
+// maxContentRange bounds the Content-Range a web seed may send: the unit,
+// three 19-digit numbers and their separators, with room to spare.
+const maxContentRange = 80
+
+// parseContentRange reads a web seed's Content-Range, "bytes first-last/total"
+// (RFC 9110, section 14.4), strictly: the unit in any case, the numbers
+// plain ASCII digits that fit an int64, first <= last, and last < total;
+// total is -1 for "*". It accepts what negotiate.ParseContentRange accepts
+// for a satisfied range (a fuzz test holds them together): swarm may not
+// import negotiate.
 func parseContentRange(v string) (first, last, total int64, ok bool) {
-	rest, found := strings.CutPrefix(v, "bytes ")
-	if !found {
+	if len(v) > maxContentRange {
+		return 0, 0, 0, false
+	}
+	unit, rest, found := strings.Cut(v, " ")
+	if !found || !strings.EqualFold(unit, "bytes") {
 		return 0, 0, 0, false
 	}
 	span, size, found := strings.Cut(rest, "/")
@@ -647,20 +660,34 @@ func parseContentRange(v string) (first, last, total int64, ok bool) {
 	if !found {
 		return 0, 0, 0, false
 	}
-	var err1, err2 error
-	first, err1 = strconv.ParseInt(a, 10, 64)
-	last, err2 = strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || first < 0 || last < first {
+	first, ok1 := parseDigits(a)
+	last, ok2 := parseDigits(b)
+	if !ok1 || !ok2 || last < first || last == math.MaxInt64 {
 		return 0, 0, 0, false
 	}
 	if size == "*" {
 		return first, last, -1, true
 	}
-	total, err := strconv.ParseInt(size, 10, 64)
-	if err != nil || total <= last {
+	total, ok = parseDigits(size)
+	if !ok || total <= last {
 		return 0, 0, 0, false
 	}
 	return first, last, total, true
+}
+
+// parseDigits reads a non-empty run of ASCII digits that fits an int64:
+// no sign, no space, as the header's grammar has it.
+func parseDigits(s string) (int64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // redactURL keeps credentials and query strings out of logs.

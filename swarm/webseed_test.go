@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -200,6 +201,24 @@ func TestBadWebSeeds(t *testing.T) {
 			}
 			w.Header().Set("Content-Encoding", "gzip")
 			http.ServeContent(w, r, "f", time.Time{}, bytes.NewReader(f.content))
+		}), true, 1},
+		{"a Content-Range of another range", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Range", "bytes 0-32767/2097152")
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(f.content[:32<<10])
+		}), true, 1},
+		{"a Content-Range with signed numbers", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The right bytes, but a header the grammar does not allow.
+			first, last, ok := strings.Cut(strings.TrimPrefix(r.Header.Get("Range"), "bytes="), "-")
+			if !ok {
+				http.Error(w, "no range", http.StatusBadRequest)
+				return
+			}
+			a, _ := strconv.Atoi(first)
+			b, _ := strconv.Atoi(last)
+			w.Header().Set("Content-Range", "bytes +"+first+"-+"+last+"/2097152")
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(f.content[a : b+1])
 		}), true, 1},
 		{"a torrent instead of the file", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/x-bittorrent")
