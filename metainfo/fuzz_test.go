@@ -44,6 +44,13 @@ func FuzzMetainfo(f *testing.F) {
 		if off != info.TotalLength {
 			t.Fatalf("files sum to %d, total %d", off, info.TotalLength)
 		}
+		trackers := 0
+		for _, tier := range m.AnnounceList {
+			trackers += len(tier)
+		}
+		if len(m.URLList) > MaxWebSeeds || trackers > MaxTrackers {
+			t.Fatalf("%d web seeds and %d trackers, limits %d and %d", len(m.URLList), trackers, MaxWebSeeds, MaxTrackers)
+		}
 		out, err := m.Marshal()
 		if err != nil {
 			t.Fatal(err)

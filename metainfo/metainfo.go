@@ -40,6 +40,13 @@ const (
 	BlockSize = 16 << 10
 	// MaxPieceLength is the largest piece length accepted.
 	MaxPieceLength = 64 << 20
+
+	// MaxWebSeeds is the most url-list entries (BEP 19) a torrent may
+	// carry; each becomes an HTTP source with its own workers.
+	MaxWebSeeds = 100
+	// MaxTrackers is the most tracker URLs announce-list (BEP 12) may
+	// carry, over all its tiers.
+	MaxTrackers = 200
 )
 
 func (l Limits) withDefaults() Limits {
@@ -143,8 +150,13 @@ func (l Limits) parseOwned(data []byte) (*MetaInfo, error) {
 		return nil, err
 	}
 	m.Announce = rawString(td.Announce)
-	m.AnnounceList = rawTiers(td.AnnounceList)
-	m.URLList = rawStrings(td.URLList)
+	var err error
+	if m.AnnounceList, err = rawTiers(td.AnnounceList); err != nil {
+		return nil, err
+	}
+	if m.URLList, err = rawStrings(td.URLList); err != nil {
+		return nil, err
+	}
 	m.Comment = rawString(td.Comment)
 	m.CreatedBy = rawString(td.CreatedBy)
 	var created int64
@@ -164,35 +176,41 @@ func rawString(raw bencode.RawMessage) string {
 	return ""
 }
 
-// rawStrings reads a string or a list of strings (url-list takes both
-// forms), dropping empty strings and items of any other type.
-func rawStrings(raw bencode.RawMessage) []string {
+// rawStrings reads url-list, a string or a list of strings, dropping
+// empty strings and items of any other type. More than MaxWebSeeds
+// strings is an error.
+func rawStrings(raw bencode.RawMessage) ([]string, error) {
 	if raw == nil {
-		return nil
+		return nil, nil
 	}
 	if s := rawString(raw); s != "" {
-		return []string{s}
+		return []string{s}, nil
 	}
 	var items []bencode.RawMessage
 	if bencode.Unmarshal(raw, &items) != nil {
-		return nil
+		return nil, nil
 	}
 	var out []string
 	for _, it := range items {
 		if s := rawString(it); s != "" {
+			if len(out) == MaxWebSeeds {
+				return nil, invalid("url-list has more than %d web seeds", MaxWebSeeds)
+			}
 			out = append(out, s)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // rawTiers reads announce-list, dropping malformed tiers and empty ones.
-func rawTiers(raw bencode.RawMessage) [][]string {
+// More than MaxTrackers URLs over all tiers is an error.
+func rawTiers(raw bencode.RawMessage) ([][]string, error) {
 	var tiers []bencode.RawMessage
 	if raw == nil || bencode.Unmarshal(raw, &tiers) != nil {
-		return nil
+		return nil, nil
 	}
 	var out [][]string
+	n := 0
 	for _, t := range tiers {
 		var items []bencode.RawMessage
 		if bencode.Unmarshal(t, &items) != nil {
@@ -201,6 +219,10 @@ func rawTiers(raw bencode.RawMessage) [][]string {
 		var tier []string
 		for _, it := range items {
 			if s := rawString(it); s != "" {
+				if n == MaxTrackers {
+					return nil, invalid("announce-list has more than %d trackers", MaxTrackers)
+				}
+				n++
 				tier = append(tier, s)
 			}
 		}
@@ -208,7 +230,7 @@ func rawTiers(raw bencode.RawMessage) [][]string {
 			out = append(out, tier)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // Trackers returns the tracker tiers to use: announce-list when present

@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -291,6 +292,62 @@ func TestLenientOuterFields(t *testing.T) {
 	}
 	if !reflect.DeepEqual(m.URLList, []string{"http://127.0.0.1:3/"}) || m.Comment != "" || !m.CreationDate.IsZero() {
 		t.Fatalf("got %q %q %v", m.URLList, m.Comment, m.CreationDate)
+	}
+}
+
+// TestSourceCountLimits: a torrent may name at most MaxWebSeeds web seeds
+// and MaxTrackers trackers. A hostile one with a million url-list entries
+// (16 MiB allows that) would otherwise start three workers for each.
+func TestSourceCountLimits(t *testing.T) {
+	urls := func(n int) []any {
+		out := make([]any, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("http://127.0.0.1:%d/f", i)
+		}
+		return out
+	}
+	parse := func(outer map[string]any) (*MetaInfo, error) {
+		outer["info"] = single(nil)
+		data, err := bencode.Marshal(outer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Parse(data)
+	}
+	tests := []struct {
+		name  string
+		outer map[string]any
+		msg   string // "" when it parses
+	}{
+		{"web seeds at the limit", map[string]any{"url-list": urls(MaxWebSeeds)}, ""},
+		{"one web seed too many", map[string]any{"url-list": urls(MaxWebSeeds + 1)}, "more than 100 web seeds"},
+		{"empty entries do not count", map[string]any{"url-list": append(urls(MaxWebSeeds), "", "", 7)}, ""},
+		{"trackers at the limit, over tiers", map[string]any{"announce-list": []any{urls(MaxTrackers / 2), urls(MaxTrackers / 2)}}, ""},
+		{"one tracker too many, over tiers", map[string]any{"announce-list": []any{urls(MaxTrackers / 2), urls(MaxTrackers/2 + 1)}}, "more than 200 trackers"},
+		{"one tracker each in many tiers", map[string]any{"announce-list": func() []any {
+			tiers := make([]any, MaxTrackers+1)
+			for i := range tiers {
+				tiers[i] = []any{fmt.Sprintf("http://127.0.0.1:%d/announce", i)}
+			}
+			return tiers
+		}()}, "more than 200 trackers"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := parse(tt.outer)
+			if tt.msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := len(m.URLList); n > MaxWebSeeds {
+					t.Fatalf("%d web seeds", n)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.msg) {
+				t.Fatalf("got %v, want ErrInvalid saying %q", err, tt.msg)
+			}
+		})
 	}
 }
 

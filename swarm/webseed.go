@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/swarm/internal/picker"
 )
 
@@ -80,6 +81,9 @@ const (
 	rescueBytes = 4 << 20
 	// webMaxFailures drops a web seed after this many failures in a row.
 	webMaxFailures = 5
+	// maxWebSeeds is the most web seeds a torrent keeps at once: a full
+	// url-list (metainfo.MaxWebSeeds) and the URLs clients asked for it by.
+	maxWebSeeds = metainfo.MaxWebSeeds + 28
 	// DefaultStallBudget is how long a reader or the whole torrent may go
 	// without progress from peers before web seeds step in.
 	DefaultStallBudget = 2 * time.Second
@@ -127,11 +131,20 @@ func (t *Torrent) AddWebSeed(ws WebSeed) error {
 	if !ws.Origin {
 		ws.Header = nil
 	}
+	var full bool
 	ok := t.do(func() {
+		live := 0
 		for _, s := range t.s.webSeeds {
-			if s.ws.URL == ws.URL && !s.dropped {
+			if s.dropped {
+				continue
+			}
+			if s.ws.URL == ws.URL {
 				return
 			}
+			live++
+		}
+		if full = live >= maxWebSeeds; full {
+			return
 		}
 		s := &webSeed{ws: ws}
 		s.p = &peer{id: t.s.allocID(), web: s, connectedAt: t.client.now()}
@@ -143,8 +156,11 @@ func (t *Torrent) AddWebSeed(ws WebSeed) error {
 			t.wg.Go(func() { t.webWorker(s) })
 		}
 	})
-	if !ok {
+	switch {
+	case !ok:
 		return ErrClosed
+	case full:
+		return fmt.Errorf("swarm: web seed %q: the torrent has %d already", redactURL(ws.URL), maxWebSeeds)
 	}
 	return nil
 }

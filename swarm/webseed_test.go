@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -276,6 +277,39 @@ func TestOriginWebSeedHeaders(t *testing.T) {
 	}
 	if err := tor.AddWebSeed(WebSeed{URL: "ftp://127.0.0.1/x"}); err == nil {
 		t.Fatal("an ftp web seed was accepted")
+	}
+}
+
+// TestWebSeedCap: a torrent keeps at most maxWebSeeds web seeds; one more
+// is refused with an error, the same URL again is no new seed, and a seed
+// that was added counts against the cap until it is dropped.
+func TestWebSeedCap(t *testing.T) {
+	f := newFixture(t, 64<<10, 32<<10)
+	_, tor := f.seed(t) // complete: no web seed ever fetches
+	for i := range maxWebSeeds {
+		if err := tor.AddWebSeed(WebSeed{URL: fmt.Sprintf("http://127.0.0.1:1/%d", i)}); err != nil {
+			t.Fatalf("seed %d: %v", i, err)
+		}
+	}
+	if err := tor.AddWebSeed(WebSeed{URL: "http://127.0.0.1:1/0"}); err != nil {
+		t.Fatalf("a URL already there: %v", err)
+	}
+	err := tor.AddWebSeed(WebSeed{URL: "http://user:secret@127.0.0.1:1/one-more?key=1"})
+	if err == nil || !strings.Contains(err.Error(), "already") {
+		t.Fatalf("one web seed more than %d: %v", maxWebSeeds, err)
+	}
+	if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "key=1") {
+		t.Fatalf("the error shows the URL's credentials or query: %v", err)
+	}
+	n := 0
+	tor.do(func() { n = len(tor.s.webSeeds) })
+	if n != maxWebSeeds {
+		t.Fatalf("%d web seeds kept, want %d", n, maxWebSeeds)
+	}
+	// A dropped seed frees its place.
+	tor.do(func() { tor.s.webSeeds[0].dropped = true })
+	if err := tor.AddWebSeed(WebSeed{URL: "http://127.0.0.1:1/after-a-drop"}); err != nil {
+		t.Fatalf("after a drop: %v", err)
 	}
 }
 
