@@ -65,6 +65,8 @@ func TestInjectAccept(t *testing.T) {
 		{name: "upgrade", target: "http://a.example/", hdr: []string{"Upgrade", "websocket"}, reason: ReasonUpgrade, wantAcc: "-"},
 		{name: "no-transform", target: "http://a.example/", hdr: []string{"Cache-Control", "max-age=0, No-Transform"},
 			reason: ReasonNoTransform, wantAcc: "-"},
+		{name: "cache-control too long to read", target: "http://a.example/", hdr: []string{"Cache-Control", strings.Repeat("max-age=0, ", MaxCacheControlLen/10)},
+			reason: ReasonNoTransform, wantAcc: "-"},
 		{name: "via names us", target: "http://a.example/", hdr: []string{"Via", "1.0 fred, 1.1 TBProxy (x, y)"},
 			reason: ReasonVia, wantAcc: "-"},
 		{name: "via in a comment does not count", target: "http://a.example/", hdr: []string{"Via", "1.1 fred (1.1 tbproxy)"},

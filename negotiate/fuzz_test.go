@@ -183,3 +183,29 @@ func FuzzPickFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCacheControl reads two Cache-Control field lines: no panic; lines
+// longer than MaxCacheControlLen together count as every directive that
+// stops a transformation; shorter ones give lower-case, trimmed, non-empty
+// names that the lines contain, and no-transform only when they say it.
+func FuzzCacheControl(f *testing.F) {
+	f.Fuzz(func(t *testing.T, a, b string) {
+		h := http.Header{"Cache-Control": {a, b}}
+		d := cacheControl(h)
+		if len(a)+len(b) > MaxCacheControlLen {
+			if !d.has("no-transform") || !d.has("private") || !d.has("no-store") {
+				t.Fatalf("over-long Cache-Control (%d bytes) read as %v", len(a)+len(b), d)
+			}
+			return
+		}
+		lower := strings.ToLower(a + "," + b)
+		for name := range d {
+			if name == "" || name != strings.ToLower(name) || name != strings.Trim(name, " \t") || !strings.Contains(lower, name) {
+				t.Fatalf("directive %q from %q, %q", name, a, b)
+			}
+		}
+		if d.has("no-transform") && !strings.Contains(lower, "no-transform") {
+			t.Fatalf("no-transform read from %q, %q", a, b)
+		}
+	})
+}

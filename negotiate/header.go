@@ -90,12 +90,31 @@ func splitList(v string) []string {
 // lower case.
 type directives map[string]bool
 
+// MaxCacheControlLen caps the combined length in bytes of a message's
+// Cache-Control field lines. Real ones are a few dozen bytes; an origin's
+// response headers may otherwise run to megabytes.
+const MaxCacheControlLen = 8 << 10
+
+// unreadableCacheControl is what a Cache-Control longer than
+// MaxCacheControlLen counts as: every directive that stops tbproxy from
+// transforming or keeping a message, since it cannot tell which were sent.
+var unreadableCacheControl = directives{"no-transform": true, "private": true, "no-store": true}
+
 // cacheControl collects the directive names of every Cache-Control field
 // line of h. Arguments are ignored: a "private" with field names is
-// treated as private, which errs on the side of privacy.
+// treated as private, which errs on the side of privacy. Field lines
+// longer than MaxCacheControlLen together are not read; they count as
+// unreadableCacheControl.
 func cacheControl(h http.Header) directives {
+	vs := h.Values("Cache-Control")
+	n := 0
+	for _, v := range vs {
+		if n += len(v); n > MaxCacheControlLen {
+			return unreadableCacheControl
+		}
+	}
 	var d directives
-	for _, v := range h.Values("Cache-Control") {
+	for _, v := range vs {
 		for _, elem := range splitList(v) {
 			name, _, _ := strings.Cut(elem, "=")
 			name = strings.ToLower(strings.Trim(name, " \t"))

@@ -190,6 +190,9 @@ func New(cfg Config) (*Proxy, error) {
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		// Far above what servers send (nginx's own proxy buffer for them
+		// is 4-8 KiB), far below Go's 10 MB default.
+		MaxResponseHeaderBytes: 256 << 10,
 	}
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = slogPrintf{p.log}

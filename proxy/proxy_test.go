@@ -305,6 +305,28 @@ func TestPassThrough(t *testing.T) {
 	}
 }
 
+// TestOriginHeaderCap: an origin whose response headers run past the
+// upstream cap gets a 502 from the proxy, not megabytes held and parsed.
+func TestOriginHeaderCap(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	w.mux.HandleFunc("/fat-headers", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Cache-Control", strings.Repeat("x,", 200<<10))
+		io.WriteString(rw, "body")
+	})
+	w.mux.HandleFunc("/fine-headers", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("X-Padding", strings.Repeat("x", 100<<10))
+		io.WriteString(rw, "body")
+	})
+	resp, _ := w.get(t, "/fat-headers", nil)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("400 KiB of origin headers: status %d, want 502", resp.StatusCode)
+	}
+	resp, body := w.get(t, "/fine-headers", nil)
+	if resp.StatusCode != http.StatusOK || string(body) != "body" {
+		t.Fatalf("100 KiB of origin headers: %d %q", resp.StatusCode, body)
+	}
+}
+
 // TestPassThroughStreams: a slow answer that is no torrent (an event
 // stream) reaches the client as it comes, not once 16 KiB of it have
 // been sniffed for a torrent.

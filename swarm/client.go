@@ -524,15 +524,16 @@ func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) 
 // environment, dial for connections, at most 3 per host.
 func httpTransport(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-		MaxConnsPerHost:       webWorkers,
-		MaxIdleConnsPerHost:   webWorkers,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:                  nil,
+		DialContext:            dial,
+		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+		MaxConnsPerHost:        webWorkers,
+		MaxIdleConnsPerHost:    webWorkers,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  30 * time.Second,
+		MaxResponseHeaderBytes: 64 << 10, // a web seed's or tracker's headers are a few hundred bytes
+		ForceAttemptHTTP2:      true,
 	}
 }
 
