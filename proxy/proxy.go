@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elazarl/goproxy"
@@ -104,8 +105,10 @@ type Proxy struct {
 	gp       *goproxy.ProxyHttpServer
 	upstream *http.Transport
 	guarded  func(ctx context.Context, network, addr string) (net.Conn, error) // dial under the outbound policy
-	store    Store
-	self     selfAddrs // our own listening addresses, against loops
+	// peerDialer dials the engine's peers under the peer policy (DialPeer).
+	peerDialer *net.Dialer
+	store      Store
+	self       selfAddrs // our own listening addresses, against loops
 
 	addMu sync.Mutex // serialises get-or-add of torrents
 	// openFailing is set while the last torrent to open failed: responses
@@ -174,9 +177,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {
-		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+		// The address is checked before the connection is made too, so
+		// that a refused one never sees a SYN; guardDial checks it again
+		// for dialers given in Config.
+		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second, Control: p.controlUpstream}
 		dial = d.DialContext
 	}
+	p.peerDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: p.controlPeer}
 	guarded := p.guardDial(dial)
 	p.guarded = guarded
 	p.upstream = &http.Transport{
@@ -298,7 +305,9 @@ func (p *Proxy) AddSelf(addr string) error {
 	return nil
 }
 
-// isSelf reports whether a host:port names one of our listeners.
+// isSelf reports whether a host:port names one of our listeners. A
+// listener on an unspecified address (0.0.0.0:P) is reached at P on any
+// of the machine's own addresses, and at no other.
 func (p *Proxy) isSelf(hostport string) bool {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -315,10 +324,36 @@ func (p *Proxy) isSelf(hostport string) bool {
 	if err != nil {
 		return false
 	}
+	ip = ip.Unmap()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var wild bool
 	for _, a := range p.self.addrs {
-		if int(a.Port()) == n && (a.Addr().Unmap() == ip.Unmap() || a.Addr().IsUnspecified() || ip.IsLoopback() && a.Addr().IsLoopback()) {
+		if int(a.Port()) != n {
+			continue
+		}
+		if a.Addr().Unmap() == ip || ip.IsLoopback() && a.Addr().IsLoopback() {
+			p.mu.Unlock()
+			return true
+		}
+		wild = wild || a.Addr().IsUnspecified()
+	}
+	p.mu.Unlock()
+	return wild && localAddr(ip)
+}
+
+// localAddr reports whether ip is one of this machine's own addresses:
+// loopback, unspecified (which connects to the machine itself), or an
+// address of one of its interfaces.
+func localAddr(ip netip.Addr) bool {
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: the safe answer for a loop check
+	}
+	for _, a := range addrs {
+		if pfx, err := netip.ParsePrefix(a.String()); err == nil && pfx.Addr().Unmap() == ip {
 			return true
 		}
 	}
@@ -337,6 +372,44 @@ func (p *Proxy) DialUpstream(ctx context.Context, network, addr string) (net.Con
 
 // errForbiddenTarget is a dial refused by policy.
 var errForbiddenTarget = errors.New("proxy: destination not allowed")
+
+// controlUpstream is the default upstream dialer's check of the address
+// it is about to connect to, after name resolution: not one of the
+// proxy's listeners, and public unless Config.AllowPrivateUpstream.
+func (p *Proxy) controlUpstream(_, address string, _ syscall.RawConn) error {
+	if p.isSelf(address) {
+		return fmt.Errorf("%w: %s is this proxy", errForbiddenTarget, address)
+	}
+	if ap, err := netip.ParseAddrPort(address); err == nil && !p.cfg.AllowPrivateUpstream && !publicAddr(ap.Addr()) {
+		return fmt.Errorf("%w: %s is not a public address", errForbiddenTarget, address)
+	}
+	return nil
+}
+
+// DialPeer dials a BitTorrent peer for the engine under the peer policy:
+// never one of the proxy's own listeners, and no loopback or unspecified
+// address unless Config.AllowPrivateUpstream, so that a tracker, PEX or
+// the DHT cannot point the engine at services on this machine. Peers on
+// the LAN are ordinary peers (local peer discovery finds them) and are
+// dialled. The address is checked as resolved, before the connection.
+func (p *Proxy) DialPeer(ctx context.Context, network, addr string) (net.Conn, error) {
+	return p.peerDialer.DialContext(ctx, network, addr)
+}
+
+// controlPeer is DialPeer's check of the address it is about to connect to.
+func (p *Proxy) controlPeer(_, address string, _ syscall.RawConn) error {
+	if p.isSelf(address) {
+		return fmt.Errorf("%w: peer %s is this proxy", errForbiddenTarget, address)
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: peer %q", errForbiddenTarget, address)
+	}
+	if a := ap.Addr().Unmap(); !p.cfg.AllowPrivateUpstream && (a.IsLoopback() || a.IsUnspecified()) {
+		return fmt.Errorf("%w: peer %s is on this machine", errForbiddenTarget, address)
+	}
+	return nil
+}
 
 // guardDial checks the address actually dialled, after resolution, so a
 // name that resolves to a private address (DNS rebinding) is refused too.

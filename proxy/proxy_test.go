@@ -573,6 +573,20 @@ func TestDialUpstreamPolicy(t *testing.T) {
 		}
 		t.Fatalf("loopback dialled with private upstreams off: %v", err)
 	}
+	// The refusal comes before the connection: a local service that is
+	// refused never sees one (HARDENING 41).
+	quiet := countingListener(t)
+	for _, addr := range []string{quiet.addr, "[::ffff:127.0.0.1]:" + quiet.port} {
+		if c, err := strict.DialUpstream(context.Background(), "tcp", addr); !errors.Is(err, errForbiddenTarget) {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("%s dialled with private upstreams off: %v", addr, err)
+		}
+	}
+	if n := quiet.accepted(); n != 0 {
+		t.Fatalf("a refused upstream saw %d connections", n)
+	}
 	lenient, err := New(Config{Engine: engine, AllowPrivateUpstream: true})
 	if err != nil {
 		t.Fatal(err)
@@ -584,19 +598,149 @@ func TestDialUpstreamPolicy(t *testing.T) {
 	}
 	c.Close()
 	own := serveProxy(t, lenient)
-	// An answer means Serve has registered the listener as the proxy's own.
-	direct := &http.Client{Transport: &http.Transport{Proxy: nil}}
-	resp, err := direct.Get("http://" + own + "/healthz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	direct.CloseIdleConnections()
+	awaitServing(t, own)
 	if c, err := lenient.DialUpstream(context.Background(), "tcp", own); !errors.Is(err, errForbiddenTarget) {
 		if c != nil {
 			c.Close()
 		}
 		t.Fatalf("the proxy's own listener was dialled: %v", err)
+	}
+}
+
+// awaitServing returns once the proxy answers on addr: Serve has then
+// registered the listener as the proxy's own.
+func awaitServing(t *testing.T, addr string) {
+	t.Helper()
+	direct := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	defer direct.CloseIdleConnections()
+	resp, err := direct.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+// quietListener is a local service that counts the connections it gets.
+type quietListener struct {
+	addr, port string
+	n          atomic.Int64
+}
+
+func (q *quietListener) accepted() int64 { return q.n.Load() }
+
+// countingListener starts a quietListener on loopback, closed when the
+// test ends.
+func countingListener(t *testing.T) *quietListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	q := &quietListener{addr: ln.Addr().String(), port: port}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			q.n.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return q
+}
+
+// TestDialPeerPolicy: the engine's peers are dialled under the peer
+// policy (HARDENING 43): a peer list that names a service on this
+// machine, or the proxy itself, does not make the engine connect to it
+// unless private upstreams are allowed; the proxy itself never.
+func TestDialPeerPolicy(t *testing.T) {
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	service := countingListener(t)
+	strict, err := New(Config{Engine: engine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer strict.Close()
+	for _, addr := range []string{service.addr, "[::ffff:127.0.0.1]:" + service.port, "0.0.0.0:" + service.port, "localhost:" + service.port} {
+		if c, err := strict.DialPeer(context.Background(), "tcp", addr); !errors.Is(err, errForbiddenTarget) {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("peer %s dialled with private upstreams off: %v", addr, err)
+		}
+	}
+	if n := service.accepted(); n != 0 {
+		t.Fatalf("the local service saw %d connections from refused peer dials", n)
+	}
+	lenient, err := New(Config{Engine: engine, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lenient.Close()
+	c, err := lenient.DialPeer(context.Background(), "tcp", service.addr)
+	if err != nil {
+		t.Fatalf("a loopback peer refused with private upstreams on: %v", err)
+	}
+	c.Close()
+	own := serveProxy(t, lenient)
+	awaitServing(t, own)
+	if c, err := lenient.DialPeer(context.Background(), "tcp", own); !errors.Is(err, errForbiddenTarget) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("the proxy's own listener was dialled as a peer: %v", err)
+	}
+}
+
+// TestSelfOnUnspecifiedListener: a proxy listening on 0.0.0.0:P is
+// itself at P on this machine's addresses, and nowhere else: an origin
+// elsewhere on port P is not (HARDENING 49).
+func TestSelfOnUnspecifiedListener(t *testing.T) {
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	p, err := New(Config{Engine: engine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.AddSelf("0.0.0.0:18080"); err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{
+		"127.0.0.1:18080":    true,
+		"[::1]:18080":        true,
+		"0.0.0.0:18080":      true,
+		"localhost:18080":    true,
+		"203.0.113.7:18080":  false, // another machine on the same port
+		"198.51.100.1:18080": false,
+		"127.0.0.1:18081":    false,
+	} {
+		if got := p.isSelf(addr); got != want {
+			t.Errorf("isSelf(%s) = %v, want %v", addr, got, want)
+		}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+			if hp := netip.AddrPortFrom(pfx.Addr(), 18080).String(); !p.isSelf(hp) {
+				t.Errorf("isSelf(%s) = false for an address of this machine", hp)
+			}
+		}
 	}
 }
 

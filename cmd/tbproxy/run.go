@@ -64,7 +64,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.Var(&o.allowClients, "allow-clients", "client `network` (CIDR) allowed besides loopback; repeatable")
 	fs.Var(&o.excludeHosts, "exclude-host", "`host` (or *.suffix) never negotiated; repeatable")
 	fs.StringVar(&o.connectPorts, "connect-ports", "443", "comma-separated `ports` CONNECT may reach")
-	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks")
+	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks, and peers on this machine")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
@@ -120,10 +120,21 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return p.DialUpstream(ctx, network, addr)
 	}
+	// Peers are dialled under the proxy's peer policy: never the proxy's
+	// own listeners or services on this machine (a tracker-directed port
+	// scan), unless --allow-private.
+	peerDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		p := px.Load()
+		if p == nil {
+			return nil, errors.New("tbproxy: the proxy is not up yet")
+		}
+		return p.DialPeer(ctx, network, addr)
+	}
 	engineCfg := swarm.Config{
 		ListenAddr: o.peerListen,
 		Logger:     log.With("component", "swarm"),
 		RootCAs:    cfg.RootCAs,
+		Dial:       peerDial,
 		HTTPDial:   guarded,
 		Encryption: o.encryption,
 	}
