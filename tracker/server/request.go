@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"strings"
 
@@ -95,13 +96,13 @@ const (
 
 // ParseAnnounce parses the raw (still percent-encoded) query of an
 // announce. info_hash and peer_id must decode to exactly 20 bytes; port
-// must be 1-65535; uploaded, downloaded and left must be decimal and not
-// negative; event must be empty, "started", "completed", "stopped",
-// "empty" or "paused" (BEP 21, treated as a regular announce). info_hash,
-// peer_id and port are required. A known parameter given twice is an
-// error; unknown parameters (key, ipv4, ipv6, supportcrypto, …) are
-// ignored but counted against MaxAnnounceParams. As in HTML forms, '+'
-// decodes to a space.
+// must be 1-65535; uploaded, downloaded and left must be plain decimal
+// digits whose value fits an int64 (so never negative); event must be
+// empty, "started", "completed", "stopped", "empty" or "paused" (BEP 21,
+// treated as a regular announce). info_hash, peer_id and port are
+// required. A known parameter given twice is an error; unknown parameters
+// (key, ipv4, ipv6, supportcrypto, …) are ignored but counted against
+// MaxAnnounceParams. As in HTML forms, '+' decodes to a space.
 //
 // A rejected query yields ErrQueryTooLong, ErrTooManyParams or a
 // *ParamError. Parsing does not allocate, except to parse an ip= value
@@ -322,7 +323,10 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// parseUint parses a non-empty run of decimal digits that fits an int64.
+// parseUint parses a non-empty run of at most 19 decimal digits and
+// reports false unless the value fits an int64 (0 to 9223372036854775807).
+// Nineteen digits can reach 9999999999999999999, so every step checks for
+// overflow before it multiplies.
 func parseUint(s string) (int64, bool) {
 	if s == "" || len(s) > 19 {
 		return 0, false
@@ -333,7 +337,11 @@ func parseUint(s string) (int64, bool) {
 		if c < '0' || c > '9' {
 			return 0, false
 		}
-		n = n*10 + int64(c-'0') // 19 digits cannot overflow
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
 	}
 	return n, true
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -48,6 +49,11 @@ func TestParseAnnounce(t *testing.T) {
 			}
 		}},
 		{name: "empty segments", q: "&&" + base + "&&", check: func(t *testing.T, r Request) {}},
+		{name: "left MaxInt64", q: base + "&left=9223372036854775807&uploaded=9223372036854775807&downloaded=0000000000000000001", check: func(t *testing.T, r Request) {
+			if !r.LeftKnown || r.Left != math.MaxInt64 || r.Uploaded != math.MaxInt64 || r.Downloaded != 1 {
+				t.Errorf("got %+v", r)
+			}
+		}},
 		{name: "left zero", q: base + "&left=0", check: func(t *testing.T, r Request) {
 			if !r.LeftKnown || r.Left != 0 {
 				t.Errorf("got %+v", r)
@@ -126,6 +132,11 @@ func TestParseAnnounce(t *testing.T) {
 		{name: "left=-1", q: base + "&left=-1", err: "invalid left"},
 		{name: "left non-numeric", q: base + "&left=abc", err: "invalid left"},
 		{name: "left overflows", q: base + "&left=99999999999999999999", err: "invalid left"},
+		{name: "uploaded 19 nines overflows", q: base + "&uploaded=9999999999999999999&left=9223372036854775808", err: "invalid uploaded"},
+		{name: "left MaxInt64+1 overflows", q: base + "&left=9223372036854775808", err: "invalid left"},
+		{name: "downloaded 19 nines overflows", q: base + "&downloaded=9999999999999999999", err: "invalid downloaded"},
+		{name: "uploaded MaxInt64+2 overflows", q: base + "&uploaded=9223372036854775809", err: "invalid uploaded"},
+		{name: "port 19 nines", q: "info_hash=" + esc(ih[:]) + "&peer_id=" + esc(id[:]) + "&port=9999999999999999999", err: "invalid port"},
 		{name: "uploaded negative", q: base + "&uploaded=-5", err: "invalid uploaded"},
 		{name: "downloaded float", q: base + "&downloaded=1.5", err: "invalid downloaded"},
 		{name: "numwant garbage", q: base + "&numwant=lots", err: "invalid numwant"},
