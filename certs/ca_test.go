@@ -317,6 +317,7 @@ func TestLeafRefusesHosts(t *testing.T) {
 	for _, host := range []string{
 		"", ":443", "bücher.example", "*.example.com", "a..b", "exa mple.com", "a\r\nb.com",
 		"fe80::1%eth0", "[fe80::1%25eth0]:443", strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 130) + "com",
+		"1.2.3.4.", "1.2.3.4.:443", "[::1.]:443", "2001:DB8::1.",
 	} {
 		if _, err := ca.Leaf(host); err == nil || !strings.HasPrefix(err.Error(), "certs: ") {
 			t.Errorf("Leaf(%q) = %v", host, err)

@@ -28,7 +28,8 @@ type leaf struct {
 // Leaf returns a certificate for host signed by the CA, minting it on first
 // use and caching it per host. host is a DNS name or an IP literal, with or
 // without a port and, for IPv6, brackets ("example.com", "example.com:443",
-// "[::1]:443", "10.0.0.1"). Letter case and a trailing dot are ignored.
+// "[::1]:443", "10.0.0.1"). Letter case and a trailing dot are ignored,
+// except that an IP literal with a trailing dot is refused.
 //
 // A DNS name becomes the certificate's only DNS SAN, an IP literal its only
 // IP SAN. Host names must already be ASCII: an internationalised name is
@@ -122,7 +123,10 @@ func (ca *CA) mint(name string, ip netip.Addr, now time.Time) (leaf, error) {
 
 // normalizeHost reduces host to the cache key and SAN: a lower-case DNS name
 // without trailing dot, or the canonical text of an IP address (IPv4-mapped
-// IPv6 unmapped), which is then also returned as ip.
+// IPv6 unmapped), which is then also returned as ip. A DNS name is at most
+// 253 bytes of labels of 1-63 bytes and never parses as an IP address; an
+// IP literal with a trailing dot ("1.2.3.4.") is refused. Normalizing the
+// result again returns it unchanged.
 func normalizeHost(host string) (name string, ip netip.Addr, err error) {
 	h := host
 	if hp, _, err := net.SplitHostPort(h); err == nil {
@@ -138,6 +142,11 @@ func normalizeHost(host string) (name string, ip netip.Addr, err error) {
 		return a.String(), a, nil
 	}
 	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	if _, err := netip.ParseAddr(h); err == nil {
+		// "1.2.3.4." would otherwise become the DNS name "1.2.3.4" and
+		// share the IP literal's cache key with a leaf lacking its IP SAN.
+		return "", netip.Addr{}, fmt.Errorf("certs: host %q is an ip address with a trailing dot", host)
+	}
 	if err := checkDNSName(h); err != nil {
 		return "", netip.Addr{}, fmt.Errorf("certs: host %q: %w", host, err)
 	}
