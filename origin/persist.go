@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,6 +45,8 @@ func recordName(res Resource) string {
 	return hex.EncodeToString(h.Sum(nil)) + recordExt
 }
 
+// isRecordName reports whether name is one recordName could give: 64
+// lower-case hex digits and recordExt.
 func isRecordName(name string) bool {
 	hexPart, ok := strings.CutSuffix(name, recordExt)
 	if !ok || len(hexPart) != 2*sha256.Size {
@@ -61,6 +64,10 @@ func (p *Publisher) recordPath(res Resource) string {
 	return filepath.Join(p.cfg.DataDir, recordName(res))
 }
 
+// readRecord reads the record at file, which anyone able to write to the
+// data directory could have planted, and returns the version it names and
+// its metainfo. It reads at most maxRecord bytes and accepts the record
+// only when checkRecord does.
 func readRecord(file string) (Resource, *metainfo.MetaInfo, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -83,10 +90,27 @@ func readRecord(file string) (Resource, *metainfo.MetaInfo, error) {
 		return Resource{}, nil, fmt.Errorf("origin: record: %w", err)
 	}
 	res := Resource{Key: rec.Key, Path: rec.Path, Size: rec.Size, ModTime: time.Unix(0, rec.ModTime)}
-	if mi.Info.MultiFile || mi.Info.TotalLength != res.Size || !filepath.IsAbs(res.Path) {
-		return Resource{}, nil, errors.New("origin: record does not describe its file")
+	if err := checkRecord(res, mi); err != nil {
+		return Resource{}, nil, err
 	}
 	return res, mi, nil
+}
+
+// checkRecord checks that a record's version is one a Resolver could have
+// given (Key a cleaned URL path, Path absolute and clean) and that its
+// metainfo describes that one file: single-file, of Size bytes (which
+// metainfo.Parse guarantees is positive).
+func checkRecord(res Resource, mi *metainfo.MetaInfo) error {
+	if res.Key == "" || res.Key[0] != '/' || path.Clean(res.Key) != res.Key || strings.IndexByte(res.Key, 0) >= 0 {
+		return errors.New("origin: record: key is not a cleaned url path")
+	}
+	if !filepath.IsAbs(res.Path) || filepath.Clean(res.Path) != res.Path || strings.IndexByte(res.Path, 0) >= 0 {
+		return errors.New("origin: record: path is not absolute and clean")
+	}
+	if mi.Info.MultiFile || mi.Info.TotalLength != res.Size {
+		return errors.New("origin: record does not describe its file")
+	}
+	return nil
 }
 
 // writeRecord persists mi for res: to a temporary file, then renamed, so

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -45,6 +46,11 @@ const (
 	fetchHeaderTimeout = 30 * time.Second
 	// tempPrefix starts the names of files being fetched.
 	tempPrefix = ".fetch-"
+	// maxValidator is the longest ETag or Last-Modified value a version
+	// keeps. Real ETags are tens of bytes and an HTTP-date 29; without a
+	// cap each of the maxVersions remembered versions could hold two
+	// values as long as the client's response-header limit (10 MB).
+	maxValidator = 256
 )
 
 // UpstreamConfig configures an Upstream. Every zero field takes the default
@@ -318,19 +324,94 @@ func (u *Upstream) head(ctx context.Context, key string) (version, error) {
 // versionOf reads the version a 200 response describes, and whether it may
 // be published.
 func (u *Upstream) versionOf(resp *http.Response) version {
-	h := resp.Header
-	v := version{etag: h.Get("Etag"), size: -1}
-	if n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64); err == nil && n >= 0 && len(h["Content-Length"]) == 1 {
+	return parseVersion(resp.StatusCode, resp.Header, u.cfg.MinSize, u.cfg.MaxSize)
+}
+
+// parseVersion reads the version that a response with status and header h
+// describes, and whether it may be published: status 200, a Content-Length
+// (see contentLength) of at least one byte, at least minSize and at most
+// maxSize, an ETag or a Last-Modified date, and public(h).
+//
+// An ETag or Last-Modified value over maxValidator bytes or holding a
+// control byte makes the response unpublishable, and neither value is then
+// kept. Treating only the bad value as absent would not be safe: the
+// version would be named by fewer validators than the upstream uses (two
+// versions with the same date and length but different ETags would look
+// the same), and the fetch would lose its If-Match.
+func parseVersion(status int, h http.Header, minSize, maxSize int64) version {
+	etag, lm := h.Get("Etag"), h.Get("Last-Modified")
+	usable := validatorOK(etag) && validatorOK(lm)
+	if !usable {
+		etag, lm = "", ""
+	}
+	v := version{etag: etag, size: -1}
+	if n, ok := contentLength(h); ok {
 		v.size = n
 	}
-	lm := h.Get("Last-Modified")
 	if t, err := http.ParseTime(lm); err == nil {
 		v.lastMod = t
 	}
 	v.validators = v.etag + "\n" + lm + "\n" + strconv.FormatInt(v.size, 10)
-	v.ok = resp.StatusCode == http.StatusOK && v.size > 0 && v.size >= u.cfg.MinSize && v.size <= u.cfg.MaxSize &&
+	v.ok = usable && status == http.StatusOK && v.size > 0 && v.size >= minSize && v.size <= maxSize &&
 		(v.etag != "" || !v.lastMod.IsZero()) && public(h)
 	return v
+}
+
+// validatorOK reports whether an ETag or Last-Modified value (possibly
+// empty) may name a version: at most maxValidator bytes and no control
+// byte, which neither an entity-tag nor an HTTP-date may hold and which
+// would make the newline-separated validators ambiguous.
+func validatorOK(s string) bool {
+	if len(s) > maxValidator {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// contentLength returns the value of h's Content-Length, which must appear
+// exactly once and be 1 to 19 ASCII digits whose value fits an int64.
+// strconv.ParseInt would also take a sign ("+5"); spaces are refused too.
+// Go's HTTP/1 transport refuses such a response, but its HTTP/2 transport
+// leaves an invalid value in the header map (and sets resp.ContentLength
+// to -1), so the value is checked here.
+//
+// The header is read rather than resp.ContentLength, to which it is equal
+// for a valid value on Go's transports, because the version must be a
+// function of the header alone: the HEAD that names a version and the GET
+// that fetches it must give the same answer whatever RoundTripper the
+// configured Client uses, and modifyResponse must decide as versionOf does.
+func contentLength(h http.Header) (int64, bool) {
+	vals := h["Content-Length"]
+	if len(vals) != 1 {
+		return 0, false
+	}
+	return parseDigits(vals[0])
+}
+
+// parseDigits parses a non-empty string of at most 19 ASCII digits whose
+// value fits an int64; leading zeros are allowed, anything else is not.
+func parseDigits(s string) (int64, bool) {
+	if s == "" || len(s) > 19 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if n > (math.MaxInt64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // public reports whether a response may be shared with anyone: no private
@@ -501,7 +582,9 @@ func (u *Upstream) modifyResponse(resp *http.Response) error {
 	size := int64(-1)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		if n, err := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); err == nil {
+		// Parsed as versionOf does: a length it refuses ("+5") would not be
+		// negotiated, so it needs no Vary: Accept.
+		if n, ok := contentLength(resp.Header); ok {
 			size = n
 		}
 	case http.StatusPartialContent:

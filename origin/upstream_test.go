@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,6 +187,7 @@ func TestUpstreamNotPublished(t *testing.T) {
 	f.up.set("/cookie-vary", upFile{data: big, etag: `"c"`, header: http.Header{"Vary": {"Cookie"}}})
 	f.up.set("/gzip", upFile{data: big, etag: `"g"`, header: http.Header{"Content-Encoding": {"gzip"}}})
 	f.up.set("/query", upFile{data: big, etag: `"q"`})
+	f.up.set("/long-etag", upFile{data: big, etag: `"` + strings.Repeat("e", maxValidator) + `"`})
 	c := f.srv.Client()
 	tests := []struct {
 		name, path string
@@ -197,6 +199,7 @@ func TestUpstreamNotPublished(t *testing.T) {
 		{"vary cookie", "/cookie-vary", true},
 		{"content coding, so no known size", "/gzip", false},
 		{"query", "/query?x=1", true},
+		{"etag over maxValidator bytes", "/long-etag", true},
 		{"missing", "/missing", false},
 	}
 	for _, tt := range tests {
