@@ -267,6 +267,18 @@ func TestTransparentDownload(t *testing.T) {
 		if resp.StatusCode != 416 {
 			t.Fatalf("unsatisfiable range: status %d", resp.StatusCode)
 		}
+		// HARDENING 61: a Range that is malformed, or asks for too many or
+		// too overlapping ranges, is ignored: the whole file, 200.
+		hundred := make([]string, 100)
+		for i := range hundred {
+			hundred[i] = fmt.Sprintf("%d-%d", i*10, i*10)
+		}
+		for _, r := range []string{"bytes=abc", "bytes=5-2", "items=0-9", "bytes=" + strings.Join(hundred, ","), "bytes=0-9,0-9,0-9,0-9"} {
+			resp, body := w.get(t, "/episode.mp3", map[string]string{"Range": r})
+			if resp.StatusCode != 200 || !bytes.Equal(body, w.content) || resp.Header.Get("Content-Range") != "" {
+				t.Fatalf("Range %.40q: status %d, %d bytes, Content-Range %q; want the whole file", r, resp.StatusCode, len(body), resp.Header.Get("Content-Range"))
+			}
+		}
 	})
 	t.Run("conditional", func(t *testing.T) {
 		resp, _ := w.get(t, "/episode.mp3", map[string]string{"If-None-Match": wantETag})

@@ -159,9 +159,24 @@ type planned struct {
 	start, length int64
 }
 
+// plan learns how http.ServeContent answers orig for a file of size bytes
+// with headers h, last modified at mod.
+//
+// A Range that negotiate.ParseRange finds malformed, or asking for more
+// than negotiate.MaxRanges ranges or more than negotiate.MaxOverlap over
+// one byte, is ignored (RFC 9110, section 14.2: a server may): the answer
+// is the whole file. http.ServeContent alone would answer 416 to a
+// malformed one and a multipart of any number of parts.
 func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned {
 	head := orig.Clone(orig.Context())
 	head.Method = http.MethodHead
+	if r := head.Header.Values("Range"); len(r) > 0 {
+		_, err := negotiate.ParseRange(strings.Join(r, ","), size)
+		if len(r) > 1 || errors.Is(err, negotiate.ErrInvalid) || errors.Is(err, negotiate.ErrTooManyRanges) {
+			head.Header.Del("Range")
+			head.Header.Del("If-Range")
+		}
+	}
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/octet-stream") // ServeContent would sniff the body
 	}
