@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -21,11 +22,18 @@ import (
 )
 
 // onRequest runs for every proxied request: it refuses loops into the
-// proxy itself, strips hop-by-hop headers, and puts the negotiating round
-// tripper in place.
+// proxy itself and, inside an intercepted tunnel, requests for another
+// authority than the tunnel's; it strips hop-by-hop headers, and puts the
+// negotiating round tripper in place.
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 	if p.isSelf(hostPort(r.URL)) {
 		return r, textResponse(r, http.StatusLoopDetected, "tbproxy: request addressed to the proxy itself")
+	}
+	if t, ok := ctx.UserData.(tunnel); ok && !sameAuthority(hostPort(r.URL), t.authority) {
+		// goproxy takes an intercepted request's URL from its Host header:
+		// another host or port there would escape the CONNECT policy.
+		p.log.Info("request for another host than its tunnel refused", "tunnel", t.authority, "host", r.URL.Host)
+		return r, textResponse(r, http.StatusMisdirectedRequest, "tbproxy: the request names another host than its CONNECT")
 	}
 	if r.Header.Get("Upgrade") == "" {
 		// Upgrades (websockets) pass through untouched, Connection and all.
@@ -298,6 +306,7 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 		return &goproxy.ConnectAction{Action: goproxy.ConnectAccept}, host
 	}
 	ca := p.cfg.CA
+	ctx.UserData = tunnel{authority: host} // goproxy hands it to each request in the tunnel
 	return &goproxy.ConnectAction{
 		Action: goproxy.ConnectMitm,
 		TLSConfig: func(string, *goproxy.ProxyCtx) (*tls.Config, error) {
@@ -305,6 +314,26 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 			return ca.TLSConfigForHost(h), nil
 		},
 	}, host
+}
+
+// tunnel marks the requests of an intercepted CONNECT tunnel with its
+// authority (host:port), in goproxy's ProxyCtx.UserData.
+type tunnel struct{ authority string }
+
+// sameAuthority reports whether two host:port values name the same
+// authority: host names compared without case or a trailing dot, IP
+// addresses by value.
+func sameAuthority(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	if ia, err := netip.ParseAddr(ha); err == nil {
+		ib, err := netip.ParseAddr(hb)
+		return err == nil && ia.Unmap() == ib.Unmap()
+	}
+	return strings.EqualFold(strings.TrimSuffix(ha, "."), strings.TrimSuffix(hb, "."))
 }
 
 // matchHost reports whether host matches an exact name or a *.suffix.

@@ -1,0 +1,123 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+
+	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// mitmTunnel opens a CONNECT tunnel to target through the proxy at
+// proxyAddr and speaks TLS in it, trusting ca.
+func mitmTunnel(t *testing.T, proxyAddr, target string, ca *certs.CA) *tls.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", proxyAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT %s: %s", target, resp.Status)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	host, _, _ := net.SplitHostPort(target)
+	tc := tls.Client(c, &tls.Config{RootCAs: roots, ServerName: host})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return tc
+}
+
+// getIn sends a GET for path with the given Host header in the tunnel and
+// reads the answer.
+func getIn(t *testing.T, tc *tls.Conn, host, path string) (*http.Response, []byte) {
+	t.Helper()
+	fmt.Fprintf(tc, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/plain\r\n\r\n", path, host)
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
+// TestMITMHostMustMatchTunnel: inside an intercepted tunnel, a request
+// whose Host names another host or port than the CONNECT is refused with
+// 421 and goes nowhere (HARDENING 54, 75); otherwise the CONNECT port
+// policy could be escaped. A request for the tunnel's own authority is
+// answered.
+func TestMITMHostMustMatchTunnel(t *testing.T) {
+	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "origin")
+	}))
+	defer origin.Close()
+	other := countingListener(t) // a service on a port CONNECT does not allow
+	ca, err := certs.Load(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(origin.Certificate())
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	_, port, _ := net.SplitHostPort(origin.Listener.Addr().String())
+	n, _ := strconv.Atoi(port)
+	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveProxy(t, p)
+	target := origin.Listener.Addr().String()
+
+	tc := mitmTunnel(t, addr, target, ca)
+	resp, body := getIn(t, tc, target, "/")
+	if resp.StatusCode != http.StatusOK || string(body) != "origin" {
+		t.Fatalf("the tunnel's own host: %s %q", resp.Status, body)
+	}
+	for _, host := range []string{
+		other.addr,                 // another port on the same host
+		"localhost:" + other.port,  // another name for it
+		"127.0.0.1",                // no port: 443, not the tunnel's
+		"example.invalid:" + port,  // another host on the tunnel's port
+		"127.0.0.1:" + port + "@x", // not a host:port at all
+	} {
+		tc := mitmTunnel(t, addr, target, ca)
+		resp, body := getIn(t, tc, host, "/")
+		if resp.StatusCode != http.StatusMisdirectedRequest && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("Host %q in a tunnel to %s: %s %q, want 421", host, target, resp.Status, body)
+		}
+	}
+	if got := other.accepted(); got != 0 {
+		t.Fatalf("the service behind another Host saw %d connections", got)
+	}
+	// The same authority, spelled differently, is the tunnel's.
+	for _, host := range []string{"127.0.0.1:" + port, "[::ffff:127.0.0.1]:" + port} {
+		tc := mitmTunnel(t, addr, target, ca)
+		if resp, body := getIn(t, tc, host, "/"); resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %q in a tunnel to %s: %s %q", host, target, resp.Status, body)
+		}
+	}
+}
