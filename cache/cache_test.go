@@ -334,6 +334,18 @@ func TestRecheck(t *testing.T) {
 		{"missing completion record", func(t *testing.T, dir string) {
 			os.Remove(filepath.Join(dir, recordName))
 		}, func(int) []int { return nil }},
+		{"completion record with bytes after it", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, recordName)
+			b, _ := os.ReadFile(path)
+			os.WriteFile(path, append(b, make([]byte, 64<<20)...), 0o600)
+		}, func(int) []int { return nil }},
+		{"completion record is a link to an endless file", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, recordName)
+			os.Remove(path)
+			if err := os.Symlink("/dev/zero", path); err != nil {
+				t.Fatal(err)
+			}
+		}, func(int) []int { return nil }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

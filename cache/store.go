@@ -348,7 +348,9 @@ func (s *Store) load(ih metainfo.Hash) (*entry, bool, error) {
 	e.overhead = int64(len(raw)) + int64(recordLen(m.Info.NumPieces()))
 
 	var rec *record
-	recRaw, recErr := os.ReadFile(filepath.Join(dir, recordName))
+	// The record's size is known; a larger file (or one that never ends)
+	// is not read, and the data is checked again.
+	recRaw, recErr := readFileLimited(filepath.Join(dir, recordName), int64(recordLen(m.Info.NumPieces())))
 	if recErr == nil {
 		rec, recErr = decodeRecord(recRaw, ih, e.info)
 	}
