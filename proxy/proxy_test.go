@@ -296,6 +296,31 @@ func TestTransparentDownload(t *testing.T) {
 	})
 }
 
+// TestNoBodyOpensNoTorrent: an answer with no body (If-None-Match that
+// matches: 304; an unsatisfiable range: 416) comes from the metainfo
+// alone; no torrent is opened, so no tracker or peer hears of it
+// (HARDENING 62).
+func TestNoBodyOpensNoTorrent(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	etag := fmt.Sprintf(`"bt-%s-0"`, w.meta.InfoHash)
+	resp, body := w.get(t, "/episode.mp3", map[string]string{"If-None-Match": etag})
+	if resp.StatusCode != http.StatusNotModified || len(body) != 0 || resp.Header.Get("ETag") != etag {
+		t.Fatalf("If-None-Match: %d, %d bytes, ETag %q", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+	}
+	resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=999999999-"})
+	if resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes */%d", len(w.content)) {
+		t.Fatalf("unsatisfiable range: %d, Content-Range %q", resp.StatusCode, resp.Header.Get("Content-Range"))
+	}
+	if _, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash); ok {
+		t.Fatal("a torrent was opened for answers with no body")
+	}
+	// A body still opens it.
+	resp, body = w.get(t, "/episode.mp3", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, w.content) {
+		t.Fatalf("then a plain GET: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
 func TestPassThrough(t *testing.T) {
 	w := newWorld(t, 256<<10)
 	resp, body := w.get(t, "/page.html", nil)

@@ -37,9 +37,10 @@ type transfer struct {
 	infohash metainfo.Hash
 }
 
-// serve answers orig with file idx of the torrent op opens.
-// http.ServeContent decides the answer (ranges, 416, conditional
-// requests, HEAD) on a HEAD copy of the request; a single span is then
+// serve answers orig with file idx of the torrent op opens, as pl, the
+// plan for it, says: http.ServeContent decided the answer (ranges, 416,
+// conditional requests, HEAD) on a HEAD copy of the request; h are the
+// synthesised headers. A single span is then
 // streamed straight from a swarm.Reader, which sends verified bytes on
 // disk with sendfile. Multi-range answers stream through ServeContent
 // itself (servePiped).
@@ -50,10 +51,8 @@ type transfer struct {
 // and the torrent is waited for by the body (lateSpan): unless an opening
 // failed lately, when a response waits for the torrent so that it can
 // still fall back.
-func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx int, h http.Header, c *confirmation) (*http.Response, error) {
+func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx int, h http.Header, pl planned, c *confirmation) (*http.Response, error) {
 	defer c.stop()
-	f := m.Info.Files[idx]
-	pl := plan(orig, h, f.Length, negotiate.ModTime(m))
 	span := pl.stream && !pl.multipart && orig.Method != http.MethodHead
 	if span && c != nil && !isDone(op.done) && !p.openFailing.Load() {
 		select {

@@ -182,8 +182,17 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 // names (x.pe) are peers of the download too. c is the origin's
 // confirmation under way (askEarly), or nil.
 func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet, c *confirmation) (*http.Response, error) {
+	h := negotiate.Headers(m, idx, originResp.Header)
+	pl := plan(orig, h, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
+	if !pl.stream && !pl.multipart {
+		// No body to send (a 304, 412 or 416): the answer is known from
+		// the metainfo alone, and no torrent is opened or announced.
+		c.stop()
+		p.transformed(orig, m, idx, mg != nil)
+		return pl.response(orig, nil), nil
+	}
 	c = p.confirmFor(c, orig, m, idx)
-	return p.serve(orig, p.open(orig, m, idx, mg), m, idx, negotiate.Headers(m, idx, originResp.Header), c)
+	return p.serve(orig, p.open(orig, m, idx, mg), m, idx, h, pl, c)
 }
 
 // openTorrent opens (or joins) the torrent of m and adds its sources: the
