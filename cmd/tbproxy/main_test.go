@@ -316,3 +316,17 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("a zero magnet timeout: %v", err)
 	}
 }
+
+// TestTrackerRateFlags: publish and tracker refuse a negative rate limit
+// before they listen on anything.
+func TestTrackerRateFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"tracker", "--listen", "127.0.0.1:0", "--rate", "-1"},
+		{"publish", "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--tracker-rate", "-0.5"},
+	} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "must not be negative") {
+			t.Errorf("%v: %v, want a negative-rate error", args, err)
+		}
+	}
+}

@@ -39,6 +39,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		exclude    listFlag
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		superSeed  = fs.Bool("super-seed", true, "offer each peer a few pieces at a time (BEP 16), so that downloaders trade among themselves and the origin uploads each piece about once")
+		rateLimit  = fs.Float64("tracker-rate", server.DefaultRateLimit, "tracker announces and scrapes per `second` allowed from one address, after a burst of 10 (loopback is not limited); 0 for no limit")
 		disc       discovery
 	)
 	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
@@ -88,7 +89,10 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		engine.Close()
 		seeder.close()
 	}()
-	trk := server.New(server.Config{AllowList: seeder.has, Logger: log.With("component", "tracker")})
+	if *rateLimit < 0 {
+		return fmt.Errorf("--tracker-rate must not be negative: %v", *rateLimit)
+	}
+	trk := server.New(server.Config{AllowList: seeder.has, RateLimit: *rateLimit, Logger: log.With("component", "tracker")})
 	cfg := origin.Config{
 		DataDir:   *dataDir,
 		Announce:  base + "/announce",
@@ -246,6 +250,7 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	listen := fs.String("listen", "127.0.0.1:6969", "HTTP and UDP `address`")
 	interval := fs.Duration("interval", 30*time.Minute, "announce interval")
 	trustIP := fs.Bool("trust-ip", false, "honour the ip= parameter (only behind a trusted network)")
+	rateLimit := fs.Float64("rate", server.DefaultRateLimit, "announces and scrapes per `second` allowed from one address, after a burst of 10 (loopback is not limited); 0 for no limit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -258,9 +263,13 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if *rateLimit < 0 {
+		return fmt.Errorf("--rate must not be negative: %v", *rateLimit)
+	}
 	trk := server.New(server.Config{
 		Intervals: server.Static{Every: *interval, Min: min(*interval, 5*time.Minute)},
 		TrustIP:   *trustIP,
+		RateLimit: *rateLimit,
 		Logger:    log,
 	})
 	ln, err := net.Listen("tcp", *listen)

@@ -35,6 +35,15 @@ const (
 	reasonInternal    = "internal error"
 )
 
+// DefaultRateLimit and DefaultRateBurst are what a tracker facing the
+// network should use: a BitTorrent client announces every few minutes, so
+// one request per second from an address, after a burst of 10, refuses
+// floods only (HARDENING 90).
+const (
+	DefaultRateLimit = 1.0
+	DefaultRateBurst = 10
+)
+
 // Config configures a Handler. The zero value is a working open tracker
 // with an in-memory store.
 type Config struct {
@@ -65,12 +74,13 @@ type Config struct {
 	// info_hash (a full scrape) is always refused.
 	MaxScrapeHashes int
 	// RateLimit is the sustained announces and scrapes per second allowed
-	// from one source address (an IPv6 /64 counts as one). 0 disables
-	// the limit, which is the default because every local peer shares
-	// 127.0.0.1.
+	// from one source address (an IPv6 /64 counts as one); loopback, which
+	// every local peer shares, is never limited. 0 disables the limit
+	// (the default here; tbproxy's publish and tracker commands turn it
+	// on, see DefaultRateLimit).
 	RateLimit float64
 	// RateBurst is the requests allowed at once before RateLimit applies.
-	// Default 10.
+	// Default 10 (DefaultRateBurst).
 	RateBurst int
 	// RateTable caps the addresses the rate limiter remembers. Default
 	// 65,536.
@@ -165,7 +175,7 @@ func New(cfg Config) *Handler {
 	if cfg.RateLimit > 0 {
 		burst, table := cfg.RateBurst, cfg.RateTable
 		if burst <= 0 {
-			burst = 10
+			burst = DefaultRateBurst
 		}
 		if table <= 0 {
 			table = 65536

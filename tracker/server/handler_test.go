@@ -501,6 +501,12 @@ func TestRateLimit(t *testing.T) {
 	if r, _ := do(t, h, "192.0.2.2:1", target); r.Failure != "" {
 		t.Errorf("another address limited: %q", r.Failure)
 	}
+	// Loopback, which every local peer shares, is never limited.
+	for i := range 5 {
+		if r, _ := do(t, h, "127.0.0.1:1", target); r.Failure != "" {
+			t.Errorf("loopback request %d: %q", i, r.Failure)
+		}
+	}
 	if r, _ := do(t, h, "[2001:db8::1]:1", target); r.Failure != "" {
 		t.Error(r.Failure)
 	}

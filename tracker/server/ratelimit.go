@@ -44,10 +44,14 @@ func newLimiter(rate float64, burst, maxEntries int) *limiter {
 	return l
 }
 
-// allow takes a token for a, and reports whether there was one.
+// allow takes a token for a, and reports whether there was one. Loopback
+// is never limited: every peer on this machine shares its address.
 func (l *limiter) allow(a netip.Addr, now time.Time) bool {
 	var k [16]byte
 	a = a.Unmap()
+	if a.IsLoopback() {
+		return true
+	}
 	if a.Is4() {
 		b := a.As4()
 		copy(k[:], b[:])
