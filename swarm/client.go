@@ -68,7 +68,11 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	MaxPeers         int           // connections per torrent; 0 means 50
+	MaxPeers int // connections per torrent; 0 means 50
+	// MaxConns caps the peer connections of all torrents together; 0
+	// means 500. Every cached torrent is reseeded, so without it the
+	// connections (and file descriptors) would grow with the cache.
+	MaxConns         int
 	UploadSlots      int           // regular unchoke slots; 0 means 8 (as libtorrent)
 	HandshakeTimeout time.Duration // dial plus handshake; 0 means 10 s
 	RequestTimeout   time.Duration // a request unanswered this long goes elsewhere; 0 means 30 s
@@ -132,6 +136,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = 50
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 500
 	}
 	if c.UploadSlots <= 0 {
 		c.UploadSlots = 8
@@ -213,6 +220,7 @@ type Client struct {
 	done      chan struct{}  // closed by Close
 	wg        sync.WaitGroup // accept loop and incoming handshakes
 	handshake chan struct{}  // semaphore on incoming handshakes
+	conns     atomic.Int64   // peer connections of all torrents (Config.MaxConns)
 }
 
 // ErrExists is returned when a torrent is added twice.

@@ -92,6 +92,8 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		reject = "already connected to that peer-id"
 	case len(t.s.peers) >= t.client.cfg.MaxPeers:
 		reject = "peer limit reached"
+	case t.client.conns.Load() >= int64(t.client.cfg.MaxConns):
+		reject = "the client's connection limit reached"
 	case !addr.Addr().IsLoopback() && t.connectedIP(addr.Addr()):
 		reject = "already connected to that address"
 	}
@@ -131,6 +133,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		origin:      origin,
 	}
 	t.s.peers[id] = p
+	t.client.conns.Add(1)
 	t.s.peerIDs[hs.remote.PeerID] = id
 	t.s.picker.AddPeer(picker.PeerID(id))
 	if t.superSeeding() {
@@ -210,6 +213,7 @@ func (t *Torrent) dropPeer(p *peer, why error) {
 		return
 	}
 	delete(t.s.peers, p.id)
+	t.client.conns.Add(-1)
 	delete(t.s.peerIDs, p.conn.Remote.PeerID)
 	t.s.picker.RemovePeer(picker.PeerID(p.id))
 	t.s.freeIDs = append(t.s.freeIDs, p.id)

@@ -442,7 +442,8 @@ func (t *Torrent) connectMore(now time.Time) {
 }
 
 func (t *Torrent) roomToDial() bool {
-	return len(t.s.peers)+t.s.dialing < t.client.cfg.MaxPeers && t.s.dialing < maxDialing
+	return len(t.s.peers)+t.s.dialing < t.client.cfg.MaxPeers && t.s.dialing < maxDialing &&
+		t.client.conns.Load() < int64(t.client.cfg.MaxConns)
 }
 
 // ourAddrFor is our address as the peer at a sees it, for BEP 40: on

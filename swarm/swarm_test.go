@@ -381,3 +381,48 @@ func TestFetchMetadata(t *testing.T) {
 		t.Fatalf("got %v, want ErrNoMetadata", err)
 	}
 }
+
+// TestClientConnLimit: Config.MaxConns caps the peer connections of all of
+// a client's torrents together (HARDENING 34): a seed of two torrents with
+// room for two connections turns the third leecher away, and its count
+// comes back to zero as the torrents close.
+func TestClientConnLimit(t *testing.T) {
+	f1 := newFixture(t, 256<<10, 32<<10)
+	f2 := newFixture(t, 256<<10, 32<<10)
+	seed := newClient(t, Config{MaxConns: 2})
+	s1 := f1.seedOn(t, seed, TorrentOptions{})
+	s2 := f2.seedOn(t, seed, TorrentOptions{})
+	leech := func(f *fixture) *Torrent {
+		c := newClient(t, Config{})
+		// Lazy, with no reader: it connects and stays, fetching nothing.
+		tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tor.AddPeers(addrOf(seed))
+		return tor
+	}
+	leech(f1)
+	leech(f2)
+	waitFor(t, 10*time.Second, "two leechers connected", func() bool {
+		return len(s1.Stats().Peers)+len(s2.Stats().Peers) == 2
+	})
+	if n := seed.conns.Load(); n != 2 {
+		t.Fatalf("%d connections counted with two leechers", n)
+	}
+	c := leech(f1)
+	// The third dials at once; give a wrongly admitted connection time to
+	// show (no timing is asserted: the check below holds at any moment).
+	time.Sleep(time.Second)
+	if n := len(s1.Stats().Peers) + len(s2.Stats().Peers); n > 2 || seed.conns.Load() > 2 {
+		t.Fatalf("%d peers connected, counter %d; the limit is 2", n, seed.conns.Load())
+	}
+	if n := len(c.Stats().Peers); n != 0 {
+		t.Fatalf("the third leecher is connected to %d peers", n)
+	}
+	s1.Close()
+	s2.Close()
+	if n := seed.conns.Load(); n != 0 {
+		t.Fatalf("%d connections counted after both torrents closed", n)
+	}
+}

@@ -400,6 +400,8 @@ func (t *Torrent) shutdown() {
 	for _, p := range t.s.peers {
 		p.conn.Close()
 	}
+	t.client.conns.Add(-int64(len(t.s.peers)))
+	clear(t.s.peers)
 	for _, pb := range t.s.pieces {
 		t.client.putPiece(pb.buf)
 	}
