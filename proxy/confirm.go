@@ -19,14 +19,26 @@ import (
 // describes, so the headers can go out now.
 var errOriginConfirmed = errors.New("proxy: the origin serves the torrent's file")
 
+// errOriginDiffers is the origin showing another file than the torrent
+// describes: another size, or modified after the torrent was made. A
+// response whose headers have not gone out falls back to plain HTTP: the
+// torrent is stale, and the client asked for the origin's file
+// (HARDENING 69).
+var errOriginDiffers = errors.New("proxy: the origin serves another file than the torrent")
+
 // confirmation is confirmOrigin running on its own goroutine, while the
 // metainfo is read and the torrent opens.
 type confirmation struct {
-	ok     context.Context // done once the origin has confirmed
-	fire   context.CancelFunc
-	cancel context.CancelFunc
-	done   chan struct{}
-	want   chan expected // what the answer must show, once the metainfo is read
+	ok   context.Context // done once the origin has confirmed
+	fire context.CancelFunc
+	// differs is done once the origin has shown another file
+	// (errOriginDiffers); why says how.
+	differs context.Context
+	differ  context.CancelFunc
+	why     error
+	cancel  context.CancelFunc
+	done    chan struct{}
+	want    chan expected // what the answer must show, once the metainfo is read
 }
 
 // expected is what an origin's answer must show to confirm a torrent's
@@ -84,7 +96,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.Meta
 		fire()
 		done := make(chan struct{})
 		close(done)
-		return &confirmation{ok: ok, fire: fire, cancel: func() {}, done: done}
+		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func() {}, cancel: func() {}, done: done}
 	}
 	if c == nil {
 		c = p.ask(orig)
@@ -97,8 +109,9 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.Meta
 // it must match arrives on want.
 func (p *Proxy) ask(orig *http.Request) *confirmation {
 	ok, fire := context.WithCancel(context.Background())
+	differs, differ := context.WithCancel(context.Background())
 	ctx, cancel := context.WithCancel(orig.Context())
-	c := &confirmation{ok: ok, fire: fire, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1)}
+	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1)}
 	go func() {
 		defer close(c.done)
 		resp, err := p.confirmOrigin(ctx, orig)
@@ -115,6 +128,9 @@ func (p *Proxy) ask(orig *http.Request) *confirmation {
 		case err == nil:
 			p.confirmed.Add(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
 			fire()
+		case errors.Is(err, errOriginDiffers):
+			c.why = err
+			differ()
 		case ctx.Err() == nil:
 			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
 		}
@@ -131,6 +147,7 @@ func (c *confirmation) stop() {
 	c.cancel()
 	<-c.done
 	c.fire()
+	c.differ()
 }
 
 // confirmOrigin asks the origin, plainly and for one byte, for the file
@@ -171,7 +188,8 @@ const maxConfirmBody = 4 << 10
 // answer is a 206 of the first byte, or a 200, of a file of exactly size
 // bytes, neither encoded nor a metainfo document, and not modified after
 // the torrent was made (mod, when known); otherwise an error saying what
-// did not match.
+// did not match, which wraps errOriginDiffers when the origin's file is
+// known to be another (its size or its date).
 func checkConfirmation(resp *http.Response, size int64, mod time.Time) error {
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return fmt.Errorf("encoded (%q)", ce)
@@ -185,18 +203,24 @@ func checkConfirmation(resp *http.Response, size int64, mod time.Time) error {
 		if err != nil || start != 0 || end != 1 {
 			return fmt.Errorf("Content-Range %q is not the byte asked for", resp.Header.Get("Content-Range"))
 		}
-		if total != size {
-			return fmt.Errorf("the file is %d bytes, the torrent's %d", total, size)
+		if total >= 0 && total != size {
+			return fmt.Errorf("%w: the file is %d bytes, the torrent's %d", errOriginDiffers, total, size)
+		}
+		if total < 0 {
+			return errors.New("the file's size is not given")
 		}
 	case http.StatusOK:
-		if resp.ContentLength != size {
-			return fmt.Errorf("the file is %d bytes, the torrent's %d", resp.ContentLength, size)
+		if resp.ContentLength >= 0 && resp.ContentLength != size {
+			return fmt.Errorf("%w: the file is %d bytes, the torrent's %d", errOriginDiffers, resp.ContentLength, size)
+		}
+		if resp.ContentLength < 0 {
+			return errors.New("the file's size is not given")
 		}
 	default:
 		return fmt.Errorf("status %q", resp.Status)
 	}
 	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil && !mod.IsZero() && lm.After(mod) {
-		return fmt.Errorf("modified at %s, after the torrent was made (%s)", lm.UTC().Format(time.RFC3339), mod.Format(time.RFC3339))
+		return fmt.Errorf("%w: modified at %s, after the torrent was made (%s)", errOriginDiffers, lm.UTC().Format(time.RFC3339), mod.Format(time.RFC3339))
 	}
 	return nil
 }

@@ -304,3 +304,47 @@ func TestConfirmationAskedWhileMetainfoIsRead(t *testing.T) {
 		t.Fatalf("status %d, %d bytes, ETag %q: not the synthesised answer", resp.StatusCode, len(body), resp.Header.Get("ETag"))
 	}
 }
+
+// TestStaleTorrentFallsBack: the origin's file is no longer the one its
+// torrent describes (another size, or modified after the torrent was
+// made). Before the headers go out, the proxy learns so from the
+// confirmation and answers with the origin's file, plainly; it does not
+// wait for the torrent, which here never opens (HARDENING 69).
+func TestStaleTorrentFallsBack(t *testing.T) {
+	made := time.Unix(1_700_000_000, 0) // lonely's torrents' creation date
+	for _, tc := range []struct {
+		name  string
+		file  func(old []byte) []byte
+		mtime time.Time
+	}{
+		{"another size", func(old []byte) []byte { return append(bytes.Clone(old), "and more"...) }, time.Time{}},
+		{"modified after the torrent", func(old []byte) []byte {
+			b := bytes.Clone(old)
+			b[0] ^= 0xff
+			return b
+		}, made.Add(time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan error)
+			w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+			current := tc.file(w.content)
+			w.lonely(t, "/news.mp3", func(rw http.ResponseWriter, r *http.Request) {
+				http.ServeContent(rw, r, "news.mp3", tc.mtime, bytes.NewReader(current))
+			})
+			defer func() {
+				select { // let the torrent's opening, still pending, end
+				case gate <- nil:
+				case <-time.After(10 * time.Second):
+				}
+			}()
+			resp := awaitHeaders(t, w.getAsync("/news.mp3"), 10*time.Second, "the headers waited for a stale torrent")
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(body, current) || strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+				t.Fatalf("%d bytes, %v, ETag %q; want the origin's current file, plainly", len(body), err, resp.Header.Get("ETag"))
+			}
+			if st := w.proxy.Status(); st.Fallbacks != 1 || st.Transformed != 0 {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}

@@ -63,6 +63,10 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 				p.log.Debug("headers going out before the torrent is open", "url", redact(orig.URL))
 				return pl.response(orig, p.newLateSpan(orig, op, m, idx, pl)), nil
 			}
+		case <-c.differs.Done():
+			if c.why != nil {
+				return p.originDiffers(orig, c.why)
+			}
 		case <-orig.Context().Done():
 		}
 	}
@@ -94,6 +98,8 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 			return nil, orig.Context().Err()
 		case p.base.Err() != nil:
 			return nil, errProxyClosed
+		case errors.Is(err, errOriginDiffers):
+			return p.originDiffers(orig, err)
 		case errors.Is(err, context.DeadlineExceeded):
 			p.log.Warn("no bytes from the swarm in time; fetching plainly", "url", redact(orig.URL), "after", p.firstByte())
 		default:
@@ -279,9 +285,11 @@ type spanBody struct {
 // awaitFirst waits until the response's headers may go out: until the
 // span's first bytes are verified, which it returns, or until the origin
 // has confirmed that it serves the torrent's file (confirmOrigin), when
-// it returns no bytes and no error. Until then the client can still be
-// answered plainly, if the swarm and the origin web seed deliver nothing
-// within the first-byte budget (context.DeadlineExceeded).
+// it returns no bytes and no error. An origin that shows another file
+// first makes it return an error wrapping errOriginDiffers. Until then
+// the client can still be answered plainly, if the swarm and the origin
+// web seed deliver nothing within the first-byte budget
+// (context.DeadlineExceeded).
 func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([]byte, error) {
 	// Bytes already at hand (a warm cache) go out at once.
 	now, cancelNow := context.WithCancel(ctx)
@@ -293,14 +301,28 @@ func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([
 	defer stop(nil)
 	if c != nil {
 		defer context.AfterFunc(c.ok, func() { stop(errOriginConfirmed) })()
+		defer context.AfterFunc(c.differs, func() { stop(c.why) })()
 	}
 	fctx, cancel := context.WithTimeout(fctx, p.firstByte())
 	defer cancel()
 	first, err := b.readFirst(fctx)
-	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(fctx), errOriginConfirmed) {
-		return nil, nil
+	if err != nil && ctx.Err() == nil {
+		switch cause := context.Cause(fctx); {
+		case errors.Is(cause, errOriginConfirmed):
+			return nil, nil
+		case errors.Is(cause, errOriginDiffers):
+			return nil, cause
+		}
 	}
 	return first, err
+}
+
+// originDiffers answers orig plainly, its torrent being stale: the origin
+// has shown another file than the torrent describes (why) before the
+// response's headers went out.
+func (p *Proxy) originDiffers(orig *http.Request, why error) (*http.Response, error) {
+	p.log.Warn("the origin serves another file than its torrent; fetching plainly", "url", redact(orig.URL), "why", why)
+	return p.fallback(orig)
 }
 
 // readFirst reads the span's first bytes while ctx lasts.
