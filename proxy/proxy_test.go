@@ -364,6 +364,56 @@ func TestOriginHeaderCap(t *testing.T) {
 	}
 }
 
+// TestTraceAndMaxForwards: TRACE never reaches an origin (its answer
+// would reflect the request's credentials); OPTIONS with Max-Forwards 0
+// is answered by the proxy, a larger one forwarded one less (HARDENING 70).
+func TestTraceAndMaxForwards(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	var seen atomic.Int64
+	var forwards atomic.Value
+	w.mux.HandleFunc("/echo", func(rw http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		forwards.Store(r.Header.Get("Max-Forwards"))
+		io.WriteString(rw, "origin")
+	})
+	send := func(method string, hdr map[string]string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, w.origin.URL+"/echo", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Cookie", "secret=1")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := w.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "secret") {
+			t.Fatalf("%s: the answer reflects the request's cookie: %q", method, body)
+		}
+		return resp
+	}
+	if resp := send(http.MethodTrace, nil); resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") == "" {
+		t.Fatalf("TRACE: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if resp := send(http.MethodOptions, map[string]string{"Max-Forwards": "0"}); resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Allow"), "GET") {
+		t.Fatalf("OPTIONS, Max-Forwards 0: %d, Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	if resp := send(http.MethodOptions, map[string]string{"Max-Forwards": "many"}); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("OPTIONS, Max-Forwards many: %d", resp.StatusCode)
+	}
+	if n := seen.Load(); n != 0 {
+		t.Fatalf("the origin got %d requests it should not have", n)
+	}
+	if resp := send(http.MethodOptions, map[string]string{"Max-Forwards": "3"}); resp.StatusCode != http.StatusOK || forwards.Load() != "2" {
+		t.Fatalf("OPTIONS, Max-Forwards 3: %d, the origin saw Max-Forwards %q", resp.StatusCode, forwards.Load())
+	}
+}
+
 // TestPassThroughStreams: a slow answer that is no torrent (an event
 // stream) reaches the client as it comes, not once 16 KiB of it have
 // been sniffed for a torrent.

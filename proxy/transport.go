@@ -35,6 +35,9 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 		p.log.Info("request for another host than its tunnel refused", "tunnel", t.authority, "host", r.URL.Host)
 		return r, textResponse(r, http.StatusMisdirectedRequest, "tbproxy: the request names another host than its CONNECT")
 	}
+	if resp := maxForwards(r); resp != nil {
+		return r, resp
+	}
 	if r.Header.Get("Upgrade") == "" {
 		// Upgrades (websockets) pass through untouched, Connection and all.
 		negotiate.RemoveHopByHop(r.Header)
@@ -42,6 +45,37 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	ctx.RoundTripper = goproxy.RoundTripperFunc(p.roundTrip)
 	return r, nil
 }
+
+// maxForwards applies the rules for TRACE and Max-Forwards (RFC 9110,
+// sections 9.3.8 and 7.6.2; HARDENING 70). TRACE is refused: its answer
+// would reflect the request's headers, credentials and all, to a script
+// that could not otherwise read them. An OPTIONS whose Max-Forwards is 0
+// is answered by the proxy; a larger one is forwarded with it one less.
+// It returns the proxy's own answer, or nil to forward r.
+func maxForwards(r *http.Request) *http.Response {
+	if r.Method == http.MethodTrace {
+		resp := textResponse(r, http.StatusMethodNotAllowed, "tbproxy: TRACE is disabled")
+		resp.Header.Set("Allow", proxiedMethods)
+		return resp
+	}
+	v := r.Header.Get("Max-Forwards")
+	if r.Method != http.MethodOptions || v == "" {
+		return nil
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 31)
+	if err != nil {
+		return textResponse(r, http.StatusBadRequest, "tbproxy: Max-Forwards is not a number")
+	}
+	if n == 0 {
+		resp := newResponse(r, http.StatusOK, http.Header{"Allow": {proxiedMethods}, "Content-Length": {"0"}}, http.NoBody, 0)
+		return resp
+	}
+	r.Header.Set("Max-Forwards", strconv.FormatUint(n-1, 10))
+	return nil
+}
+
+// proxiedMethods are the methods the proxy forwards, for Allow.
+const proxiedMethods = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT"
 
 // hostPort is u's host with the scheme's default port made explicit.
 func hostPort(u *url.URL) string {
