@@ -96,8 +96,9 @@ func (p *Proxy) pacProxy(reqHost string) string {
 }
 
 // LocalHandler serves the proxy's own pages (status, PAC, CA, health) for a
-// separate status listener.
-func (p *Proxy) LocalHandler() http.Handler { return http.HandlerFunc(p.serveLocal) }
+// separate status listener, to the clients the proxy itself serves:
+// loopback and Config.AllowedClients.
+func (p *Proxy) LocalHandler() http.Handler { return p.checkClient(http.HandlerFunc(p.serveLocal)) }
 
 // localHost reports a Host header that names this machine by loopback
 // address or localhost: the only names the proxy answers to.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -522,4 +523,35 @@ func TestSamplerStopsOnClose(t *testing.T) {
 	// A Serve after Close starts no sampler.
 	p.startSampler()
 	goleak.VerifyNone(t, before)
+}
+
+// TestLocalHandlerClients: the status listener answers the proxy's own
+// clients only: loopback and the allowed networks (HARDENING 47); a
+// status page on a LAN address shows nothing to anyone else.
+func TestLocalHandlerClients(t *testing.T) {
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	p, err := New(Config{Engine: engine, AllowedClients: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for remote, want := range map[string]int{
+		"127.0.0.1:5000":    http.StatusOK,
+		"[::1]:5000":        http.StatusOK,
+		"192.0.2.7:5000":    http.StatusOK,
+		"198.51.100.7:5000": http.StatusForbidden,
+		"[2001:db8::1]:500": http.StatusForbidden,
+	} {
+		r := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:8081/healthz", nil)
+		r.RemoteAddr = remote
+		rw := httptest.NewRecorder()
+		p.LocalHandler().ServeHTTP(rw, r)
+		if rw.Code != want {
+			t.Errorf("/healthz from %s: %d, want %d", remote, rw.Code, want)
+		}
+	}
 }

@@ -317,6 +317,34 @@ func TestConfigFile(t *testing.T) {
 	}
 }
 
+// TestListenersBeyondLoopback: the proxy and the status page listen beyond
+// loopback only with the client networks named (HARDENING 47).
+func TestListenersBeyondLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		bad  string // what the error names; "" when accepted
+	}{
+		{nil, ""},
+		{[]string{"--listen", "0.0.0.0:8080"}, "--listen"},
+		{[]string{"--ui-listen", "0.0.0.0:8081"}, "--ui-listen"},
+		{[]string{"--ui-listen", ":8081"}, "--ui-listen"},
+		{[]string{"--ui-listen", "192.0.2.1:8081"}, "--ui-listen"},
+		{[]string{"--ui-listen", "localhost:8081"}, ""},
+		{[]string{"--ui-listen", "[::1]:8081"}, ""},
+		{[]string{"--ui-listen", ""}, ""},
+		{[]string{"--ui-listen", "0.0.0.0:8081", "--allow-clients", "192.0.2.0/24"}, ""},
+	} {
+		fs, o := runProxyFlags(io.Discard)
+		if _, err := parseArgs(fs, tc.args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := o.proxyConfig()
+		if tc.bad == "" && err != nil || tc.bad != "" && (err == nil || !strings.Contains(err.Error(), tc.bad+" ")) {
+			t.Errorf("%v: %v, want an error naming %q", tc.args, err, tc.bad)
+		}
+	}
+}
+
 // TestTrackerRateFlags: publish and tracker refuse a negative rate limit
 // before they listen on anything.
 func TestTrackerRateFlags(t *testing.T) {

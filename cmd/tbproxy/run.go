@@ -235,6 +235,18 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
+// beyondLoopback reports whether a listening address (host:port) can be
+// reached from other machines: its host is neither localhost nor a
+// loopback address (an empty host listens everywhere).
+func beyondLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false // "" (no listener) or not an address; Listen reports the latter
+	}
+	ip, perr := netip.ParseAddr(host)
+	return !(host == "localhost" || perr == nil && ip.IsLoopback())
+}
+
 func (o *runOptions) proxyConfig() (proxy.Config, error) {
 	var cfg proxy.Config
 	for _, c := range o.allowClients {
@@ -244,11 +256,11 @@ func (o *runOptions) proxyConfig() (proxy.Config, error) {
 		}
 		cfg.AllowedClients = append(cfg.AllowedClients, pfx)
 	}
-	if host, _, err := net.SplitHostPort(o.listen); err == nil {
-		ip, perr := netip.ParseAddr(host)
-		loopback := host == "localhost" || (perr == nil && ip.IsLoopback())
-		if !loopback && len(cfg.AllowedClients) == 0 {
-			return cfg, fmt.Errorf("--listen %s is beyond loopback: name the client networks with --allow-clients", o.listen)
+	// Beyond loopback, the proxy and its status page (which shows every
+	// transfer's URL) answer only the networks named.
+	for flag, addr := range map[string]string{"--listen": o.listen, "--ui-listen": o.uiListen} {
+		if beyondLoopback(addr) && len(cfg.AllowedClients) == 0 {
+			return cfg, fmt.Errorf("%s %s is beyond loopback: name the client networks with --allow-clients", flag, addr)
 		}
 	}
 	for _, p := range strings.Split(o.connectPorts, ",") {
