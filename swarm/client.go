@@ -77,7 +77,11 @@ type Config struct {
 	HandshakeTimeout time.Duration // dial plus handshake; 0 means 10 s
 	RequestTimeout   time.Duration // a request unanswered this long goes elsewhere; 0 means 30 s
 	IdleTimeout      time.Duration // a peer silent this long is dropped; 0 means 3 min
-	HashWorkers      int           // hashing goroutines; 0 means one per core
+	// InactivityTimeout drops a peer when for this long neither side was
+	// interested and no block moved, keep-alives or not: it frees the
+	// connection for a peer that wants something. 0 means 10 minutes.
+	InactivityTimeout time.Duration
+	HashWorkers       int // hashing goroutines; 0 means one per core
 	// PieceMemory bounds the piece buffers of all torrents together: past
 	// it, a torrent finishes the pieces it has started before it starts
 	// more (one piece each is always allowed, and so are pieces a reader
@@ -151,6 +155,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 3 * time.Minute
+	}
+	if c.InactivityTimeout <= 0 {
+		c.InactivityTimeout = 10 * time.Minute
 	}
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.GOMAXPROCS(0)

@@ -56,6 +56,7 @@ type peer struct {
 	rateDown, rateUp float64 // bytes per second, smoothed
 	lastDown, lastUp int64   // conn counters at the last tick
 	connectedAt      time.Time
+	activeAt         time.Time     // last seen interested, either way, or moving a block (Config.InactivityTimeout)
 	pieces           int           // pieces it has told us it has
 	lastBlock        time.Time     // when it last delivered a block we asked for
 	snubbed          bool          // it let a request time out
@@ -129,6 +130,7 @@ func (t *Torrent) adoptConn(hs *handshaken) {
 		inflight:    map[picker.Block]time.Time{},
 		depth:       minQueue,
 		connectedAt: t.client.now(),
+		activeAt:    t.client.now(),
 		encryption:  encryptionOf(hs.conn),
 		origin:      origin,
 	}

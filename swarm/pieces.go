@@ -3,6 +3,7 @@ package swarm
 import (
 	"cmp"
 	"crypto/sha1"
+	"errors"
 	"net/netip"
 	"slices"
 	"time"
@@ -197,14 +198,24 @@ func (t *Torrent) resetPiece(i int) {
 	}
 }
 
-// onTick runs once a second: rates, queue depths, request timeouts, the
-// choke round and new connections.
+// errInactive drops a peer that neither side wanted anything from for
+// Config.InactivityTimeout.
+var errInactive = errors.New("swarm: neither side interested for the inactivity timeout")
+
+// onTick runs once a second: rates, queue depths, request timeouts,
+// inactive peers, the choke round and new connections.
 func (t *Torrent) onTick(now time.Time) {
 	t.s.rounds++
 	const alpha = 0.4 // weight of the newest second in the smoothed rates
 	timeout := t.client.cfg.RequestTimeout
+	var inactive []*peer
 	for _, p := range t.s.peers {
 		down, up := p.conn.Downloaded.Load(), p.conn.Uploaded.Load()
+		if down != p.lastDown || up != p.lastUp || p.amInterested || p.peerInterested {
+			p.activeAt = now
+		} else if now.Sub(p.activeAt) >= t.client.cfg.InactivityTimeout {
+			inactive = append(inactive, p)
+		}
 		p.rateDown = alpha*float64(down-p.lastDown) + (1-alpha)*p.rateDown
 		p.rateUp = alpha*float64(up-p.lastUp) + (1-alpha)*p.rateUp
 		p.lastDown, p.lastUp = down, up
@@ -221,6 +232,9 @@ func (t *Torrent) onTick(now time.Time) {
 			p.cancel(b)
 			p.snubbed = true
 		}
+	}
+	for _, p := range inactive {
+		t.dropPeer(p, errInactive)
 	}
 	if t.s.rounds%int(t.s.choker.Interval()/time.Second) == 0 {
 		t.chokeRound(now)

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/swarm/internal/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -424,5 +426,36 @@ func TestClientConnLimit(t *testing.T) {
 	s2.Close()
 	if n := seed.conns.Load(); n != 0 {
 		t.Fatalf("%d connections counted after both torrents closed", n)
+	}
+}
+
+// TestInactivePeerDropped: a peer that neither wants anything from us nor
+// has anything we want is dropped after Config.InactivityTimeout, however
+// many keep-alives it sends (HARDENING 32); one that says it is
+// interested stays.
+func TestInactivePeerDropped(t *testing.T) {
+	f := newFixture(t, 256<<10, 32<<10)
+	silent := startFakePeer(t, f, func(w *bufio.Writer, _ *fixture) {
+		w.Write(wire.AppendMessage(nil, &wire.Message{Keepalive: true}))
+	}, func(*bufio.Writer, *wire.Message, *fixture) {})
+	keen := startFakePeer(t, f, func(w *bufio.Writer, _ *fixture) {
+		w.Write(wire.AppendMessage(nil, &wire.Message{ID: wire.Interested}))
+	}, func(*bufio.Writer, *wire.Message, *fixture) {})
+	c := newClient(t, Config{InactivityTimeout: 300 * time.Millisecond, IdleTimeout: time.Hour})
+	// Lazy with no reader: we want nothing, so only the peer's interest
+	// keeps a connection active.
+	tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tor.AddPeers(silent.addr(), keen.addr())
+	connected := func(a netip.AddrPort) bool {
+		_, ok := peerWith(tor.Stats(), a)
+		return ok
+	}
+	waitFor(t, 10*time.Second, "both peers connected", func() bool { return connected(keen.addr()) })
+	waitFor(t, 10*time.Second, "the inactive peer dropped", func() bool { return !connected(silent.addr()) })
+	if !connected(keen.addr()) {
+		t.Fatal("the interested peer was dropped as inactive")
 	}
 }
