@@ -346,7 +346,11 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 	case wire.Request:
 		return t.onRequest(p, m)
 	case wire.Cancel:
-		p.conn.CancelUpload(m.Index, m.Begin, m.Length)
+		// With the fast extension every request gets one answer: the
+		// block, or a reject for one cancelled before it went (BEP 6).
+		if p.conn.CancelUpload(m.Index, m.Begin, m.Length) && p.fast {
+			p.conn.Send(wire.Message{ID: wire.Reject, Index: m.Index, Begin: m.Begin, Length: m.Length})
+		}
 	case wire.Piece:
 		t.onBlock(p, m, blockBuf)
 	case wire.Reject:
@@ -509,8 +513,15 @@ func (t *Torrent) setChoke(p *peer, choke bool) {
 	}
 	p.amChoking = choke
 	if choke {
-		p.conn.CancelAllUploads()
+		dropped := p.conn.CancelAllUploads()
 		p.conn.Send(wire.Message{ID: wire.Choke})
+		if p.fast {
+			// A choke no longer rejects requests by itself (BEP 6): each
+			// one that will not be served is rejected, after the choke.
+			for _, r := range dropped {
+				p.conn.Send(r)
+			}
+		}
 		return
 	}
 	p.conn.Send(wire.Message{ID: wire.Unchoke})

@@ -643,3 +643,64 @@ func TestUploadInvalidRequestsDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestUploadCancelAnswered: with the fast extension every request gets one
+// answer (BEP 6): a request cancelled while still queued is rejected, one
+// already sent is not answered twice. Without it a cancel is silent.
+func TestUploadCancelAnswered(t *testing.T) {
+	forFastAndPlain(t, func(t *testing.T, fast bool) {
+		const pieceLen = 64 << 10
+		f := newFixture(t, 1<<20, pieceLen)
+		c := newClient(t, Config{})
+		ms := NewMemoryStorage(&f.meta.Info)
+		if err := ms.Fill(bytes.NewReader(f.content)); err != nil {
+			t.Fatal(err)
+		}
+		first := request(1, 3, 5)
+		gs := &gatedStorage{MemoryStorage: ms, off: pieceLen + 3, n: 5, entered: make(chan struct{}, 1), release: make(chan struct{})}
+		t.Cleanup(gs.open)
+		tor, err := c.AddTorrent(f.meta, gs, TorrentOptions{NoTrackers: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp := dialRaw(t, c, f, fast)
+		rp.unchoked()
+		rp.send(first)
+		select {
+		case <-gs.entered:
+		case <-time.After(rawDeadline):
+			t.Fatal("the first request was never served")
+		}
+		// The writer is held inside the first block: these two queue.
+		kept, dropped := request(2, 0, 1024), request(3, 0, 1024)
+		rp.send(kept, dropped)
+		rp.sync(tor)
+		cancel := dropped
+		cancel.ID = wire.Cancel
+		rp.send(cancel)
+		rp.sync(tor)
+		gs.open()
+		rp.checkBlock(rp.must(), first)
+		gotKept, gotReject := false, false
+		for !gotKept || fast && !gotReject {
+			switch m := rp.must(); m.ID {
+			case wire.Piece:
+				if m.Index == dropped.Index {
+					t.Fatal("the cancelled request was served")
+				}
+				rp.checkBlock(m, kept)
+				gotKept = true
+			case wire.Reject:
+				if !fast || gotReject {
+					t.Fatalf("unexpected reject of (%d, %d, %d)", m.Index, m.Begin, m.Length)
+				}
+				rp.checkReject(m, dropped)
+				gotReject = true
+			}
+		}
+		// Nothing more: a block that follows is the next request's.
+		again := request(7, 0, 1024)
+		rp.send(again)
+		rp.checkBlock(rp.must(), again)
+	})
+}

@@ -162,19 +162,25 @@ func (c *Conn) QueuedUploads() int {
 	return c.uploads
 }
 
-// CancelAllUploads drops every queued upload, as a choke requires.
-func (c *Conn) CancelAllUploads() {
+// CancelAllUploads drops every queued upload, as a choke requires, and
+// returns them as the reject messages a peer with the fast extension must
+// be sent for them (BEP 6).
+func (c *Conn) CancelAllUploads() []wire.Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var dropped []wire.Message
 	kept := c.queue[:0]
 	for _, it := range c.queue {
-		if it.upload == nil {
-			kept = append(kept, it)
+		if u := it.upload; u != nil {
+			dropped = append(dropped, wire.Message{ID: wire.Reject, Index: u.index, Begin: u.begin, Length: u.length})
+			continue
 		}
+		kept = append(kept, it)
 	}
 	clear(c.queue[len(kept):])
 	c.queue = kept
 	c.uploads = 0
+	return dropped
 }
 
 func (c *Conn) enqueue(it item) {
