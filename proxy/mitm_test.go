@@ -8,12 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tbproxy/tbproxy/certs"
-	"github.com/tbproxy/tbproxy/swarm"
 )
 
 // mitmTunnel opens a CONNECT tunnel to target through the proxy at
@@ -67,30 +65,10 @@ func getIn(t *testing.T, tc *tls.Conn, host, path string) (*http.Response, []byt
 // policy could be escaped. A request for the tunnel's own authority is
 // answered.
 func TestMITMHostMustMatchTunnel(t *testing.T) {
-	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "origin")
-	}))
-	defer origin.Close()
 	other := countingListener(t) // a service on a port CONNECT does not allow
-	ca, err := certs.Load(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(origin.Certificate())
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer engine.Close()
-	_, port, _ := net.SplitHostPort(origin.Listener.Addr().String())
-	n, _ := strconv.Atoi(port)
-	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serveProxy(t, p)
-	target := origin.Listener.Addr().String()
+	var hits atomic.Int64
+	addr, target, ca := mitmProxy(t, &hits, 0)
+	_, port, _ := net.SplitHostPort(target)
 
 	tc := mitmTunnel(t, addr, target, ca)
 	resp, body := getIn(t, tc, target, "/")

@@ -115,12 +115,16 @@ type Proxy struct {
 	// then wait for their torrent before their headers go out.
 	openFailing atomic.Bool
 
-	mu        sync.Mutex
-	transfers map[int64]*transfer // active synthesised responses; guarded by mu
-	nextID    int64               // guarded by mu
-	totals    totals              // guarded by mu
-	sources   map[string]bool     // trackers' and web seeds' host:port; guarded by mu
-	proxyAddr netip.AddrPort      // the first proxy listener, named by the PAC file; guarded by mu
+	conns sync.Map // remote address → *trackedConn, of the connections Serve accepted
+	// tunnelHeader and tunnelIdle bound the waits for requests in an
+	// intercepted tunnel (tunnel.go); fixed at New, shortened by tests.
+	tunnelHeader, tunnelIdle time.Duration
+	mu                       sync.Mutex
+	transfers                map[int64]*transfer // active synthesised responses; guarded by mu
+	nextID                   int64               // guarded by mu
+	totals                   totals              // guarded by mu
+	sources                  map[string]bool     // trackers' and web seeds' host:port; guarded by mu
+	proxyAddr                netip.AddrPort      // the first proxy listener, named by the PAC file; guarded by mu
 	// recentMagnets are torrents fetched for magnets, newest last,
 	// bounded by rememberMagnet; guarded by mu.
 	recentMagnets []*metainfo.MetaInfo
@@ -174,6 +178,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.store = trackingStore{p.store, p}
 	p.confirmed, _ = lru.New[string, confirmedFile](maxConfirmed)
+	p.tunnelHeader, p.tunnelIdle = tunnelHeaderTimeout, tunnelIdleTimeout
 	p.base, p.cancel = context.WithCancel(context.Background())
 	dial := cfg.Dial
 	if dial == nil {
@@ -215,6 +220,9 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
+// maxHeaderBytes caps a client request's headers, in tunnels too.
+const maxHeaderBytes = 64 << 10
+
 // Serve answers proxy clients on ln until Close.
 func (p *Proxy) Serve(ln net.Listener) error {
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
@@ -225,11 +233,12 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		}
 		p.mu.Unlock()
 	}
+	ln = trackedListener{Listener: ln, conns: &p.conns} // for tunnels (tunnel.go)
 	srv := &http.Server{
 		Handler:           p.checkClient(p.gp),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	p.mu.Lock()

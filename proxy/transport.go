@@ -24,26 +24,45 @@ import (
 // onRequest runs for every proxied request: it refuses loops into the
 // proxy itself and, inside an intercepted tunnel, requests for another
 // authority than the tunnel's; it strips hop-by-hop headers, and puts the
-// negotiating round tripper in place.
+// negotiating round tripper in place. In a tunnel, every answer bounds
+// the wait for the tunnel's next request once it has been sent
+// (guardTunnel).
 func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-	if p.isSelf(hostPort(r.URL)) {
-		return r, textResponse(r, http.StatusLoopDetected, "tbproxy: request addressed to the proxy itself")
+	var tc *trackedConn
+	t, inTunnel := ctx.UserData.(tunnel)
+	if inTunnel {
+		if tc = p.tunnelConn(r); tc != nil {
+			tc.requestRead()
+		}
 	}
-	if t, ok := ctx.UserData.(tunnel); ok && !sameAuthority(hostPort(r.URL), t.authority) {
-		// goproxy takes an intercepted request's URL from its Host header:
-		// another host or port there would escape the CONNECT policy.
-		p.log.Info("request for another host than its tunnel refused", "tunnel", t.authority, "host", r.URL.Host)
-		return r, textResponse(r, http.StatusMisdirectedRequest, "tbproxy: the request names another host than its CONNECT")
-	}
-	if resp := maxForwards(r); resp != nil {
-		return r, resp
+	if resp := p.refuse(r, t, inTunnel); resp != nil {
+		return r, guardTunnel(tc, resp, p.tunnelIdle)
 	}
 	if r.Header.Get("Upgrade") == "" {
 		// Upgrades (websockets) pass through untouched, Connection and all.
 		negotiate.RemoveHopByHop(r.Header)
 	}
-	ctx.RoundTripper = goproxy.RoundTripperFunc(p.roundTrip)
+	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+		resp, err := p.roundTrip(req, ctx)
+		return guardTunnel(tc, resp, p.tunnelIdle), err
+	})
 	return r, nil
+}
+
+// refuse returns the proxy's own answer to a request it does not forward:
+// one addressed to the proxy itself, one in tunnel t for another
+// authority, TRACE and Max-Forwards (maxForwards); nil for the others.
+func (p *Proxy) refuse(r *http.Request, t tunnel, inTunnel bool) *http.Response {
+	if p.isSelf(hostPort(r.URL)) {
+		return textResponse(r, http.StatusLoopDetected, "tbproxy: request addressed to the proxy itself")
+	}
+	if inTunnel && !sameAuthority(hostPort(r.URL), t.authority) {
+		// goproxy takes an intercepted request's URL from its Host header:
+		// another host or port there would escape the CONNECT policy.
+		p.log.Info("request for another host than its tunnel refused", "tunnel", t.authority, "host", r.URL.Host)
+		return textResponse(r, http.StatusMisdirectedRequest, "tbproxy: the request names another host than its CONNECT")
+	}
+	return maxForwards(r)
 }
 
 // maxForwards applies the rules for TRACE and Max-Forwards (RFC 9110,
@@ -350,6 +369,9 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 	}
 	ca := p.cfg.CA
 	ctx.UserData = tunnel{authority: host} // goproxy hands it to each request in the tunnel
+	if c := p.tunnelConn(ctx.Req); c != nil {
+		c.awaitRequest(p.tunnelHeader) // the handshake and the first request's headers
+	}
 	return &goproxy.ConnectAction{
 		Action: goproxy.ConnectMitm,
 		TLSConfig: func(string, *goproxy.ProxyCtx) (*tls.Config, error) {

@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/swarm"
+)
+
+// mitmProxy is a proxy intercepting CONNECTs to a TLS origin on loopback
+// that answers "origin"; it returns the proxy's address, the origin's
+// and the CA, and counts the origin's requests in hits. A non-zero
+// timeout replaces both tunnel timeouts.
+func mitmProxy(t *testing.T, hits *atomic.Int64, timeout time.Duration) (proxyAddr, target string, ca *certs.CA) {
+	t.Helper()
+	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "origin")
+	}))
+	t.Cleanup(origin.Close)
+	ca, err := certs.Load(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(origin.Certificate())
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	_, port, _ := net.SplitHostPort(origin.Listener.Addr().String())
+	n, _ := strconv.Atoi(port)
+	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if timeout > 0 {
+		p.tunnelHeader, p.tunnelIdle = timeout, timeout
+	}
+	return serveProxy(t, p), origin.Listener.Addr().String(), ca
+}
+
+// closedWithin reports whether the peer closes c (a read fails) within d,
+// reading and discarding whatever comes.
+func closedWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		return false
+	}
+	return true
+}
+
+// TestTunnelTimeouts: inside an intercepted tunnel the proxy keeps the
+// limits its own server has (HARDENING 55): a client that opens a tunnel
+// and sends no TLS handshake, or that goes quiet after a response, is
+// cut off; one that keeps asking is served request after request.
+func TestTunnelTimeouts(t *testing.T) {
+	var hits atomic.Int64
+	addr, target, ca := mitmProxy(t, &hits, 300*time.Millisecond)
+
+	// No handshake at all.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	if !closedWithin(c, 10*time.Second) {
+		t.Fatal("a tunnel with no TLS handshake was kept open")
+	}
+
+	// Requests one after another, each within the limit, then silence.
+	tc := mitmTunnel(t, addr, target, ca)
+	br := bufio.NewReader(tc)
+	for i := range 3 {
+		time.Sleep(100 * time.Millisecond) // well within the 300 ms
+		fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", target)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d in a live tunnel: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "origin" {
+			t.Fatalf("request %d: %q", i, body)
+		}
+	}
+	if !closedWithin(tc, 10*time.Second) {
+		t.Fatal("an idle tunnel was kept open after its last response")
+	}
+	if n := hits.Load(); n != 3 {
+		t.Fatalf("the origin got %d requests, want 3", n)
+	}
+}
+
+// TestTunnelHeaderCap: request headers inside an intercepted tunnel are
+// capped as the proxy's own server caps them (HARDENING 54): 200 KiB of
+// headers end the tunnel and reach no origin; a tunnel's normal request
+// is served.
+func TestTunnelHeaderCap(t *testing.T) {
+	var hits atomic.Int64
+	addr, target, ca := mitmProxy(t, &hits, 0)
+	tc := mitmTunnel(t, addr, target, ca)
+	if resp, body := getIn(t, tc, target, "/"); resp.StatusCode != http.StatusOK || string(body) != "origin" {
+		t.Fatalf("a normal request: %s %q", resp.Status, body)
+	}
+	tc = mitmTunnel(t, addr, target, ca)
+	big := strings.Repeat("x", 200<<10)
+	go fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: %s\r\nX-Big: %s\r\n\r\n", target, big) // may block once the proxy stops reading
+	if resp, err := http.ReadResponse(bufio.NewReader(tc), nil); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("200 KiB of headers in a tunnel were served: %s", resp.Status)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("the origin got %d requests, want 1", n)
+	}
+}
