@@ -210,7 +210,7 @@ func ParseContentRange(v string) (start, end, total int64, err error) {
 	}
 	total = -1
 	if length != "*" {
-		if total, ok = parseExact(length); !ok {
+		if total, ok = ParseDigits(length); !ok {
 			return bad()
 		}
 	}
@@ -224,16 +224,17 @@ func ParseContentRange(v string) (start, end, total int64, err error) {
 	if !ok {
 		return bad()
 	}
-	first, ok1 := parseExact(a)
-	last, ok2 := parseExact(b)
+	first, ok1 := ParseDigits(a)
+	last, ok2 := ParseDigits(b)
 	if !ok1 || !ok2 || last < first || last == math.MaxInt64 || total >= 0 && last >= total {
 		return bad()
 	}
 	return first, last + 1, total, nil
 }
 
-// parseExact reads a non-empty run of ASCII digits that fits an int64.
-func parseExact(s string) (int64, bool) {
+// ParseDigits reads a non-empty run of ASCII digits that fits an int64,
+// as HTTP writes lengths and byte positions: no sign, no space.
+func ParseDigits(s string) (int64, bool) {
 	if s == "" || len(s) > 19 {
 		return 0, false
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -390,28 +389,7 @@ func contentLength(h http.Header) (int64, bool) {
 	if len(vals) != 1 {
 		return 0, false
 	}
-	return parseDigits(vals[0])
-}
-
-// parseDigits parses a non-empty string of at most 19 ASCII digits whose
-// value fits an int64; leading zeros are allowed, anything else is not.
-func parseDigits(s string) (int64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := int64(c - '0')
-		if n > (math.MaxInt64-d)/10 {
-			return 0, false
-		}
-		n = n*10 + d
-	}
-	return n, true
+	return negotiate.ParseDigits(vals[0])
 }
 
 // public reports whether a response may be shared with anyone: no private
