@@ -18,19 +18,9 @@ import (
 // proxyAddr and speaks TLS in it, trusting ca.
 func mitmTunnel(t *testing.T, proxyAddr, target string, ca *certs.CA) *tls.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", proxyAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("CONNECT %s: %s", target, resp.Status)
+	status, c := connectVia(t, proxyAddr, target)
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT %s: status %d", target, status)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())

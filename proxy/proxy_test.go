@@ -719,25 +719,10 @@ func (q *quietListener) accepted() int64 { return q.n.Load() }
 // test ends.
 func countingListener(t *testing.T) *quietListener {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	q, ok := countingListenerOn(t, "127.0.0.1:0")
+	if !ok {
+		t.Fatal("cannot listen on 127.0.0.1")
 	}
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	q := &quietListener{addr: ln.Addr().String(), port: port}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			q.n.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
 	return q
 }
 

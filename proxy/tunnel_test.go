@@ -72,15 +72,9 @@ func TestTunnelTimeouts(t *testing.T) {
 	addr, target, ca := mitmProxy(t, &hits, 300*time.Millisecond)
 
 	// No handshake at all.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CONNECT: %v %v", resp, err)
+	status, c := connectVia(t, addr, target)
+	if status != http.StatusOK {
+		t.Fatalf("CONNECT: status %d", status)
 	}
 	if !closedWithin(c, 10*time.Second) {
 		t.Fatal("a tunnel with no TLS handshake was kept open")
