@@ -455,6 +455,45 @@ func (g *gatedStorage) ReadAt(p []byte, off int64) (int, error) {
 
 func (g *gatedStorage) open() { g.once.Do(func() { close(g.release) }) }
 
+// heldWriter is a seeding client whose writer to the raw peer rp is held
+// inside the block of first, a 5-byte read at byte 3 of piece 1, so that
+// everything rp asks next queues until gs.open.
+type heldWriter struct {
+	f     *fixture
+	c     *Client
+	tor   *Torrent
+	gs    *gatedStorage
+	rp    *rawPeer
+	first wire.Message
+}
+
+// holdWriter starts a heldWriter, unchoked, with or without the fast
+// extension, and returns once the writer is inside first's block.
+func holdWriter(t *testing.T, fast bool) *heldWriter {
+	t.Helper()
+	const pieceLen = 64 << 10
+	h := &heldWriter{f: newFixture(t, 1<<20, pieceLen), c: newClient(t, Config{}), first: request(1, 3, 5)}
+	ms := NewMemoryStorage(&h.f.meta.Info)
+	if err := ms.Fill(bytes.NewReader(h.f.content)); err != nil {
+		t.Fatal(err)
+	}
+	h.gs = &gatedStorage{MemoryStorage: ms, off: pieceLen + 3, n: 5, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t.Cleanup(h.gs.open) // before the client closes: its writer waits on the gate
+	var err error
+	if h.tor, err = h.c.AddTorrent(h.f.meta, h.gs, TorrentOptions{NoTrackers: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.rp = dialRaw(t, h.c, h.f, fast)
+	h.rp.unchoked()
+	h.rp.send(h.first)
+	select {
+	case <-h.gs.entered:
+	case <-time.After(rawDeadline):
+		t.Fatal("the first request was never served")
+	}
+	return h
+}
+
 // TestUploadRequestFloodIsCapped: while the client's writer to a peer is
 // stalled, the peer's requests queue up to the cap (2000); the ones past it
 // are rejected (BEP 6) or ignored, never served. Just short of the invalid
@@ -462,29 +501,8 @@ func (g *gatedStorage) open() { g.once.Do(func() { close(g.release) }) }
 // downloads the whole torrent meanwhile.
 func TestUploadRequestFloodIsCapped(t *testing.T) {
 	forFastAndPlain(t, func(t *testing.T, fast bool) {
-		const pieceLen = 64 << 10
-		f := newFixture(t, 1<<20, pieceLen)
-		c := newClient(t, Config{})
-		ms := NewMemoryStorage(&f.meta.Info)
-		if err := ms.Fill(bytes.NewReader(f.content)); err != nil {
-			t.Fatal(err)
-		}
-		// A 5-byte read at byte 3 of piece 1: only our first request makes it.
-		first := request(1, 3, 5)
-		gs := &gatedStorage{MemoryStorage: ms, off: pieceLen + 3, n: 5, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		t.Cleanup(gs.open) // before the client closes: its writer waits on the gate
-		tor, err := c.AddTorrent(f.meta, gs, TorrentOptions{NoTrackers: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rp := dialRaw(t, c, f, fast)
-		rp.unchoked()
-		rp.send(first)
-		select {
-		case <-gs.entered:
-		case <-time.After(rawDeadline):
-			t.Fatal("the first request was never served")
-		}
+		h := holdWriter(t, fast)
+		f, c, tor, gs, rp, first := h.f, h.c, h.tor, h.gs, h.rp, h.first
 		// The writer is held inside the first block; everything now queues.
 		var flood []wire.Message
 		for k := range maxQueuedUploads + maxInvalid {
@@ -649,28 +667,8 @@ func TestUploadInvalidRequestsDisconnect(t *testing.T) {
 // already sent is not answered twice. Without it a cancel is silent.
 func TestUploadCancelAnswered(t *testing.T) {
 	forFastAndPlain(t, func(t *testing.T, fast bool) {
-		const pieceLen = 64 << 10
-		f := newFixture(t, 1<<20, pieceLen)
-		c := newClient(t, Config{})
-		ms := NewMemoryStorage(&f.meta.Info)
-		if err := ms.Fill(bytes.NewReader(f.content)); err != nil {
-			t.Fatal(err)
-		}
-		first := request(1, 3, 5)
-		gs := &gatedStorage{MemoryStorage: ms, off: pieceLen + 3, n: 5, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		t.Cleanup(gs.open)
-		tor, err := c.AddTorrent(f.meta, gs, TorrentOptions{NoTrackers: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		rp := dialRaw(t, c, f, fast)
-		rp.unchoked()
-		rp.send(first)
-		select {
-		case <-gs.entered:
-		case <-time.After(rawDeadline):
-			t.Fatal("the first request was never served")
-		}
+		h := holdWriter(t, fast)
+		tor, gs, rp, first := h.tor, h.gs, h.rp, h.first
 		// The writer is held inside the first block: these two queue.
 		kept, dropped := request(2, 0, 1024), request(3, 0, 1024)
 		rp.send(kept, dropped)
