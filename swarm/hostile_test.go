@@ -45,6 +45,16 @@ func startFakePeer(t testing.TB, f *fixture, greeting func(*bufio.Writer, *fixtu
 func (fp *fakePeer) addr() netip.AddrPort { return netip.MustParseAddrPort(fp.ln.Addr().String()) }
 
 func (fp *fakePeer) accept() {
+	acceptAll(fp.ln, func(c net.Conn) {
+		fp.conns.Add(1)
+		fp.serve(c)
+	})
+}
+
+// acceptAll runs handle on every connection ln accepts, each on its own
+// goroutine, until ln is closed; it then closes the connections still
+// open and waits for their handlers.
+func acceptAll(ln net.Listener, handle func(net.Conn)) {
 	var conns sync.WaitGroup
 	defer conns.Wait()
 	var open []net.Conn
@@ -54,13 +64,15 @@ func (fp *fakePeer) accept() {
 		}
 	}()
 	for {
-		c, err := fp.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
-		fp.conns.Add(1)
 		open = append(open, c)
-		conns.Go(func() { fp.serve(c) })
+		conns.Go(func() {
+			defer c.Close()
+			handle(c)
+		})
 	}
 }
 

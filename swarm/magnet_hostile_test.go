@@ -62,27 +62,7 @@ func servingInfo(info []byte) func(int) metadata.Message {
 
 func (fp *fakeMetaPeer) addr() netip.AddrPort { return netip.MustParseAddrPort(fp.ln.Addr().String()) }
 
-func (fp *fakeMetaPeer) accept() {
-	var conns sync.WaitGroup
-	defer conns.Wait()
-	var open []net.Conn
-	defer func() {
-		for _, c := range open {
-			c.Close()
-		}
-	}()
-	for {
-		c, err := fp.ln.Accept()
-		if err != nil {
-			return
-		}
-		open = append(open, c)
-		conns.Go(func() {
-			defer c.Close()
-			fp.talk(c)
-		})
-	}
-}
+func (fp *fakeMetaPeer) accept() { acceptAll(fp.ln, fp.talk) }
 
 // talk plays one connection: the handshakes, then answers to every
 // ut_metadata request until the connection ends.
