@@ -3,7 +3,7 @@ package swarm
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
+	"crypto/rand"
 	"net"
 	"net/netip"
 	"sync"
@@ -51,6 +51,21 @@ func (fp *fakePeer) accept() {
 	})
 }
 
+// answerHandshake reads the BitTorrent handshake on c (through br) and
+// answers it for the same torrent, with a fresh peer id that starts with
+// prefix (8 bytes), supporting BEP 10 when extended.
+func answerHandshake(c net.Conn, br *bufio.Reader, prefix string, extended bool) error {
+	hs, err := wire.ReadHandshake(br)
+	if err != nil {
+		return err
+	}
+	reply := wire.Handshake{InfoHash: hs.InfoHash}
+	copy(reply.PeerID[:], prefix)
+	rand.Read(reply.PeerID[8:])
+	reply.SetExtended(extended)
+	return wire.WriteHandshake(c, reply)
+}
+
 // acceptAll runs handle on every connection ln accepts, each on its own
 // goroutine, until ln is closed; it then closes the connections still
 // open and waits for their handlers.
@@ -79,14 +94,7 @@ func acceptAll(ln net.Listener, handle func(net.Conn)) {
 func (fp *fakePeer) serve(c net.Conn) {
 	defer c.Close()
 	br := bufio.NewReader(c)
-	hs, err := wire.ReadHandshake(br)
-	if err != nil {
-		return
-	}
-	reply := wire.Handshake{InfoHash: hs.InfoHash}
-	copy(reply.PeerID[:], "-FAKE01-")
-	binary.BigEndian.PutUint64(reply.PeerID[12:], uint64(time.Now().UnixNano()))
-	if err := wire.WriteHandshake(c, reply); err != nil {
+	if answerHandshake(c, br, "-FAKE01-", false) != nil {
 		return
 	}
 	w := bufio.NewWriter(c)

@@ -68,15 +68,7 @@ func (fp *fakeMetaPeer) accept() { acceptAll(fp.ln, fp.talk) }
 // ut_metadata request until the connection ends.
 func (fp *fakeMetaPeer) talk(c net.Conn) {
 	br := bufio.NewReader(c)
-	hs, err := wire.ReadHandshake(br)
-	if err != nil {
-		return
-	}
-	reply := wire.Handshake{InfoHash: hs.InfoHash}
-	copy(reply.PeerID[:], "-FAKEMD-")
-	rand.Read(reply.PeerID[8:])
-	reply.SetExtended(true)
-	if wire.WriteHandshake(c, reply) != nil {
+	if answerHandshake(c, br, "-FAKEMD-", true) != nil {
 		return
 	}
 	if fp.after != nil {
