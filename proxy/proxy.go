@@ -431,15 +431,11 @@ func (p *Proxy) guardDial(dial func(ctx context.Context, network, addr string) (
 		if err != nil {
 			return nil, err
 		}
-		if !p.cfg.AllowPrivateUpstream {
-			if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil && !publicAddr(ap.Addr()) {
-				conn.Close()
-				return nil, fmt.Errorf("%w: %s resolves to %s", errForbiddenTarget, addr, ap.Addr())
-			}
-		}
-		if p.isSelf(conn.RemoteAddr().String()) {
+		// The default dialer checked the address before connecting; a
+		// dialer given in Config is checked on what it connected to.
+		if err := p.controlUpstream(network, conn.RemoteAddr().String(), nil); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("%w: %s is this proxy", errForbiddenTarget, addr)
+			return nil, fmt.Errorf("dialling %s: %w", addr, err)
 		}
 		return conn, nil
 	}
