@@ -31,11 +31,10 @@ var errOriginDiffers = errors.New("proxy: the origin serves another file than th
 type confirmation struct {
 	ok   context.Context // done once the origin has confirmed
 	fire context.CancelFunc
-	// differs is done once the origin has shown another file
-	// (errOriginDiffers); why says how.
+	// differs is done, with a cause wrapping errOriginDiffers that says
+	// how, once the origin has shown another file.
 	differs context.Context
-	differ  context.CancelFunc
-	why     error
+	differ  context.CancelCauseFunc
 	cancel  context.CancelFunc
 	done    chan struct{}
 	want    chan expected // what the answer must show, once the metainfo is read
@@ -96,7 +95,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.Meta
 		fire()
 		done := make(chan struct{})
 		close(done)
-		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func() {}, cancel: func() {}, done: done}
+		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func(error) {}, cancel: func() {}, done: done}
 	}
 	if c == nil {
 		c = p.ask(orig)
@@ -109,7 +108,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.Meta
 // it must match arrives on want.
 func (p *Proxy) ask(orig *http.Request) *confirmation {
 	ok, fire := context.WithCancel(context.Background())
-	differs, differ := context.WithCancel(context.Background())
+	differs, differ := context.WithCancelCause(context.Background())
 	ctx, cancel := context.WithCancel(orig.Context())
 	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1)}
 	go func() {
@@ -129,8 +128,7 @@ func (p *Proxy) ask(orig *http.Request) *confirmation {
 			p.confirmed.Add(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
 			fire()
 		case errors.Is(err, errOriginDiffers):
-			c.why = err
-			differ()
+			differ(err)
 		case ctx.Err() == nil:
 			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
 		}
@@ -147,7 +145,7 @@ func (c *confirmation) stop() {
 	c.cancel()
 	<-c.done
 	c.fire()
-	c.differ()
+	c.differ(nil)
 }
 
 // confirmOrigin asks the origin, plainly and for one byte, for the file

@@ -64,8 +64,8 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 				return pl.response(orig, p.newLateSpan(orig, op, m, idx, pl)), nil
 			}
 		case <-c.differs.Done():
-			if c.why != nil {
-				return p.originDiffers(orig, c.why)
+			if why := context.Cause(c.differs); errors.Is(why, errOriginDiffers) {
+				return p.originDiffers(orig, why)
 			}
 		case <-orig.Context().Done():
 		}
@@ -301,7 +301,7 @@ func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([
 	defer stop(nil)
 	if c != nil {
 		defer context.AfterFunc(c.ok, func() { stop(errOriginConfirmed) })()
-		defer context.AfterFunc(c.differs, func() { stop(c.why) })()
+		defer context.AfterFunc(c.differs, func() { stop(context.Cause(c.differs)) })()
 	}
 	fctx, cancel := context.WithTimeout(fctx, p.firstByte())
 	defer cancel()
