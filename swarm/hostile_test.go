@@ -3,7 +3,9 @@ package swarm
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -239,6 +241,73 @@ func TestHostilePeers(t *testing.T) {
 			}
 			if bad.conns.Load() == 0 {
 				t.Fatal("the hostile peer was never contacted")
+			}
+		})
+	}
+}
+
+// corruptEveryBlock serves every block with one byte flipped.
+func corruptEveryBlock(w *bufio.Writer, m *wire.Message, f *fixture) {
+	b := blockOf(f, m)
+	b[0] ^= 0xff
+	w.Write(wire.AppendMessage(nil, &wire.Message{ID: wire.Piece, Index: m.Index, Begin: m.Begin, Block: b}))
+}
+
+// TestSybilSwarm (HARDENING 31): every peer serves corrupt data, and only
+// the origin, as web seed, has the file. The swarm is given up on: the
+// liars are banned, the reader gets the right bytes from the origin, and
+// the origin serves about the file, not the file again per failed piece.
+// The stall budget is an hour, so only that can bring the web seed in:
+// each failed piece is fetched from it (which convicts liars that shared
+// a piece), and once every liar is banned, no peer is waited for.
+func TestSybilSwarm(t *testing.T) {
+	for _, pieceLen := range []int64{64 << 10, 1 << 20} {
+		t.Run(fmt.Sprint(pieceLen>>10, "KiB"), func(t *testing.T) {
+			f := newFixture(t, 8<<20, pieceLen)
+			origin := serve(t, contentHandler("f", f.content))
+			leech := newClient(t, Config{})
+			st := NewMemoryStorage(&f.meta.Info)
+			tor, err := leech.AddTorrent(f.meta, st, TorrentOptions{NoTrackers: true, StallBudget: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var evil []*fakePeer
+			for range 8 {
+				p := startFakePeer(t, f, seedGreeting, corruptEveryBlock)
+				evil = append(evil, p)
+				tor.AddPeers(p.addr())
+			}
+			if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true, File: 0}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			streamEquals(t, ctx, tor, f.content)
+			waitComplete(t, tor, 10*time.Second)
+			s := tor.Stats()
+			t.Logf("hash failures %d, bans %d, from web seeds %d, from peers %d", s.HashFailures, s.Bans, s.FromWebSeeds, s.Downloaded)
+			if s.HashFailures == 0 {
+				t.Fatal("no piece failed: the liars were never asked")
+			}
+			// Before failed pieces went to the web seed, liars that
+			// shared pieces kept them failing: 36 times the file came
+			// from peers with 1 MiB pieces.
+			if s.Downloaded > 2*int64(len(f.content)) {
+				t.Fatalf("%d bytes taken from liars for a %d-byte file", s.Downloaded, len(f.content))
+			}
+			if s.FromWebSeeds != int64(len(f.content)) {
+				t.Fatalf("%d bytes from the origin, want the file's %d: a corrupt piece was kept", s.FromWebSeeds, len(f.content))
+			}
+			origin.settle(t)
+			if sent := origin.sent.Load(); sent > int64(len(f.content))*3/2 {
+				t.Fatalf("the origin sent %d bytes for a %d-byte file", sent, len(f.content))
+			}
+			for _, p := range s.Peers {
+				for _, e := range evil {
+					if p.Addr == e.addr() {
+						t.Fatalf("liar %v still connected", p.Addr)
+					}
+				}
 			}
 		})
 	}

@@ -238,6 +238,14 @@ func (t *Torrent) ban(p *peer, why string) {
 		t.s.banned[key] = true
 		t.s.stats.bans++
 		t.log.Info("banning peer", "addr", p.addr, "why", why)
+		// Its addresses are no candidates any more: while they stayed
+		// known, the torrent waited for peers that will never be dialled
+		// before letting web seeds run free (peersStalled).
+		for a := range t.s.known {
+			if banKey(a) == key {
+				delete(t.s.known, a)
+			}
+		}
 	}
 	for i, pb := range t.s.pieces {
 		if slices.Contains(pb.senders, p) {

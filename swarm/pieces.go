@@ -140,9 +140,14 @@ func (t *Torrent) pieceVerified(i int) {
 // pieceFailed returns a piece that failed its hash to the pool and works
 // out who lied. A peer that sent every block of a bad piece is banned at
 // once; when several peers contributed, each block's hash is remembered
-// and compared once a good copy verifies (smart ban).
+// and compared once a good copy verifies (smart ban). Either way the
+// piece is fetched again from a web seed, when one is ready: peers that
+// sent a bad piece may be all there is (a Sybil swarm), and the good copy
+// is what convicts the liars among several senders. Without it, they
+// could keep a piece failing while their blocks look like progress.
 func (t *Torrent) pieceFailed(i int, buf []byte, senders []*peer) {
 	t.s.picker.Failed(i)
+	defer t.rescue(i, 1, true, "fetching a piece that failed its hash from a web seed")
 	distinct := map[*peer]bool{}
 	for _, p := range senders {
 		if p != nil {
@@ -259,7 +264,7 @@ func (t *Torrent) rescueStalled(now time.Time) {
 			continue
 		}
 		r.since = now
-		t.rescue(r.piece, rescueBytes, "rescuing a stalled reader from a web seed")
+		t.rescue(r.piece, rescueBytes, false, "rescuing a stalled reader from a web seed")
 	}
 }
 
@@ -272,7 +277,7 @@ func (t *Torrent) rescueStart(r *readerState) {
 	if t.opts.WebSeedMode == WebSeedRescueOnly || t.needless(r.piece) || t.peerCanSend(r.piece) {
 		return
 	}
-	if job := t.rescue(r.piece, 1, "fetching a new reader's first piece from a web seed"); job != nil {
+	if job := t.rescue(r.piece, 1, false, "fetching a new reader's first piece from a web seed"); job != nil {
 		job.race = true
 		t.s.racing++
 	}
@@ -297,8 +302,9 @@ func (t *Torrent) peerCanSend(i int) bool {
 
 // rescue claims for a ready web seed the pieces from first on, up to
 // about limit bytes (at least one piece), withdrawing peers' requests for
-// them, and queues the range for the seed's workers.
-func (t *Torrent) rescue(first int, limit int64, why string) *webJob {
+// them, and queues the range for the seed's workers. solo keeps the
+// endgame from sending the claimed blocks to peers as well (ClaimSolo).
+func (t *Torrent) rescue(first int, limit int64, solo bool, why string) *webJob {
 	s := t.readyWebSeed(first, t.client.now())
 	if s == nil {
 		return nil
@@ -307,7 +313,11 @@ func (t *Torrent) rescue(first int, limit int64, why string) *webJob {
 	var size int64
 	for i := first; i < t.info.NumPieces() && size < limit && !t.needless(i) && t.covers(s, i); i++ {
 		t.withdraw(i)
-		t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
+		if solo {
+			t.s.out = t.s.picker.ClaimSolo(picker.PeerID(s.p.id), i, t.s.out[:0])
+		} else {
+			t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
+		}
 		job.end = i + 1
 		job.outstanding[i] = true
 		size += t.info.PieceLen(i)

@@ -9,6 +9,18 @@ import "math"
 // is claimed for a piece we have. It panics if id was not added or i is
 // out of range.
 func (p *Picker) Claim(id PeerID, i int, out []Block) []Block {
+	return p.claim(id, i, out, false)
+}
+
+// ClaimSolo is Claim, and keeps the endgame from duplicating the claimed
+// blocks to other peers until id delivers or releases them: for a piece
+// that failed its hash, whose good copy must come from id, not again from
+// the peers that may have sent the bad one.
+func (p *Picker) ClaimSolo(id PeerID, i int, out []Block) []Block {
+	return p.claim(id, i, out, true)
+}
+
+func (p *Picker) claim(id PeerID, i int, out []Block, solo bool) []Block {
 	pr := p.peer(id)
 	p.checkPiece(i)
 	if p.have.Has(i) {
@@ -18,6 +30,7 @@ func (p *Picker) Claim(id PeerID, i int, out []Block) []Block {
 	if pp.owner == noPeer {
 		pp.owner = int32(id)
 	}
+	pp.solo = pp.solo || solo
 	return p.takeBlocks(pp, pr, int32(id), out, math.MaxInt)
 }
 

@@ -81,3 +81,49 @@ func TestLost(t *testing.T) {
 	p.Lost(3) // not ours: nothing happens
 	ok(t, p)
 }
+
+// TestClaimSolo: the endgame duplicates a Claim's blocks to other peers,
+// but not a ClaimSolo's, until the claimant releases them.
+func TestClaimSolo(t *testing.T) {
+	for _, solo := range []bool{false, true} {
+		p := New(Config{PieceLength: 4 * bs, TotalLength: 8 * bs})
+		p.SetWantedAll()
+		web, a, b := PeerID(1), PeerID(2), PeerID(3)
+		for _, id := range []PeerID{web, a, b} {
+			p.AddPeer(id)
+			p.PeerHaveAll(id)
+		}
+		claim := p.Claim
+		if solo {
+			claim = p.ClaimSolo
+		}
+		if got := claim(web, 0, nil); len(got) != 4 {
+			t.Fatalf("claimed %v", got)
+		}
+		if got := p.Pick(a, 4, nil); len(got) != 4 || got[0].Piece != 1 {
+			t.Fatalf("peer a picked %v, want piece 1", got)
+		}
+		ok(t, p)
+		// Endgame: every block is in flight.
+		dupsOf0 := 0
+		for _, blk := range p.Pick(b, all, nil) {
+			if blk.Piece == 0 {
+				dupsOf0++
+			}
+		}
+		if want := map[bool]int{false: 4, true: 0}[solo]; dupsOf0 != want {
+			t.Fatalf("solo %v: %d endgame duplicates of the claimed piece, want %d", solo, dupsOf0, want)
+		}
+		ok(t, p)
+		if !solo {
+			continue
+		}
+		// Released, the piece is anyone's again.
+		p.Release(web)
+		got := p.Pick(b, all, nil)
+		if len(got) != 4 || got[0].Piece != 0 {
+			t.Fatalf("after the release peer b picked %v, want piece 0", got)
+		}
+		ok(t, p)
+	}
+}

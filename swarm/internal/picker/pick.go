@@ -302,7 +302,7 @@ func (p *Picker) pickEndgame(pr *peer, pid int32, out []Block, limit int) []Bloc
 // the endgame cap.
 func (p *Picker) duplicate(pp *partial, pr *peer, pid int32, out []Block, limit int) []Block {
 	i := int(pp.piece)
-	if pp.nRequested == 0 || !p.need.Has(i) || !hasPiece(pr, i) {
+	if pp.nRequested == 0 || pp.solo || !p.need.Has(i) || !hasPiece(pr, i) {
 		return out
 	}
 	for w, word := range pp.requested {

@@ -155,6 +155,7 @@ type partial struct {
 	requested  []uint64 // blocks in flight to at least one peer; disjoint from received
 	peer       []int32  // per block: first peer it is in flight to, or its sender once received; noPeer otherwise
 	dups       []dup    // endgame: further peers a requested block is in flight to
+	solo       bool     // claimed with ClaimSolo: no endgame duplicates until a release
 }
 
 // dup records that block is also in flight to peer (endgame).
@@ -530,6 +531,7 @@ func (p *Picker) allocPartial(i int) *partial {
 	pp.nblocks = int32(nb)
 	pp.nReceived, pp.nRequested = 0, 0
 	pp.owner = noPeer
+	pp.solo = false
 	pp.openPos = -1
 	for k := range nb {
 		pp.peer[k] = noPeer
@@ -578,6 +580,7 @@ func (p *Picker) setOpen(pp *partial, open bool) {
 // the piece becomes a fresh candidate again.
 func (p *Picker) afterRelease(pp *partial) {
 	p.urgentDone = 0
+	pp.solo = false
 	if pp.nRequested == 0 && pp.nReceived == 0 {
 		i := int(pp.piece)
 		p.freePartial(pp)
