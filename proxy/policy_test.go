@@ -88,6 +88,14 @@ func countingListenerOn(t *testing.T, addr string) (q *quietListener, ok bool) {
 // the answer's status and, when it is 200, the tunnel.
 func connectVia(t *testing.T, proxyAddr, target string) (int, net.Conn) {
 	t.Helper()
+	status, _, c := connectAnswer(t, proxyAddr, target)
+	return status, c
+}
+
+// connectAnswer is connectVia, with the body of an answer that is not
+// 200.
+func connectAnswer(t *testing.T, proxyAddr, target string) (int, string, net.Conn) {
+	t.Helper()
 	c, err := net.Dial("tcp", proxyAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -100,10 +108,10 @@ func connectVia(t *testing.T, proxyAddr, target string) (int, net.Conn) {
 		t.Fatalf("CONNECT %s: %v", target, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, nil
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
 	}
-	return resp.StatusCode, bufferedConn{c, br}
+	return resp.StatusCode, "", bufferedConn{c, br}
 }
 
 // bufferedConn reads through the reader that read the CONNECT answer.
@@ -173,7 +181,7 @@ func newEngine(t *testing.T) *swarm.Client {
 // default), loopback, unspecified, link-local (the cloud metadata
 // address), RFC 1918 and ULA destinations, IPv4-mapped or not, and a
 // name that resolves to loopback (HARDENING 40, 41), are refused as a
-// proxied GET (403), as a blind CONNECT (502, before the 200), inside an
+// proxied GET (403), as a blind CONNECT (403, before the 200), inside an
 // intercepted CONNECT (403), and by DialUpstream, the engine's dial for
 // web seeds and trackers (errForbiddenTarget), over TCP and UDP. The
 // services on this machine that they name see no connection.
@@ -257,8 +265,10 @@ func TestForbiddenUpstreamsRefused(t *testing.T) {
 			t.Errorf("GET http://%s/ through the proxy: %s %q, want 403", hp, resp.Status, body)
 		}
 
-		if status, _ := connectVia(t, blindAddr, hps); status != http.StatusBadGateway {
-			t.Errorf("blind CONNECT %s: %d, want 502", hps, status)
+		// Refused as a GET is, and without goproxy's error text, which
+		// named the address and the policy.
+		if status, body, _ := connectAnswer(t, blindAddr, hps); status != http.StatusForbidden || body != "tbproxy: destination not allowed\n" {
+			t.Errorf("blind CONNECT %s: %d %q, want 403", hps, status, body)
 		}
 
 		tc := mitmTunnel(t, mitmAddr, hps, ca)
@@ -415,9 +425,9 @@ func TestRebindingCaughtOnDialedAddress(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("GET of a name that rebinds to loopback: %s, want 403", resp.Status)
 	}
-	status, tunnel := connectVia(t, addr, "rebind.example:443")
-	if status != http.StatusBadGateway {
-		t.Errorf("CONNECT to a name that rebinds to loopback: %d, want 502", status)
+	status, body, tunnel := connectAnswer(t, addr, "rebind.example:443")
+	if status != http.StatusForbidden || body != "tbproxy: destination not allowed\n" {
+		t.Errorf("CONNECT to a name that rebinds to loopback: %d %q, want 403", status, body)
 	}
 	if tunnel != nil {
 		tunnel.Close() // ends the tunnel, so that stop need not wait for it
@@ -755,4 +765,26 @@ func TestMITMExcludeTunnelsUntouched(t *testing.T) {
 		t.Fatalf("in the intercepted tunnel: %s %q", resp.Status, body)
 	}
 	tc.Close()
+}
+
+// TestConnectDialFailure: a blind CONNECT to an allowed target that
+// cannot be reached gets 502 with tbproxy's own words, not the dial
+// error (which names addresses and the machine's state).
+func TestConnectDialFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	_, port, _ := net.SplitHostPort(closed)
+	n, _ := strconv.Atoi(port)
+	p, err := New(Config{Engine: newEngine(t), ConnectPorts: []int{n}, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := connectAnswer(t, serveProxy(t, p), closed)
+	if status != http.StatusBadGateway || body != "tbproxy: the origin could not be reached\n" {
+		t.Fatalf("CONNECT to a closed port: %d %q, want 502", status, body)
+	}
 }

@@ -213,6 +213,7 @@ func New(cfg Config) (*Proxy, error) {
 	gp.ConnectDial = func(network, addr string) (net.Conn, error) {
 		return guarded(context.Background(), network, addr)
 	}
+	gp.ConnectionErrHandler = p.connectFailed
 	gp.NonproxyHandler = http.HandlerFunc(p.serveLocal)
 	gp.OnRequest().HandleConnectFunc(p.handleConnect)
 	gp.OnRequest().DoFunc(p.onRequest)

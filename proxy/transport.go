@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -228,6 +229,23 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 		msg = "tbproxy: the origin's TLS certificate did not verify"
 	}
 	return textResponse(req, status, msg)
+}
+
+// connectFailed answers a CONNECT whose dial failed as upstreamFailed
+// answers a request (403 for a target the policy refuses, else 502),
+// never with the internal error text that goproxy's default sends. w is
+// the hijacked client connection, or a ResponseWriter; goproxy closes it.
+func (p *Proxy) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
+	resp := p.upstreamFailed(ctx.Req, err)
+	defer resp.Body.Close()
+	if rw, ok := w.(http.ResponseWriter); ok {
+		maps.Copy(rw.Header(), resp.Header)
+		rw.WriteHeader(resp.StatusCode)
+		io.Copy(rw, resp.Body)
+		return
+	}
+	resp.Close = true
+	resp.Write(w)
 }
 
 // transform answers the client with file idx of m, from the swarm. mg is
