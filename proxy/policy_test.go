@@ -544,7 +544,7 @@ func TestRedirectToForbiddenTarget(t *testing.T) {
 		switch {
 		case tu.Scheme == "https":
 			// Followed by a CONNECT, refused before its 200.
-			if err == nil || !strings.Contains(err.Error(), "Bad Gateway") {
+			if err == nil || !strings.Contains(err.Error(), "Forbidden") {
 				if err == nil {
 					resp.Body.Close()
 				}
