@@ -788,3 +788,49 @@ func TestConnectDialFailure(t *testing.T) {
 		t.Fatalf("CONNECT to a closed port: %d %q, want 502", status, body)
 	}
 }
+
+// TestPublicAddr: special-purpose blocks beyond netip's predicates are
+// not public, and an IPv6 address that carries an IPv4 one for a
+// translator or tunnel is judged by it. The non-public ones are refused
+// by the dialer's Control, before any packet.
+func TestPublicAddr(t *testing.T) {
+	p, err := New(Config{Engine: newEngine(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, tt := range []struct {
+		addr   string
+		public bool
+	}{
+		{"93.184.215.14", true},
+		{"2606:2800:21f:cb07:6820:80da:af6b:8b2c", true},
+		{"100.64.0.1", false}, // carrier-grade NAT
+		{"100.127.255.254", false},
+		{"100.128.0.1", true},
+		{"0.1.2.3", false},
+		{"192.0.0.8", false},
+		{"198.18.0.1", false},
+		{"255.255.255.255", false},
+		{"240.0.0.1", false},
+		{"64:ff9b::7f00:1", false},      // NAT64 of 127.0.0.1
+		{"64:ff9b::a9fe:a9fe", false},   // NAT64 of 169.254.169.254
+		{"64:ff9b::5db8:d70e", true},    // NAT64 of a public address
+		{"64:ff9b:1::5db8:d70e", false}, // local-use NAT64
+		{"2002:7f00:1::1", false},       // 6to4 of 127.0.0.1
+		{"2002:a00:1::1", false},        // 6to4 of 10.0.0.1
+		{"2002:5db8:d70e::1", true},
+		{"::7f00:1", false}, // IPv4-compatible 127.0.0.1
+		{"::a00:1", false},
+		{"fec0::1", false},
+		{"::ffff:100.64.0.1", false},
+	} {
+		a := netip.MustParseAddr(tt.addr)
+		if got := publicAddr(a); got != tt.public {
+			t.Errorf("publicAddr(%s) = %v, want %v", tt.addr, got, tt.public)
+		}
+		if !tt.public {
+			mustRefuseAtControl(t, p, netip.AddrPortFrom(a, 443).String())
+		}
+	}
+}

@@ -442,11 +442,59 @@ func (p *Proxy) guardDial(dial func(ctx context.Context, network, addr string) (
 	}
 }
 
-// publicAddr reports an address outside loopback, link-local, private and
-// unspecified space.
+// publicAddr reports an address outside loopback, link-local, private,
+// unspecified, multicast and the other special-purpose blocks a proxy
+// must not be steered into (nonPublic). An IPv6 address that carries an
+// IPv4 one for a translator or tunnel (NAT64, 6to4, IPv4-compatible) is
+// judged by the IPv4 address it reaches.
 func publicAddr(a netip.Addr) bool {
 	a = a.Unmap()
-	return !(a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsPrivate() || a.IsUnspecified() || a.IsMulticast())
+	if a.Is6() {
+		if v4, ok := embeddedV4(a); ok {
+			return publicAddr(v4)
+		}
+	}
+	if a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsPrivate() || a.IsUnspecified() || a.IsMulticast() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// nonPublic are special-purpose blocks (RFC 6890 and its updates) that
+// netip's predicates leave out.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space (carrier-grade NAT)
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, and the limited broadcast
+	netip.MustParsePrefix("fec0::/10"),      // site-local, deprecated
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+}
+
+// Blocks whose IPv6 addresses carry an IPv4 address.
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96") // well-known NAT64 prefix
+	sixToFour = netip.MustParsePrefix("2002::/16")    // 6to4: the IPv4 address in bits 16-47
+	v4Compat  = netip.MustParsePrefix("::/96")        // IPv4-compatible, deprecated
+)
+
+// embeddedV4 returns the IPv4 address that an IPv6 address of a
+// translator or tunnel block reaches.
+func embeddedV4(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case nat64.Contains(a), v4Compat.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // slogPrintf adapts goproxy's Printf logger to slog, at debug level.
