@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -832,5 +833,81 @@ func TestPublicAddr(t *testing.T) {
 		if !tt.public {
 			mustRefuseAtControl(t, p, netip.AddrPortFrom(a, 443).String())
 		}
+	}
+}
+
+// TestRequestFraming (HARDENING 51): a request whose framing is
+// ambiguous or malformed is refused and reaches no origin; one with both
+// Content-Length and chunked framing is read as chunked, goes on chunked
+// only, and ends its connection, so that what a client framed by the
+// Content-Length is never read as a request of its own (smuggling).
+func TestRequestFraming(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // requests whose body the origin read whole
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		seen = append(seen, fmt.Sprintf("%s %s %d %v %q %q", r.Method, r.URL.Path, r.ContentLength, r.TransferEncoding, r.Header.Get("Content-Length"), b))
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	defer origin.Close()
+	p, err := New(Config{Engine: newEngine(t), AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	addr := serveProxy(t, p)
+	h := origin.Listener.Addr().String()
+	start := "POST http://" + h + "/a HTTP/1.1\r\nHost: " + h + "\r\n"
+	smuggled := "GET http://" + h + "/smuggled HTTP/1.1\r\nHost: " + h + "\r\n\r\n"
+	for _, tt := range []struct {
+		name, text string
+		status     int
+		seen       []string
+	}{
+		{"Content-Length and chunked", start + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+			200, []string{`POST /a -1 [chunked] "" ""`}},
+		{"chunked, identity", start + "Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + smuggled, 501, nil},
+		{"gzip, chunked", start + "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, nil},
+		{"bare LF in a chunk size", start + "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n" + smuggled, 400, nil},
+		{"Content-Length +5", start + "Content-Length: +5\r\n\r\nhello", 400, nil},
+		{"two Content-Lengths", start + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tt.text)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d %q, want %d", resp.StatusCode, body, tt.status)
+			}
+			// Nothing more comes: the connection ends, and a smuggled
+			// request is never answered.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+				t.Fatalf("after the answer: %d bytes, %v; want the connection closed", n, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(seen, tt.seen) {
+				t.Fatalf("the origin read %q, want %q", seen, tt.seen)
+			}
+		})
 	}
 }

@@ -36,8 +36,12 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 			tc.requestRead()
 		}
 	}
+	chunked := len(r.TransferEncoding) > 0
+	if chunked {
+		r.Body = clientBody{r.Body}
+	}
 	if resp := p.refuse(r, t, inTunnel); resp != nil {
-		return r, guardTunnel(tc, resp, p.tunnelIdle)
+		return r, guardTunnel(tc, closeAfterChunked(chunked, resp), p.tunnelIdle)
 	}
 	if r.Header.Get("Upgrade") == "" {
 		// Upgrades (websockets) pass through untouched, Connection and all.
@@ -45,10 +49,43 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	}
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
 		resp, err := p.roundTrip(req, ctx)
-		return guardTunnel(tc, resp, p.tunnelIdle), err
+		return guardTunnel(tc, closeAfterChunked(chunked, resp), p.tunnelIdle), err
 	})
 	return r, nil
 }
+
+// closeAfterChunked ends the client's connection after resp when the
+// request came with a chunked body (HARDENING 51). Go's server reads such
+// a body as chunked even when a Content-Length came with it, and drops
+// that header, so the proxy cannot tell the two apart; RFC 9112, section
+// 6.3, then requires the connection to close, so that bytes a client
+// framed by the Content-Length are never read as a request of their own.
+// The request itself goes on chunked only, which no server reads two ways.
+func closeAfterChunked(chunked bool, resp *http.Response) *http.Response {
+	if chunked && resp != nil {
+		resp.Header.Set("Connection", "close")
+	}
+	return resp
+}
+
+// clientBody is the body of a client's chunked request: its read errors
+// are marked as the client's (errClientBody), so that a malformed body
+// is answered 400 rather than blamed on the origin.
+type clientBody struct{ io.ReadCloser }
+
+func (b clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = errClientBody{err}
+	}
+	return n, err
+}
+
+// errClientBody is a failure to read the client's request body.
+type errClientBody struct{ err error }
+
+func (e errClientBody) Error() string { return "reading the client's request body: " + e.err.Error() }
+func (e errClientBody) Unwrap() error { return e.err }
 
 // refuse returns the proxy's own answer to a request it does not forward:
 // one addressed to the proxy itself, one in tunnel t for another
@@ -222,7 +259,10 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 	status := http.StatusBadGateway
 	msg := "tbproxy: the origin could not be reached"
 	var ce *tls.CertificateVerificationError
+	var be errClientBody
 	switch {
+	case errors.As(err, &be):
+		status, msg = http.StatusBadRequest, "tbproxy: the request body is malformed"
 	case errors.Is(err, errForbiddenTarget):
 		status, msg = http.StatusForbidden, "tbproxy: destination not allowed"
 	case errors.As(err, &ce):
