@@ -96,6 +96,18 @@ func (c *trackedConn) SetDeadline(t time.Time) error {
 	return c.SetReadDeadline(t)
 }
 
+// ReadFrom hands the wrapped connection's ReadFrom what the http.Server's
+// response writer copies to it, so that a file goes out with sendfile(2)
+// (the warm cache's path, swarm.Reader's WriteTo): without it the wrapper
+// would hide the socket's ReadFrom, and every byte would be copied
+// through user space.
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.conns.CompareAndDelete(c.key, c) })
 	return c.Conn.Close()

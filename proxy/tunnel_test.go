@@ -8,8 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,5 +129,79 @@ func TestTunnelHeaderCap(t *testing.T) {
 	}
 	if n := hits.Load(); n != 1 {
 		t.Fatalf("the origin got %d requests, want 1", n)
+	}
+}
+
+// fileSendingListener accepts connections that note whether a file was
+// handed to their ReadFrom, as the socket's sendfile path is.
+type fileSendingListener struct {
+	net.Listener
+	sentFile *atomic.Bool
+}
+
+func (l fileSendingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return fileSendingConn{c.(*net.TCPConn), l.sentFile}, nil
+}
+
+type fileSendingConn struct {
+	*net.TCPConn
+	sentFile *atomic.Bool
+}
+
+func (c fileSendingConn) ReadFrom(r io.Reader) (int64, error) {
+	src := r
+	if lr, ok := r.(*io.LimitedReader); ok {
+		src = lr.R
+	}
+	if _, ok := src.(*os.File); ok {
+		c.sentFile.Store(true)
+	}
+	return c.TCPConn.ReadFrom(r)
+}
+
+// TestTrackedConnSendsFiles: the connections the proxy tracks pass the
+// response writer's ReadFrom on to the socket, so that a file (a warm
+// cache's piece) goes out with sendfile rather than through a buffer. The
+// wrapper once hid it: the warm cache ran at 0.78× nginx, not 1.03×.
+func TestTrackedConnSendsFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	content := strings.Repeat("tbproxy ", 64<<10)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sentFile atomic.Bool
+	var conns sync.Map
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeFile(w, r, path)
+	})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(trackedListener{Listener: fileSendingListener{ln, &sentFile}, conns: &conns})
+	}()
+	defer func() {
+		srv.Close()
+		<-done
+	}()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	if string(body) != content {
+		t.Fatalf("got %d bytes, want %d", len(body), len(content))
+	}
+	if !sentFile.Load() {
+		t.Fatal("the file was copied through a buffer: the tracked connection hid the socket's ReadFrom")
 	}
 }
