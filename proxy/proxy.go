@@ -130,6 +130,8 @@ type Proxy struct {
 	recentMagnets []*metainfo.MetaInfo
 
 	servers []*http.Server // guarded by mu
+
+	spliced atomic.Int64   // bytes passed through with splice (splice.go)
 	wg      sync.WaitGroup // streaming goroutines
 
 	// magnets lets concurrent requests for one magnet share its metadata
@@ -193,7 +195,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.guarded = guarded
 	p.upstream = &http.Transport{
 		Proxy:                 nil, // never through another proxy: no loops
-		DialContext:           guarded,
+		DialContext:           spliceDial(guarded),
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
 		DisableCompression:    true, // pass encodings through untouched

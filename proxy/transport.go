@@ -179,7 +179,8 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	}
 	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
 	p.log.Debug("negotiating", "url", redact(req.URL))
-	resp, err := p.upstream.RoundTrip(req)
+	var up *upstreamConn
+	resp, err := p.upstream.RoundTrip(connOf(req, &up))
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
@@ -199,7 +200,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 			return p.fallback(orig)
 		}
 		p.count(func(t *totals) { t.passed++ })
-		resp.Body = readCloser{br, resp.Body}
+		resp.Body = p.passBody(br, resp, up)
 		return resp, nil
 	case d.Kind != negotiate.KindMetainfo:
 		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
@@ -237,12 +238,13 @@ func pickFromAnswer(u *url.URL, body io.Reader) (*metainfo.MetaInfo, int, error)
 func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
 	out := orig.Clone(orig.Context())
 	negotiate.AddVia(out.Header, out.ProtoMajor, out.ProtoMinor)
-	resp, err := p.upstream.RoundTrip(out)
+	var up *upstreamConn
+	resp, err := p.upstream.RoundTrip(connOf(out, &up))
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
 	if _, upgraded := resp.Body.(io.ReadWriter); resp.Body != nil && resp.Body != http.NoBody && !upgraded {
-		resp.Body = readCloser{resp.Body, resp.Body} // not a 101's two-way body
+		resp.Body = p.passBody(resp.Body, resp, up) // not a 101's two-way body
 	}
 	return resp, nil
 }
@@ -475,22 +477,8 @@ func matchHost(patterns []string, host string) bool {
 	return false
 }
 
-// readCloser reads from r and closes c. Its WriteTo copies in 256 KiB
-// steps, so goproxy's io.Copy of a large body makes an eighth of the
-// syscalls that the 32 KiB buffer of the socket's own ReadFrom would.
-type readCloser struct {
-	io.Reader
-	io.Closer
-}
-
 // copyBufs are the WriteTo buffers, reused across responses.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-func (rc readCloser) WriteTo(w io.Writer) (int64, error) {
-	buf := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(buf)
-	return io.CopyBuffer(onlyWriter{w}, onlyReader{rc.Reader}, *buf)
-}
 
 // onlyReader hides any WriteTo of the reader, so CopyBuffer uses the buffer.
 type onlyReader struct{ io.Reader }

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// spliceWorld is a proxy and a plain origin on loopback that serves
+// content at /file, with its Content-Length.
+func spliceWorld(t *testing.T, content []byte, h http.HandlerFunc) (*Proxy, *http.Client, string) {
+	t.Helper()
+	if h == nil {
+		h = func(w http.ResponseWriter, r *http.Request) {
+			http.ServeContent(w, r, "file.bin", time.Time{}, bytes.NewReader(content))
+		}
+	}
+	origin := httptest.NewServer(h)
+	t.Cleanup(origin.Close)
+	p, err := New(Config{Engine: newEngine(t), AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, proxyClient(t, serveProxy(t, p), false), origin.URL + "/file"
+}
+
+// TestSplicePassThrough: a large plain body passed through goes from
+// socket to socket (splice), byte-identical, whether the answer came to
+// the negotiation or to the client's own request; its first bytes come
+// through the buffers; the next request still works; HEAD has no body.
+func TestSplicePassThrough(t *testing.T) {
+	content := make([]byte, 4<<20+123)
+	rand.Read(content)
+	p, client, url := spliceWorld(t, content, nil)
+	for _, accept := range []string{"", "application/x-bittorrent"} {
+		// An Accept naming torrents is the client's own: the request
+		// goes out plainly, not negotiated.
+		before := p.spliced.Load()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || !bytes.Equal(got, content) {
+			t.Fatalf("Accept %q: %d bytes (%v), want the %d sent", accept, len(got), err, len(content))
+		}
+		if resp.ContentLength != int64(len(content)) {
+			t.Fatalf("Accept %q: Content-Length %d", accept, resp.ContentLength)
+		}
+		if n := p.spliced.Load() - before; n < int64(len(content))-512<<10 {
+			t.Fatalf("Accept %q: %d bytes spliced of %d", accept, n, len(content))
+		}
+	}
+	resp, err := client.Head(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(content)) {
+		t.Fatalf("HEAD: %s, Content-Length %d", resp.Status, resp.ContentLength)
+	}
+	// A small body is copied, not spliced.
+	before := p.spliced.Load()
+	small, _ := http.NewRequest(http.MethodGet, url, nil)
+	small.Header.Set("Range", "bytes=0-999")
+	resp, err = client.Do(small)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(got, content[:1000]) || p.spliced.Load() != before {
+		t.Fatalf("a small range: %s, %d bytes, %d spliced", resp.Status, len(got), p.spliced.Load()-before)
+	}
+}
+
+// TestSpliceTruncated: an origin that stops short of its Content-Length
+// leaves the client with a short body it can tell from a whole one (an
+// unexpected EOF), never a silently truncated one.
+func TestSpliceTruncated(t *testing.T) {
+	content := make([]byte, 4<<20)
+	rand.Read(content)
+	_, client, url := spliceWorld(t, content, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+		w.Write(content[:len(content)/2])
+		panic(http.ErrAbortHandler) // the connection is cut
+	})
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !errors.Is(err, io.ErrUnexpectedEOF) || len(got) >= len(content) {
+		t.Fatalf("%d of %d bytes, error %v: want an unexpected EOF", len(got), len(content), err)
+	}
+}
+
+// TestSpliceClientGone: a client that hangs up in the middle of a spliced
+// body ends the transfer: the origin's connection is closed, so its
+// handler stops writing (and TestMain finds no goroutine left behind).
+func TestSpliceClientGone(t *testing.T) {
+	chunk := make([]byte, 1<<20)
+	ended := make(chan error, 1)
+	_, client, url := spliceWorld(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
+		for i := 0; i < 1<<10; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				ended <- err
+				return
+			}
+		}
+		ended <- nil
+	})
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 4<<20)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // the client hangs up
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the origin sent the whole GiB to a client that had gone")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin still sends 10 s after the client went")
+	}
+}
