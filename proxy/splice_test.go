@@ -141,3 +141,46 @@ func TestSpliceClientGone(t *testing.T) {
 		t.Fatal("the origin still sends 10 s after the client went")
 	}
 }
+
+// TestSpliceProxyClose: closing the proxy in the middle of a spliced body
+// ends it at once: the client's connection is closed, the splice returns,
+// and Close does not wait for the rest of the body.
+func TestSpliceProxyClose(t *testing.T) {
+	chunk := make([]byte, 1<<20)
+	ended := make(chan struct{})
+	p, client, url := spliceWorld(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		defer close(ended)
+		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
+		for i := 0; i < 1<<10; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadFull(resp.Body, make([]byte, 4<<20)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a spliced body")
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Fatal("the client got the whole body of a transfer the proxy cut")
+	}
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the origin still sends 10 s after the proxy closed")
+	}
+}
