@@ -38,6 +38,15 @@ type confirmation struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	want    chan expected // what the answer must show, once the metainfo is read
+	url     string        // the URL asked about, in Proxy.asking while it runs; "" if unshared
+
+	// Guarded by Proxy.mu: the responses that hold it (each releases it
+	// once), whether want was sent and what, and whether one of them let it
+	// finish on its own (release).
+	users    int
+	wanted   bool
+	expect   expected
+	detached bool
 }
 
 // expected is what an origin's answer must show to confirm a torrent's
@@ -46,6 +55,10 @@ type expected struct {
 	ih   metainfo.Hash
 	size int64
 	mod  time.Time
+}
+
+func (e expected) equal(o expected) bool {
+	return e.ih == o.ih && e.size == o.size && e.mod.Equal(o.mod)
 }
 
 // confirmedFile is what the proxy remembers of a URL it transformed
@@ -74,45 +87,84 @@ func (p *Proxy) askEarly(orig *http.Request) *confirmation {
 	if f, ok := p.confirmed.Get(orig.URL.String()); ok && time.Since(f.at) < confirmedFor {
 		return nil
 	}
-	return p.ask(orig)
+	return p.ask(orig, true)
 }
 
 // confirmFor decides how file idx of m is confirmed for orig, given c,
 // the question askEarly may have started: not at all when the whole file
 // is at hand (nil); already, when the origin confirmed it within
 // confirmedFor; otherwise by c, or by a question asked now. The caller
-// must stop what it returns.
+// must release what it returns.
 func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.MetaInfo, idx int) *confirmation {
 	url := orig.URL.String()
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
-		c.stop()
+		p.release(c, false)
 		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
 		return nil
 	}
 	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
-		c.stop()
+		p.release(c, false)
 		ok, fire := context.WithCancel(context.Background())
 		fire()
 		done := make(chan struct{})
 		close(done)
-		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func(error) {}, cancel: func() {}, done: done}
+		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func(error) {}, cancel: func() {}, done: done, users: 1}
 	}
+	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
 	if c == nil {
-		c = p.ask(orig)
+		c = p.ask(orig, true)
 	}
-	c.want <- expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
+	p.mu.Lock()
+	send, same := !c.wanted, !c.wanted || c.expect.equal(exp)
+	if send {
+		c.wanted, c.expect = true, exp
+	}
+	p.mu.Unlock()
+	if !same {
+		// Joined a question about another torrent of the URL: ask anew.
+		p.release(c, false)
+		c, send = p.ask(orig, false), true
+	}
+	if send {
+		c.want <- exp
+	}
 	return c
 }
 
 // ask starts confirmOrigin for orig; its answer is checked once the file
-// it must match arrives on want.
-func (p *Proxy) ask(orig *http.Request) *confirmation {
+// it must match arrives on want. A shared question joins the one under
+// way for the same URL, if any: requests that follow each other closely
+// (a player's ranges) ask the origin once.
+func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
+	url := orig.URL.String()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.asking[url]; shared && c != nil {
+		c.users++
+		return c
+	}
 	ok, fire := context.WithCancel(context.Background())
 	differs, differ := context.WithCancelCause(context.Background())
-	ctx, cancel := context.WithCancel(orig.Context())
-	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1)}
+	// Not the client's context: a confirmation that the response no longer
+	// waits for may finish on its own (release).
+	ctx, cancel := context.WithTimeout(p.base, confirmTimeout)
+	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
+	if shared {
+		c.url = url
+		if p.asking == nil {
+			p.asking = map[string]*confirmation{}
+		}
+		p.asking[url] = c
+	}
 	go func() {
-		defer close(c.done)
+		defer func() {
+			p.mu.Lock()
+			if c.url != "" && p.asking[c.url] == c {
+				delete(p.asking, c.url)
+			}
+			p.mu.Unlock()
+			close(c.done)
+		}()
 		resp, err := p.confirmOrigin(ctx, orig)
 		var want expected
 		select {
@@ -136,14 +188,39 @@ func (p *Proxy) ask(orig *http.Request) *confirmation {
 	return c
 }
 
-// stop ends the confirmation, if it still runs, and waits for it. A nil
-// confirmation is stopped already.
-func (c *confirmation) stop() {
+// confirmTimeout bounds a confirmation.
+const confirmTimeout = 30 * time.Second
+
+// release lets go of confirmation c for one response. The last to let
+// go ends it, and waits for it; unless one of them let it finish on its
+// own (detach), once its response no longer waited for it (its headers
+// went out with verified bytes): its answer is then remembered for the
+// requests that follow, within confirmedFor, and the proxy owns it
+// (flights) and ends it when it closes. A nil confirmation is released
+// already.
+func (p *Proxy) release(c *confirmation, detach bool) {
 	if c == nil {
 		return
 	}
+	p.mu.Lock()
+	c.users--
+	c.detached = c.detached || detach
+	last, detached := c.users == 0, c.detached
+	p.mu.Unlock()
+	if !last {
+		return
+	}
+	if detached && !isDone(c.done) && p.goFlight(c.wait) {
+		return
+	}
 	c.cancel()
+	c.wait()
+}
+
+// wait waits for the confirmation to end, and settles it.
+func (c *confirmation) wait() {
 	<-c.done
+	c.cancel()
 	c.fire()
 	c.differ(nil)
 }

@@ -147,6 +147,9 @@ type Proxy struct {
 	// torrent's file (see confirmOrigin), so that the requests that follow,
 	// such as a player's seeks, need not ask again.
 	confirmed *lru.Cache[string, confirmedFile]
+	// asking are the confirmations under way, by URL, which the requests
+	// for the URL that follow join; guarded by mu.
+	asking map[string]*confirmation
 
 	// base is cancelled by Close: every stream's context derives from it
 	// as well as from its request's, since goproxy's MITM loop gives

@@ -52,7 +52,8 @@ type transfer struct {
 // failed lately, when a response waits for the torrent so that it can
 // still fall back.
 func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx int, h http.Header, pl planned, c *confirmation) (*http.Response, error) {
-	defer c.stop()
+	detach := false // the headers go out with verified bytes, and c may still run
+	defer func() { p.release(c, detach) }()
 	span := pl.stream && !pl.multipart && orig.Method != http.MethodHead
 	if span && c != nil && !isDone(op.done) && !p.openFailing.Load() {
 		select {
@@ -108,6 +109,7 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 		return p.fallback(orig)
 	}
 	b.first = first
+	detach = len(first) > 0
 	p.log.Debug("headers going out", "url", redact(orig.URL), "first bytes", len(first))
 	var firstBy time.Duration // a stream that has nothing to send yet gets the first-byte budget
 	if len(first) == 0 {

@@ -210,7 +210,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	m, idx, err := pickFromAnswer(req.URL, br)
 	resp.Body.Close()
 	if err != nil {
-		c.stop()
+		p.release(c, false)
 		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
 	}
@@ -300,7 +300,7 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 	if !pl.stream && !pl.multipart {
 		// No body to send (a 304, 412 or 416): the answer is known from
 		// the metainfo alone, and no torrent is opened or announced.
-		c.stop()
+		p.release(c, false)
 		p.transformed(orig, m, idx, mg != nil)
 		return pl.response(orig, nil), nil
 	}
