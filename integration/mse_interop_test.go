@@ -30,17 +30,31 @@ func mseDownload(t *testing.T, fx *swarmFixture, pol swarm.Encryption, ltEnc, wa
 	// and the engine's fallback then connects in plaintext.
 	seed.WaitSeeding(t)
 	addr := netip.MustParseAddrPort(seed.Addr())
-	st := newSwarmFileStorage(t, &fx.meta.Info)
-	c, _ := newSwarmClientWith(t, swarm.Config{Encryption: pol})
-	tor := addSwarmTorrent(t, c, fx.meta, st, swarm.TorrentOptions{NoTrackers: true})
-	tor.AddPeers(addr)
-	d := waitSwarmComplete(t, tor, swarmTransfer)
-	checkSwarmDownload(t, fx, tor, st)
-	sameFile(t, fx.content, st.path)
-	if got, ok := d.encryption[addr]; !ok || got != wantEnc {
-		t.Errorf("the seed %v connected with encryption %q (seen: %v), want %q", addr, got, ok, wantEnc)
+	// Under load libtorrent has been seen, rarely, to hang up on an
+	// encrypted handshake after sending its key, even once seeding; the
+	// engine's fallback then connects without MSE (""), which is right
+	// for it to do. A second download, by a fresh client, must then
+	// negotiate as asked: one hang-up is libtorrent's, two are not.
+	for attempt := 1; ; attempt++ {
+		st := newSwarmFileStorage(t, &fx.meta.Info)
+		c, _ := newSwarmClientWith(t, swarm.Config{Encryption: pol})
+		tor := addSwarmTorrent(t, c, fx.meta, st, swarm.TorrentOptions{NoTrackers: true})
+		tor.AddPeers(addr)
+		d := waitSwarmComplete(t, tor, swarmTransfer)
+		checkSwarmDownload(t, fx, tor, st)
+		sameFile(t, fx.content, st.path)
+		got, ok := d.encryption[addr]
+		if ok && got == "" && wantEnc != "" && attempt == 1 {
+			t.Logf("the seed %v hung up on the encrypted handshake and the engine fell back to plaintext; downloading again", addr)
+			c.Close()
+			continue
+		}
+		if !ok || got != wantEnc {
+			t.Errorf("the seed %v connected with encryption %q (seen: %v), want %q", addr, got, ok, wantEnc)
+		}
+		d.logRate(t, "libtorrent ("+ltEnc+") "+seed.Addr()+" to our "+pol.String())
+		return
 	}
-	d.logRate(t, "libtorrent ("+ltEnc+") "+seed.Addr()+" to our "+pol.String())
 }
 
 // mseSeed has our engine, under pol, seed fx to a libtorrent leech whose
