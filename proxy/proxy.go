@@ -114,6 +114,8 @@ type Proxy struct {
 	// openFailing is set while the last torrent to open failed: responses
 	// then wait for their torrent before their headers go out.
 	openFailing atomic.Bool
+	// spliced counts the bytes passed through with splice (splice.go).
+	spliced atomic.Int64
 
 	conns sync.Map // remote address → *trackedConn, of the connections Serve accepted
 	// tunnelHeader and tunnelIdle bound the waits for requests in an
@@ -130,8 +132,6 @@ type Proxy struct {
 	recentMagnets []*metainfo.MetaInfo
 
 	servers []*http.Server // guarded by mu
-
-	spliced atomic.Int64   // bytes passed through with splice (splice.go)
 	wg      sync.WaitGroup // streaming goroutines
 
 	// magnets lets concurrent requests for one magnet share its metadata
