@@ -112,25 +112,9 @@ func TestSpliceTruncated(t *testing.T) {
 // body ends the transfer: the origin's connection is closed, so its
 // handler stops writing (and TestMain finds no goroutine left behind).
 func TestSpliceClientGone(t *testing.T) {
-	chunk := make([]byte, 1<<20)
 	ended := make(chan error, 1)
-	_, client, url := spliceWorld(t, nil, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
-		for i := 0; i < 1<<10; i++ {
-			if _, err := w.Write(chunk); err != nil {
-				ended <- err
-				return
-			}
-		}
-		ended <- nil
-	})
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 4<<20)); err != nil {
-		t.Fatal(err)
-	}
+	_, client, url := spliceWorld(t, nil, gibOrigin(ended))
+	resp := getSome(t, client, url)
 	resp.Body.Close() // the client hangs up
 	select {
 	case err := <-ended:
@@ -146,25 +130,10 @@ func TestSpliceClientGone(t *testing.T) {
 // ends it at once: the client's connection is closed, the splice returns,
 // and Close does not wait for the rest of the body.
 func TestSpliceProxyClose(t *testing.T) {
-	chunk := make([]byte, 1<<20)
-	ended := make(chan struct{})
-	p, client, url := spliceWorld(t, nil, func(w http.ResponseWriter, r *http.Request) {
-		defer close(ended)
-		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
-		for i := 0; i < 1<<10; i++ {
-			if _, err := w.Write(chunk); err != nil {
-				return
-			}
-		}
-	})
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ended := make(chan error, 1)
+	p, client, url := spliceWorld(t, nil, gibOrigin(ended))
+	resp := getSome(t, client, url)
 	defer resp.Body.Close()
-	if _, err := io.ReadFull(resp.Body, make([]byte, 4<<20)); err != nil {
-		t.Fatal(err)
-	}
 	closed := make(chan struct{})
 	go func() {
 		p.Close()
@@ -183,4 +152,35 @@ func TestSpliceProxyClose(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the origin still sends 10 s after the proxy closed")
 	}
+}
+
+// gibOrigin answers with a GiB, in MiB writes, and says on ended how the
+// writing ended: nil once all was sent, else the error that stopped it.
+func gibOrigin(ended chan<- error) http.HandlerFunc {
+	chunk := make([]byte, 1<<20)
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(1<<30))
+		for i := 0; i < 1<<10; i++ {
+			if _, err := w.Write(chunk); err != nil {
+				ended <- err
+				return
+			}
+		}
+		ended <- nil
+	}
+}
+
+// getSome GETs url and reads the first 4 MiB of the body: the transfer is
+// then well under way (spliced, for a large plain body).
+func getSome(t *testing.T, client *http.Client, url string) *http.Response {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 4<<20)); err != nil {
+		resp.Body.Close()
+		t.Fatal(err)
+	}
+	return resp
 }

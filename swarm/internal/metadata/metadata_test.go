@@ -99,13 +99,20 @@ func TestLyingSizeIsDiscarded(t *testing.T) {
 		if a.Size() != 0 || a.buf != nil {
 			t.Fatal("failed assembly kept")
 		}
-		if _, err := a.Next(liar); !errors.Is(err, ErrBanned) {
-			t.Fatalf("liar: got %v, want ErrBanned", err)
-		}
-		got, err := serve(a, honest, info, false)
-		if err != nil || !bytes.Equal(got, info) {
-			t.Fatalf("honest size: %v", err)
-		}
+		bannedThenHonest(t, a, liar, honest, info)
+	}
+}
+
+// bannedThenHonest checks that liar, caught, is banned, and that honest
+// then serves info whole.
+func bannedThenHonest(t *testing.T, a *Assembler, liar, honest *Source, info []byte) {
+	t.Helper()
+	if _, err := a.Next(liar); !errors.Is(err, ErrBanned) {
+		t.Fatalf("liar: got %v, want ErrBanned", err)
+	}
+	got, err := serve(a, honest, info, false)
+	if err != nil || !bytes.Equal(got, info) {
+		t.Fatalf("honest source: %v", err)
 	}
 }
 
@@ -139,13 +146,7 @@ func TestCorruptSourceSharingSize(t *testing.T) {
 	if _, err := serve(a, liar, bad, false); !errors.Is(err, ErrMismatch) {
 		t.Fatalf("got %v, want ErrMismatch", err)
 	}
-	if _, err := a.Next(liar); !errors.Is(err, ErrBanned) {
-		t.Fatalf("liar: got %v, want ErrBanned", err)
-	}
-	got, err := serve(a, honest, info, false)
-	if err != nil || !bytes.Equal(got, info) {
-		t.Fatalf("honest source: %v", err)
-	}
+	bannedThenHonest(t, a, liar, honest, info)
 }
 
 // TestManySizesBounded: with more sizes claimed than MaxSizes and none
