@@ -33,6 +33,9 @@ type mixedResult struct {
 	// webRows have no seed, only nginx: the engine (swarmget --web-only),
 	// curl to a file, curl to /dev/null.
 	webRows []*row
+	// pairRows are the engine and curl to a file again, in pairs against
+	// one nginx (see measurePaired).
+	pairRows []*row
 }
 
 // measureMixed runs comparison 1b: every leecher cfg.runs times,
@@ -75,7 +78,70 @@ func measureMixed(ctx, budget context.Context, cfg config, ws *workspace, log io
 			fmt.Fprintf(log, "bench: mixed swarm, run %d/%d, %s: %s\n", i+1, cfg.runs, r.leecher.name(), mixedLast(r, cfg.size))
 		}
 	}
-	return res, nil
+	return res, measurePaired(ctx, budget, cfg, ws, t, res, log)
+}
+
+// measurePaired downloads from the web seed alone once more, in pairs
+// back to back against one nginx that lives through the series: the
+// engine, then curl into a file, cfg.runs times after a pair that warms
+// up and is not counted. Each download then starts right after the
+// other's clean-up, so both find the machine in the same state; in the
+// interleaved series the engine follows libtorrent's teardown and curl
+// follows the engine's (see bench/README.md on why that matters here).
+func measurePaired(ctx, budget context.Context, cfg config, ws *workspace, t torrent, res *mixedResult, log io.Writer) (err error) {
+	env, err := newRunEnv(ws, t)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, env.close()) }()
+	ng, err := startNginx(ctx, env, ws, env.dir, false)
+	if err != nil {
+		return err
+	}
+	url := ng.url(plainPath + filepath.Base(ws.content))
+	for _, l := range []leecher{swarmLeecher{webOnly: true}, curlLeecher{toFile: true}} {
+		res.pairRows = append(res.pairRows, &row{leecher: pairedLeecher{inner: l, url: url}})
+	}
+	for i := -1; i < cfg.runs; i++ {
+		for _, r := range res.pairRows {
+			err := r.attempt(ctx, budget, max(i, 0), 0, func(budget context.Context) error {
+				s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), "")
+				switch {
+				case err != nil && i < 0:
+					return fmt.Errorf("warming up: %w", err)
+				case err == nil && i >= 0:
+					r.samples = append(r.samples, s)
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if i >= 0 {
+				fmt.Fprintf(log, "bench: mixed swarm, pair %d/%d, %s: %s\n", i+1, cfg.runs, r.leecher.name(), r.last(cfg.size))
+			}
+		}
+	}
+	return nil
+}
+
+// pairedLeecher runs inner against the shared nginx of measurePaired
+// rather than a fresh one.
+type pairedLeecher struct {
+	inner leecher
+	url   string // the shared nginx's URL of the content
+}
+
+func (p pairedLeecher) name() string       { return p.inner.name() + ", paired" }
+func (p pairedLeecher) firstLabel() string { return p.inner.firstLabel() }
+func (pairedLeecher) seedless() bool       { return true }
+
+func (p pairedLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
+	var err error
+	if env.torrent, err = withWebSeed(env.torrent, p.url, filepath.Join(env.dir, "paired.torrent")); err != nil {
+		return outcome{}, err
+	}
+	return p.inner.download(ctx, env)
 }
 
 // mixedLast describes a row's latest run, with what nginx sent.
@@ -238,7 +304,7 @@ func renderMixed(b *bytes.Buffer, cfg config, res *mixedResult) {
 	fmt.Fprintln(b)
 	renderWebOnly(b, res)
 	var rows []named
-	for _, r := range append(slices.Clip(res.rows), res.webRows...) {
+	for _, r := range slices.Concat(res.rows, res.webRows, res.pairRows) {
 		rows = append(rows, named{r.leecher.name(), &r.tally})
 	}
 	renderTallies(b, rows)
@@ -266,5 +332,20 @@ func renderWebOnly(b *bytes.Buffer, res *mixedResult) {
 	ratioRow(b, "web seed only: engine ÷ curl to a file", eng.throughput(res.size), file.throughput(res.size),
 		func(x float64) bool { return x >= targetWebOnly }, fmt.Sprintf("≥ %.1f×", targetWebOnly))
 	ratioRow(b, "web seed only: engine ÷ curl to /dev/null (no target)", eng.throughput(res.size), null.throughput(res.size), nil, "—")
+	fmt.Fprintln(b)
+	if len(res.pairRows) < 2 {
+		return
+	}
+	fmt.Fprintf(b, "In pairs, back to back against one nginx that lives through the series: the engine, then curl into a file, "+
+		"after a first pair that warms up and is not counted. Each download starts right after the other's clean-up "+
+		"(above, the engine follows libtorrent's teardown and curl follows the engine's).\n\n")
+	tableRow(b, leecherColumns)
+	tableRule(b, len(leecherColumns))
+	for _, r := range res.pairRows {
+		tableRow(b, leecherCells(r, res.size))
+	}
+	fmt.Fprintln(b)
+	fmt.Fprintf(b, "| ratio (medians) | measured | target | met |\n|---|---|---|---|\n")
+	ratioRow(b, "web seed only, paired: engine ÷ curl to a file (no target)", res.pairRows[0].throughput(res.size), res.pairRows[1].throughput(res.size), nil, "—")
 	fmt.Fprintln(b)
 }

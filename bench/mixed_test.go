@@ -69,6 +69,9 @@ func TestRenderMixed(t *testing.T) {
 		{leecher: mixedLeecher{inner: swarmLeecher{webOnly: true}}, samples: []sample{at(1.0, size, 64)}},
 		{leecher: mixedLeecher{inner: curlLeecher{toFile: true}}, samples: []sample{at(0.8, size, 1)}},
 		{leecher: mixedLeecher{inner: curlLeecher{}}, samples: []sample{at(0.25, size, 1)}},
+	}, pairRows: []*row{
+		{leecher: pairedLeecher{inner: swarmLeecher{webOnly: true}}, samples: []sample{at(0.9, size, 64), at(1.1, size, 64), at(1.0, size, 64)}},
+		{leecher: pairedLeecher{inner: curlLeecher{toFile: true}}, samples: []sample{at(0.9, size, 1), at(0.85, size, 1)}},
 	}}
 	var b bytes.Buffer
 	renderMixed(&b, config{runs: 3}, res)
@@ -88,6 +91,10 @@ func TestRenderMixed(t *testing.T) {
 		"| curl, to a file | 1 | 1342 |",
 		"| web seed only: engine ÷ curl to a file | 0.80× | ≥ 0.8× | yes |",
 		"| web seed only: engine ÷ curl to /dev/null (no target) | 0.25× | — | — |",
+		"In pairs, back to back against one nginx",
+		"| swarm (tbproxy), web seed only, paired | 3 | 1074 (976–1193) |",
+		"| curl, to a file, paired | 2 | 1228 (1193–1263) |",
+		"| web seed only, paired: engine ÷ curl to a file (no target) | 0.87× | — | — |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
@@ -95,9 +102,14 @@ func TestRenderMixed(t *testing.T) {
 	}
 	res.rows[2].samples = nil
 	res.rows[2].errs = []string{"run 1: boom"}
+	res.pairRows[1].samples = nil
+	res.pairRows[1].errs = []string{"run 1: warming up: boom"}
 	b.Reset()
 	renderMixed(&b, config{runs: 3}, res)
-	for _, want := range []string{"| mixed swarm: engine (web seeds always) ÷ libtorrent leecher | n/a | ≥ 1.2× | — |", "- libtorrent failed, run 1: boom"} {
+	for _, want := range []string{
+		"| mixed swarm: engine (web seeds always) ÷ libtorrent leecher | n/a | ≥ 1.2× | — |", "- libtorrent failed, run 1: boom",
+		"| web seed only, paired: engine ÷ curl to a file (no target) | n/a | — | — |", "- curl, to a file, paired failed, run 1: warming up: boom",
+	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("report without libtorrent lacks %q:\n%s", want, b.String())
 		}
