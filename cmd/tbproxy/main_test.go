@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -356,5 +357,81 @@ func TestTrackerRateFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "must not be negative") {
 			t.Errorf("%v: %v, want a negative-rate error", args, err)
 		}
+	}
+}
+
+// TestPublishArgs: publish takes its directory as --dir or as its one
+// argument, and says what is wrong with anything else.
+func TestPublishArgs(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nothing to publish", nil, "say what to publish"},
+		{"two sources", []string{"--dir", dir, "--upstream", "http://127.0.0.1:1/"}, "exclude each other"},
+		{"directory twice", []string{"--dir", dir, dir}, "unexpected argument"},
+		{"two directories", []string{dir, dir}, "unexpected argument"},
+		{"directory and upstream", []string{"--upstream", "http://127.0.0.1:1/", dir}, "unexpected argument"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr strings.Builder
+			err := run(context.Background(), append([]string{"publish"}, tt.args...), io.Discard, &stderr)
+			if !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), tt.want) {
+				t.Fatalf("err %v, stderr %q; want usage saying %q", err, stderr.String(), tt.want)
+			}
+		})
+	}
+
+	// The directory as the one argument is published.
+	content := bytes.Repeat([]byte("tbproxy publish "), 1<<17) // 2 MiB, over --min-size
+	if err := os.WriteFile(filepath.Join(dir, "ep.bin"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"publish", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), dir}, pw, io.Discard)
+		pw.Close()
+	}()
+	defer func() {
+		cancel()
+		go io.Copy(io.Discard, pr)
+		if err := <-done; err != nil {
+			t.Errorf("publish: %v", err)
+		}
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatalf("publish's first line: %v", err)
+	}
+	fields := strings.Fields(line)
+	first := fields[len(fields)-1]
+	if !strings.Contains(line, dir) || !strings.HasPrefix(first, "http://127.0.0.1:") {
+		t.Fatalf("publish says %q", line)
+	}
+	req, _ := http.NewRequest(http.MethodGet, first+"/ep.bin", nil)
+	req.Header.Set("Accept", "application/x-bittorrent, */*")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Header.Get("Content-Type") == "application/x-bittorrent" {
+			m, err := metainfo.Parse(body)
+			if err != nil || m.Info.TotalLength != int64(len(content)) {
+				t.Fatalf("metainfo for ep.bin: %v", err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ep.bin was never offered as a torrent: %s, %s", resp.Status, resp.Header.Get("Content-Type"))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -53,8 +53,13 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 || (*dir == "") == (*upstream == "") {
-		fmt.Fprintln(stderr, "Usage: tbproxy publish (--dir DIR | --upstream URL) [--listen 127.0.0.1:8000] [flags]")
+	// "tbproxy publish DIR" reads as the user means it: --dir DIR.
+	if len(pos) == 1 && *dir == "" && *upstream == "" {
+		*dir, pos = pos[0], nil
+	}
+	if why := publishUsage(pos, *dir, *upstream); why != "" {
+		fmt.Fprintln(stderr, "tbproxy publish: "+why)
+		fmt.Fprintln(stderr, "Usage: tbproxy publish (--dir DIR | DIR | --upstream URL) [--listen 127.0.0.1:8000] [flags]")
 		return errUsage
 	}
 	log, err := newLogger(stderr, *logLevel)
@@ -298,4 +303,17 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		err = nil
 	}
 	return err
+}
+
+// publishUsage says what is wrong with publish's source arguments, or "".
+func publishUsage(pos []string, dir, upstream string) string {
+	switch {
+	case len(pos) > 0:
+		return fmt.Sprintf("unexpected argument %q", pos[0])
+	case dir == "" && upstream == "":
+		return "say what to publish: a directory or --upstream URL"
+	case dir != "" && upstream != "":
+		return "--dir and --upstream exclude each other"
+	}
+	return ""
 }
