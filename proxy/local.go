@@ -206,6 +206,7 @@ func (p *Proxy) status(s snapshot, withHistory bool) Status {
 		Uploaded:     s.counters.uploaded,
 		HashFailures: s.counters.hashFailures,
 		Peers:        s.peers,
+		Transfers:    []TransferStatus{}, // [] rather than null when idle
 	}
 	for _, tr := range s.transfers {
 		ts := s.stats[tr.torrent]

@@ -215,6 +215,23 @@ func TestStatusPageDuringTransfer(t *testing.T) {
 	}
 }
 
+// TestStatusIdle: an idle proxy's status.json lists its transfers as an
+// empty array, not null, so that clients can iterate it as it comes.
+func TestStatusIdle(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	resp, body := getDirect(t, w.proxyURL.String(), "/status.json", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status.json: %d", resp.StatusCode)
+	}
+	var st map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(st["transfers"]); got != "[]" {
+		t.Errorf("transfers: %s, want []", got)
+	}
+}
+
 func TestStatusPageAssets(t *testing.T) {
 	w := newWorld(t, 64<<10)
 	base := w.proxyURL.String()
