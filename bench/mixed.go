@@ -98,14 +98,18 @@ func measurePaired(ctx, budget context.Context, cfg config, ws *workspace, t tor
 	if err != nil {
 		return err
 	}
-	url := ng.url(plainPath + filepath.Base(ws.content))
+	// One torrent whose url-list is the shared nginx, for every pair.
+	pt, err := withWebSeed(t, ng.url(plainPath+filepath.Base(ws.content)), filepath.Join(env.dir, "paired.torrent"))
+	if err != nil {
+		return err
+	}
 	for _, l := range []leecher{swarmLeecher{webOnly: true}, curlLeecher{toFile: true}} {
-		res.pairRows = append(res.pairRows, &row{leecher: pairedLeecher{inner: l, url: url}})
+		res.pairRows = append(res.pairRows, &row{leecher: pairedLeecher{inner: l}})
 	}
 	for i := -1; i < cfg.runs; i++ {
 		for _, r := range res.pairRows {
 			err := r.attempt(ctx, budget, max(i, 0), 0, func(budget context.Context) error {
-				s, err := runOne(budget, ws, t, r.leecher, runTimeout(cfg.size), "")
+				s, err := runOne(budget, ws, pt, r.leecher, runTimeout(cfg.size), "")
 				switch {
 				case err != nil && i < 0:
 					return fmt.Errorf("warming up: %w", err)
@@ -125,22 +129,15 @@ func measurePaired(ctx, budget context.Context, cfg config, ws *workspace, t tor
 	return nil
 }
 
-// pairedLeecher runs inner against the shared nginx of measurePaired
-// rather than a fresh one.
-type pairedLeecher struct {
-	inner leecher
-	url   string // the shared nginx's URL of the content
-}
+// pairedLeecher is inner in measurePaired's series, whose torrent names
+// the shared nginx as its web seed: no seed is started for it.
+type pairedLeecher struct{ inner leecher }
 
 func (p pairedLeecher) name() string       { return p.inner.name() + ", paired" }
 func (p pairedLeecher) firstLabel() string { return p.inner.firstLabel() }
 func (pairedLeecher) seedless() bool       { return true }
 
 func (p pairedLeecher) download(ctx context.Context, env *runEnv) (outcome, error) {
-	var err error
-	if env.torrent, err = withWebSeed(env.torrent, p.url, filepath.Join(env.dir, "paired.torrent")); err != nil {
-		return outcome{}, err
-	}
 	return p.inner.download(ctx, env)
 }
 
