@@ -1098,3 +1098,38 @@ func TestOnDiskAndOpenFile(t *testing.T) {
 		t.Fatalf("OpenFile after Close: %v", err)
 	}
 }
+
+// TestWriteChunks checks that a write split into writeChunk pieces lands
+// whole and in place, whatever its length against writeChunk.
+func TestWriteChunks(t *testing.T) {
+	for _, n := range []int{0, 1, writeChunk - 1, writeChunk, writeChunk + 1, 5*writeChunk/2 + 7} {
+		path := filepath.Join(t.TempDir(), "data")
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + n)
+		}
+		const off = 13
+		err = writeChunks(f, p, off)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := append(make([]byte, off), p...)
+		if n == 0 {
+			want = nil
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%d bytes at %d: the file holds %d bytes, not the ones written", n, off, len(got))
+		}
+	}
+}
