@@ -284,8 +284,8 @@ func (t *Torrent) readFailed(i int, err error) error {
 // larger write makes the page cache allocate larger folios, and on a VM
 // whose freed memory goes back to the host (free page reporting) those
 // come from blocks the host must fault in again: bench/README.md measured
-// 1 MiB writes into a new file costing twice the CPU of 256 KiB ones
-// after an idle moment, and the same when back to back.
+// 1 MiB writes into a new file costing two to three times the CPU of
+// 256 KiB ones after an idle moment, and the same when back to back.
 const writeChunk = 256 << 10
 
 // writeChunks writes p at off in writeChunk pieces.

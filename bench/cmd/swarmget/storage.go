@@ -63,9 +63,9 @@ func (s *fileStorage) WritePiece(i int, data []byte) error {
 	if off+int64(len(data)) > s.size {
 		return fmt.Errorf("piece %d of %d bytes overruns the torrent", i, len(data))
 	}
-	// In 256 KiB writes, as tbproxy's cache writes: a whole 1 MiB piece
-	// in one write costs the page cache up to twice the CPU here (see
-	// bench/README.md).
+	// In 256 KiB writes, as tbproxy's cache writes (cache.writeChunk): a
+	// whole 1 MiB piece in one write can cost the page cache two to three
+	// times the CPU here (see bench/README.md).
 	for len(data) > 0 {
 		n := min(len(data), 256<<10)
 		if _, err := s.f.WriteAt(data[:n], off); err != nil {
