@@ -280,13 +280,18 @@ func (t *Torrent) readFailed(i int, err error) error {
 	return &ReadError{InfoHash: e.ih, Piece: i, Err: err}
 }
 
-// writeChunk is the most WritePiece hands the kernel in one write. A
-// larger write makes the page cache allocate larger folios, and on a VM
-// whose freed memory goes back to the host (free page reporting) those
-// come from blocks the host must fault in again: bench/README.md measured
-// 1 MiB writes into a new file costing two to three times the CPU of
-// 256 KiB ones after an idle moment, and the same when back to back.
-const writeChunk = 256 << 10
+// writeChunk is the most WritePiece hands the kernel in one write, about
+// the size of curl's writes. The page cache allocates folios as large as a
+// write, and on a VM whose freed memory goes back to the host (free page
+// reporting) large folios tend to come from blocks the host must fault in
+// again, at about 0.6 CPU-seconds per GiB copied. bench/README.md has the
+// measurements: whole 1 MiB pieces cost two to three times the CPU of
+// 256 KiB writes after an idle moment, and in the bench's full runs
+// 256 KiB writes still paid that price in most runs, 64 KiB writes in
+// some, and 16 KiB writes about as rarely as curl. Where memory is warm,
+// 16 KiB writes cost about 0.1 CPU-seconds per GiB more than 256 KiB
+// (the extra system calls; BenchmarkWritePiece shows it).
+const writeChunk = 16 << 10
 
 // writeChunks writes p at off in writeChunk pieces.
 func writeChunks(f *os.File, p []byte, off int64) error {

@@ -63,11 +63,11 @@ func (s *fileStorage) WritePiece(i int, data []byte) error {
 	if off+int64(len(data)) > s.size {
 		return fmt.Errorf("piece %d of %d bytes overruns the torrent", i, len(data))
 	}
-	// In 256 KiB writes, as tbproxy's cache writes (cache.writeChunk): a
-	// whole 1 MiB piece in one write can cost the page cache two to three
-	// times the CPU here (see bench/README.md).
+	// In 16 KiB writes, as tbproxy's cache writes (cache.writeChunk):
+	// larger writes make the page cache take larger folios, which on this
+	// VM often cost several times the CPU to fill (see bench/README.md).
 	for len(data) > 0 {
-		n := min(len(data), 256<<10)
+		n := min(len(data), 16<<10)
 		if _, err := s.f.WriteAt(data[:n], off); err != nil {
 			return fmt.Errorf("writing piece %d: %w", i, err)
 		}
