@@ -209,3 +209,31 @@ func FuzzCacheControl(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPlainFile runs ParsePlainFile on arbitrary values of its two
+// headers: no panic; a statement it accepts has a length over zero and
+// reads back the same once written again by SetPlainFile.
+func FuzzPlainFile(f *testing.F) {
+	f.Fuzz(func(t *testing.T, length, date string) {
+		h := http.Header{PlainLengthHeader: {length}}
+		if date != "" {
+			h.Set(PlainLastModifiedHeader, date)
+		}
+		pf, err := ParsePlainFile(h)
+		if err != nil {
+			if errors.Is(err, ErrNoPlainFile) {
+				t.Fatalf("a length was given, yet %v", err)
+			}
+			return
+		}
+		if pf.Size <= 0 {
+			t.Fatalf("ParsePlainFile(%q, %q) = %+v", length, date, pf)
+		}
+		h2 := http.Header{}
+		SetPlainFile(h2, pf.Size, pf.LastModified)
+		pf2, err := ParsePlainFile(h2)
+		if err != nil || pf2.Size != pf.Size || !pf2.LastModified.Equal(pf.LastModified) {
+			t.Fatalf("round trip of %+v: %+v, %v", pf, pf2, err)
+		}
+	})
+}

@@ -72,6 +72,14 @@ type Config struct {
 	// it is served plainly; 0 means DefaultWait and a negative value never
 	// waits.
 	Wait time.Duration
+	// PlainIsFile says that the handler of the requests the Publisher
+	// leaves alone serves a resolved file's bytes as they are on disk, with
+	// the file's size and modification time (http.FileServer over Dir
+	// does). The metainfo answers then say so (negotiate.SetPlainFile),
+	// which spares a Transparent BitTorrent proxy a request to confirm the
+	// file. Leave it false for a handler that serves something else, such
+	// as an upstream server, whose file may change under it.
+	PlainIsFile bool
 
 	build buildFunc // hashes a file; nil means metainfo.Build (tests count calls)
 }

@@ -22,7 +22,9 @@ import (
 //   - ETag: "mi-<info-hash>-<8 hex of the body's SHA-256>", strong, as the
 //     body is a pure function of the file's version, the tracker and the
 //     URL; If-None-Match is answered with 304;
-//   - Cache-Control: no-cache, so that caches store it and revalidate it.
+//   - Cache-Control: no-cache, so that caches store it and revalidate it;
+//   - with Config.PlainIsFile, what a plain request gets: the file's length
+//     and Last-Modified date (negotiate.SetPlainFile).
 //
 // Every other request is served by next, untouched but for Vary: Accept,
 // which is added for negotiable resources.
@@ -116,6 +118,9 @@ func (p *Publisher) serveMetainfo(w http.ResponseWriter, r *http.Request, e *ent
 	h := w.Header()
 	h.Set("Etag", rd.etag)
 	h.Set("Cache-Control", "no-cache")
+	if p.cfg.PlainIsFile {
+		negotiate.SetPlainFile(h, e.res.Size, e.res.ModTime)
+	}
 	if noneMatch(r.Header, rd.etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return true

@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -284,6 +285,39 @@ func TestMetainfoResponse(t *testing.T) {
 	}
 	if !slices.Equal(m3.URLList, []string{"http://mirror.example/big.bin"}) || r3.Header.Get("Etag") == etag || m3.InfoHash != m.InfoHash {
 		t.Errorf("url-list %q etag %q", m3.URLList, r3.Header.Get("Etag"))
+	}
+}
+
+// TestPlainFileSaid: with PlainIsFile, the metainfo answer says what a
+// plain request gets (the length and Last-Modified of the file server's
+// answer), which matches the torrent's file; without it, nothing is said.
+func TestPlainFileSaid(t *testing.T) {
+	for _, says := range []bool{true, false} {
+		t.Run(fmt.Sprint("PlainIsFile=", says), func(t *testing.T) {
+			f := newFixture(t, Config{PlainIsFile: says})
+			c := f.srv.Client()
+			for _, name := range []string{"/big.bin", "/inlink.bin", "/sub/big.iso"} {
+				r, m := waitTorrent(t, c, f.srv.URL+name)
+				pf, err := negotiate.ParsePlainFile(r.Header)
+				if !says {
+					if !errors.Is(err, negotiate.ErrNoPlainFile) {
+						t.Fatalf("%s: said %+v, %v; want nothing said", name, pf, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				plain := get(t, c, "GET", f.srv.URL+name)
+				lm, err := http.ParseTime(plain.Header.Get("Last-Modified"))
+				if err != nil || pf.Size != plain.ContentLength || !pf.LastModified.Equal(lm) {
+					t.Errorf("%s: said %+v; the plain answer has length %d, Last-Modified %q", name, pf, plain.ContentLength, plain.Header.Get("Last-Modified"))
+				}
+				if pf.Size != m.Info.TotalLength || !pf.LastModified.Equal(negotiate.ModTime(m)) {
+					t.Errorf("%s: said %+v; the torrent has %d bytes, made %v", name, pf, m.Info.TotalLength, negotiate.ModTime(m))
+				}
+			}
+		})
 	}
 }
 

@@ -91,26 +91,36 @@ func (p *Proxy) askEarly(orig *http.Request) *confirmation {
 }
 
 // confirmFor decides how file idx of m is confirmed for orig, given c,
-// the question askEarly may have started: not at all when the whole file
-// is at hand (nil); already, when the origin confirmed it within
+// the question askEarly may have started, and said, the headers of the
+// origin's metainfo answer: not at all when the whole file is at hand
+// (nil); by the origin's word, when said tells what its plain answer is
+// (negotiate.ParsePlainFile); already, when the origin confirmed it within
 // confirmedFor; otherwise by c, or by a question asked now. The caller
 // must release what it returns.
-func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.MetaInfo, idx int) *confirmation {
+func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said http.Header, m *metainfo.MetaInfo, idx int) *confirmation {
 	url := orig.URL.String()
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
 		p.release(c, false)
 		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
 		return nil
 	}
+	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
+	pf, err := negotiate.ParsePlainFile(said)
+	if err == nil {
+		p.release(c, false)
+		if err := sameFile(pf.Size, pf.LastModified, exp.size, exp.mod); err != nil {
+			return settled(err)
+		}
+		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
+		return settled(nil)
+	}
+	if !errors.Is(err, negotiate.ErrNoPlainFile) {
+		p.log.Debug("the origin's word on its plain answer is malformed; asking it", "url", redact(orig.URL), "err", err)
+	}
 	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
 		p.release(c, false)
-		ok, fire := context.WithCancel(context.Background())
-		fire()
-		done := make(chan struct{})
-		close(done)
-		return &confirmation{ok: ok, fire: fire, differs: context.Background(), differ: func(error) {}, cancel: func() {}, done: done, users: 1}
+		return settled(nil)
 	}
-	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
 	if c == nil {
 		c = p.ask(orig, true)
 	}
@@ -129,6 +139,22 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, m *metainfo.Meta
 		c.want <- exp
 	}
 	return c
+}
+
+// settled is a confirmation already answered: the origin confirmed the
+// file when why is nil; otherwise it showed another file (why wraps
+// errOriginDiffers).
+func settled(why error) *confirmation {
+	ok, fire := context.WithCancel(context.Background())
+	differs, differ := context.WithCancelCause(context.Background())
+	if why == nil {
+		fire()
+	} else {
+		differ(why)
+	}
+	done := make(chan struct{})
+	close(done)
+	return &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: func() {}, done: done, users: 1}
 }
 
 // ask starts confirmOrigin for orig; its answer is checked once the file
@@ -272,29 +298,38 @@ func checkConfirmation(resp *http.Response, size int64, mod time.Time) error {
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == negotiate.MediaType {
 		return errors.New("a metainfo document")
 	}
+	var shown int64
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 		start, end, total, err := negotiate.ParseContentRange(resp.Header.Get("Content-Range"))
 		if err != nil || start != 0 || end != 1 {
 			return fmt.Errorf("Content-Range %q is not the byte asked for", resp.Header.Get("Content-Range"))
 		}
-		if total >= 0 && total != size {
-			return fmt.Errorf("%w: the file is %d bytes, the torrent's %d", errOriginDiffers, total, size)
-		}
 		if total < 0 {
 			return errors.New("the file's size is not given")
 		}
+		shown = total
 	case http.StatusOK:
-		if resp.ContentLength >= 0 && resp.ContentLength != size {
-			return fmt.Errorf("%w: the file is %d bytes, the torrent's %d", errOriginDiffers, resp.ContentLength, size)
-		}
 		if resp.ContentLength < 0 {
 			return errors.New("the file's size is not given")
 		}
+		shown = resp.ContentLength
 	default:
 		return fmt.Errorf("status %q", resp.Status)
 	}
-	if lm, err := http.ParseTime(resp.Header.Get("Last-Modified")); err == nil && !mod.IsZero() && lm.After(mod) {
+	lm, _ := http.ParseTime(resp.Header.Get("Last-Modified"))
+	return sameFile(shown, lm, size, mod)
+}
+
+// sameFile tests what the origin shows of its file, size bytes last
+// modified at lm (zero when not shown), against the torrent's file of want
+// bytes, made at mod (zero when not known): an error wrapping
+// errOriginDiffers says how they differ.
+func sameFile(size int64, lm time.Time, want int64, mod time.Time) error {
+	if size != want {
+		return fmt.Errorf("%w: the file is %d bytes, the torrent's %d", errOriginDiffers, size, want)
+	}
+	if !lm.IsZero() && !mod.IsZero() && lm.After(mod) {
 		return fmt.Errorf("%w: modified at %s, after the torrent was made (%s)", errOriginDiffers, lm.UTC().Format(time.RFC3339), mod.Format(time.RFC3339))
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
 	"github.com/tbproxy/tbproxy/swarm"
 )
 
@@ -346,5 +347,90 @@ func TestStaleTorrentFallsBack(t *testing.T) {
 				t.Fatalf("status %+v", st)
 			}
 		})
+	}
+}
+
+// TestOriginSaysPlainFile: an origin whose metainfo answer says what its
+// plain answer is (negotiate.SetPlainFile), matching the torrent's file,
+// is not asked to confirm it: the headers go out before the first piece
+// has come, and the body follows, verified.
+func TestOriginSaysPlainFile(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	said := http.Header{}
+	negotiate.SetPlainFile(said, int64(len(w.content)), time.Unix(1_700_000_000, 0)) // the torrent's creation date
+	release := make(chan struct{})
+	var confirms atomic.Int64
+	w.lonelySaying(t, "/said.mp3", said, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "bytes=0-0" {
+			confirms.Add(1)
+		}
+		select { // the web seed waits until the headers are seen
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		http.ServeContent(rw, r, "said.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	resp := awaitHeaders(t, w.getAsync("/said.mp3"), 10*time.Second, "the headers waited although the origin said what it serves")
+	close(release)
+	w.servedWhole(t, resp)
+	if n := confirms.Load(); n != 0 {
+		t.Fatalf("the origin was asked to confirm the file %d times, want never", n)
+	}
+}
+
+// TestOriginSaysAnotherFile: an origin whose metainfo answer says that
+// its plain answer is another file than the torrent's (another size, or
+// modified after the torrent was made) gets the request plainly, and no
+// torrent is opened: an opening would wait on the gate for ever, and the
+// package's leak check would find it.
+func TestOriginSaysAnotherFile(t *testing.T) {
+	made := time.Unix(1_700_000_000, 0)
+	for _, tc := range []struct {
+		name  string
+		size  int64
+		mtime time.Time
+	}{
+		{"another size", 512<<10 + 1, made},
+		{"modified after the torrent", 512 << 10, made.Add(time.Second)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gate := make(chan error)
+			w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+			said := http.Header{}
+			negotiate.SetPlainFile(said, tc.size, tc.mtime)
+			w.lonelySaying(t, "/old.mp3", said, func(rw http.ResponseWriter, r *http.Request) {
+				http.ServeContent(rw, r, "old.mp3", time.Time{}, bytes.NewReader(w.content))
+			})
+			resp := awaitHeaders(t, w.getAsync("/old.mp3"), 10*time.Second, "the headers waited for a torrent the origin disowned")
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(body, w.content) || strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+				t.Fatalf("%d bytes, %v, ETag %q; want the origin's file, plainly", len(body), err, resp.Header.Get("ETag"))
+			}
+			if st := w.proxy.Status(); st.Fallbacks != 1 || st.Transformed != 0 {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}
+
+// TestOriginSaysMalformed: a malformed word on the plain answer is no
+// word at all: the origin is asked to confirm the file, as any origin is.
+func TestOriginSaysMalformed(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	said := http.Header{negotiate.PlainLengthHeader: {"-1"}}
+	var confirms atomic.Int64
+	w.lonelySaying(t, "/odd.mp3", said, func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "bytes=0-0" {
+			confirms.Add(1)
+		}
+		http.ServeContent(rw, r, "odd.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	resp, body := w.get(t, "/odd.mp3", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, w.content) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("status %d, %d bytes, ETag %q: not the synthesised answer", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+	}
+	if n := confirms.Load(); n != 1 {
+		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -583,6 +584,13 @@ func TestFirstByteFallback(t *testing.T) {
 // the torrent.
 func (w *world) lonely(t *testing.T, path string, file http.HandlerFunc) {
 	t.Helper()
+	w.lonelySaying(t, path, nil, file)
+}
+
+// lonelySaying is lonely, with the headers said added to the metainfo
+// answer.
+func (w *world) lonelySaying(t *testing.T, path string, said http.Header, file http.HandlerFunc) {
+	t.Helper()
 	name := strings.TrimPrefix(path, "/")
 	src := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(src, w.content, 0o644); err != nil {
@@ -603,6 +611,7 @@ func (w *world) lonely(t *testing.T, path string, file http.HandlerFunc) {
 	})
 	w.mux.HandleFunc(path, func(rw http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			maps.Copy(rw.Header(), said)
 			rw.Header().Set("Content-Type", "application/x-bittorrent")
 			rw.Write(torrent)
 			return

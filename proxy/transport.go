@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -205,8 +206,12 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	case d.Kind != negotiate.KindMetainfo:
 		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
 	}
-	// The origin is asked to confirm the file while its metainfo is read.
-	c := p.askEarly(orig)
+	// The origin is asked to confirm the file while its metainfo is read,
+	// unless its answer says what its plain answer is (confirmFor).
+	var c *confirmation
+	if _, err := negotiate.ParsePlainFile(resp.Header); err != nil {
+		c = p.askEarly(orig)
+	}
 	m, idx, err := pickFromAnswer(req.URL, br)
 	resp.Body.Close()
 	if err != nil {
@@ -304,7 +309,12 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 		p.transformed(orig, m, idx, mg != nil)
 		return pl.response(orig, nil), nil
 	}
-	c = p.confirmFor(c, orig, m, idx)
+	c = p.confirmFor(c, orig, originResp.Header, m, idx)
+	if c != nil && isDone(c.differs.Done()) {
+		// The origin's own answer disowned the torrent: none is opened.
+		p.release(c, false)
+		return p.originDiffers(orig, context.Cause(c.differs))
+	}
 	return p.serve(orig, p.open(orig, m, idx, mg), m, idx, h, pl, c)
 }
 
