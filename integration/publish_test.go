@@ -320,6 +320,19 @@ func TestPublishThroughProxies(t *testing.T) {
 	}
 	etag := `"bt-` + m.InfoHash.HexString() + `-0"`
 	t.Logf("published %s: %v, %d pieces of %d KiB", path, m.InfoHash, m.Info.NumPieces(), m.Info.PieceLength>>10)
+	// The metainfo answer says what a plain request gets, so that proxies
+	// need not ask: the file's length and modification time.
+	fi, err := os.Stat(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	said := pub.negotiate(t, path).header
+	if got, want := said.Get("Tbp-Plain-Length"), fmt.Sprint(size); got != want {
+		t.Errorf("Tbp-Plain-Length %q, want %q", got, want)
+	}
+	if got, want := said.Get("Tbp-Plain-Last-Modified"), fi.ModTime().UTC().Format(http.TimeFormat); got != want {
+		t.Errorf("Tbp-Plain-Last-Modified %q, want %q", got, want)
+	}
 	base := pub.written(t)
 
 	p1 := startTBProxy(t, tbOpts{ui: true})
