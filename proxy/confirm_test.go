@@ -152,8 +152,31 @@ func TestConfirmationRemembered(t *testing.T) {
 	if st := w.proxy.Status(); st.Transformed != 2 {
 		t.Fatalf("status %+v", st)
 	}
+	w.questionsEnded(t)
 	if n := confirms.Load(); n != 1 {
 		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
+	}
+}
+
+// questionsEnded waits until no shared confirmation (Proxy.asking) is
+// under way. A response
+// whose headers went out with verified bytes lets its question finish on
+// its own (release), so it may still be on its way to the origin when
+// the response ends.
+func (w *world) questionsEnded(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w.proxy.mu.Lock()
+		n := len(w.proxy.asking)
+		w.proxy.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d confirmations still under way after 10 s", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -374,6 +397,7 @@ func TestOriginSaysPlainFile(t *testing.T) {
 	resp := awaitHeaders(t, w.getAsync("/said.mp3"), 10*time.Second, "the headers waited although the origin said what it serves")
 	close(release)
 	w.servedWhole(t, resp)
+	w.questionsEnded(t)
 	if n := confirms.Load(); n != 0 {
 		t.Fatalf("the origin was asked to confirm the file %d times, want never", n)
 	}
@@ -430,6 +454,7 @@ func TestOriginSaysMalformed(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, w.content) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
 		t.Fatalf("status %d, %d bytes, ETag %q: not the synthesised answer", resp.StatusCode, len(body), resp.Header.Get("ETag"))
 	}
+	w.questionsEnded(t)
 	if n := confirms.Load(); n != 1 {
 		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
 	}
