@@ -90,14 +90,28 @@ func (p *Proxy) askEarly(orig *http.Request) *confirmation {
 	return p.ask(orig, true)
 }
 
+// plainSaid reads what the origin's answer to orig, with headers h, says
+// of its plain answer (negotiate.ParsePlainFile): nil when it says
+// nothing, or something malformed, which is logged and counts as nothing.
+func (p *Proxy) plainSaid(orig *http.Request, h http.Header) *negotiate.PlainFile {
+	pf, err := negotiate.ParsePlainFile(h)
+	if err != nil {
+		if !errors.Is(err, negotiate.ErrNoPlainFile) {
+			p.log.Debug("the origin's word on its plain answer is malformed; asking it", "url", redact(orig.URL), "err", err)
+		}
+		return nil
+	}
+	return &pf
+}
+
 // confirmFor decides how file idx of m is confirmed for orig, given c,
-// the question askEarly may have started, and said, the headers of the
-// origin's metainfo answer: not at all when the whole file is at hand
-// (nil); by the origin's word, when said tells what its plain answer is
-// (negotiate.ParsePlainFile); already, when the origin confirmed it within
-// confirmedFor; otherwise by c, or by a question asked now. The caller
-// must release what it returns.
-func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said http.Header, m *metainfo.MetaInfo, idx int) *confirmation {
+// the question askEarly may have started, and said, what the origin's
+// metainfo answer said of its plain answer (plainSaid): not at all when
+// the whole file is at hand (nil); by the origin's word, when said is not
+// nil; already, when the origin confirmed it within confirmedFor;
+// otherwise by c, or by a question asked now. The caller must release
+// what it returns.
+func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) *confirmation {
 	url := orig.URL.String()
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
 		p.release(c, false)
@@ -105,17 +119,13 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said http.Header
 		return nil
 	}
 	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
-	pf, err := negotiate.ParsePlainFile(said)
-	if err == nil {
+	if said != nil {
 		p.release(c, false)
-		if err := sameFile(pf.Size, pf.LastModified, exp.size, exp.mod); err != nil {
+		if err := sameFile(said.Size, said.LastModified, exp.size, exp.mod); err != nil {
 			return settled(err)
 		}
 		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
 		return settled(nil)
-	}
-	if !errors.Is(err, negotiate.ErrNoPlainFile) {
-		p.log.Debug("the origin's word on its plain answer is malformed; asking it", "url", redact(orig.URL), "err", err)
 	}
 	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
 		p.release(c, false)

@@ -159,10 +159,9 @@ func TestConfirmationRemembered(t *testing.T) {
 }
 
 // questionsEnded waits until no shared confirmation (Proxy.asking) is
-// under way. A response
-// whose headers went out with verified bytes lets its question finish on
-// its own (release), so it may still be on its way to the origin when
-// the response ends.
+// under way. A response whose headers went out with verified bytes lets
+// its question finish on its own (release), so it may still be on its
+// way to the origin when the response ends.
 func (w *world) questionsEnded(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

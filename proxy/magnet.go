@@ -108,7 +108,7 @@ func (p *Proxy) fromMagnet(orig *http.Request, resp *http.Response, body io.Read
 	if passThrough {
 		resp.Body.Close()
 	}
-	return p.transform(orig, resp, m, idx, &mg, nil)
+	return p.transform(orig, resp, m, idx, &mg, nil, p.plainSaid(orig, resp.Header))
 }
 
 // magnetMetadata turns mg into a torrent: the engine's own when it already

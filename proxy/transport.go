@@ -208,8 +208,9 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	}
 	// The origin is asked to confirm the file while its metainfo is read,
 	// unless its answer says what its plain answer is (confirmFor).
+	said := p.plainSaid(orig, resp.Header)
 	var c *confirmation
-	if _, err := negotiate.ParsePlainFile(resp.Header); err != nil {
+	if said == nil {
 		c = p.askEarly(orig)
 	}
 	m, idx, err := pickFromAnswer(req.URL, br)
@@ -219,7 +220,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
 	}
-	return p.transform(orig, resp, m, idx, nil, c)
+	return p.transform(orig, resp, m, idx, nil, c, said)
 }
 
 // pickFromAnswer reads the metainfo an origin answered u with, and picks
@@ -298,8 +299,9 @@ func (p *Proxy) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
 // transform answers the client with file idx of m, from the swarm. mg is
 // the magnet the origin named m by, or nil for metainfo: the peers it
 // names (x.pe) are peers of the download too. c is the origin's
-// confirmation under way (askEarly), or nil.
-func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet, c *confirmation) (*http.Response, error) {
+// confirmation under way (askEarly), or nil; said is what the origin's
+// answer said of its plain answer (plainSaid), or nil.
+func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet, c *confirmation, said *negotiate.PlainFile) (*http.Response, error) {
 	h := negotiate.Headers(m, idx, originResp.Header)
 	pl := plan(orig, h, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
 	if !pl.stream && !pl.multipart {
@@ -309,7 +311,7 @@ func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *meta
 		p.transformed(orig, m, idx, mg != nil)
 		return pl.response(orig, nil), nil
 	}
-	c = p.confirmFor(c, orig, originResp.Header, m, idx)
+	c = p.confirmFor(c, orig, said, m, idx)
 	if c != nil && isDone(c.differs.Done()) {
 		// The origin's own answer disowned the torrent: none is opened.
 		p.release(c, false)
