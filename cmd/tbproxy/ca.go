@@ -20,17 +20,22 @@ func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tbproxy ca", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "CA directory (default: the XDG config directory)")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
+	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tbproxy ca {path|export|install|uninstall|rotate} [--dir DIR]")
 		fmt.Fprintln(stderr, "  path       print the CA certificate's path (creating the CA if needed)")
 		fmt.Fprintln(stderr, "  export     print the CA certificate (PEM)")
 		fmt.Fprintln(stderr, "  install    add the CA to the system store (Debian: update-ca-certificates; needs root)")
 		fmt.Fprintln(stderr, "  uninstall  remove it from the system store")
 		fmt.Fprintln(stderr, "  rotate     replace the CA with a new one")
+		fmt.Fprintln(stderr, "Flags:")
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
 		return errUsage
 	}
 	if *dir == "" {

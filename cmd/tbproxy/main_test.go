@@ -192,6 +192,19 @@ func TestCACommand(t *testing.T) {
 	if err := run(context.Background(), []string{"ca", "bogus"}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 		t.Fatalf("unknown action: %v", err)
 	}
+	// --help lists the actions, as a missing action does.
+	for _, args := range [][]string{{"ca", "--help"}, {"ca", "install", "-h"}, {"ca"}} {
+		var help bytes.Buffer
+		err := run(context.Background(), args, io.Discard, &help)
+		if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+		for _, want := range []string{"path", "export", "install", "uninstall", "rotate", "-dir"} {
+			if !strings.Contains(help.String(), want) {
+				t.Errorf("%v: the usage does not mention %q:\n%s", args, want, help.String())
+			}
+		}
+	}
 }
 
 // writeShow writes content as show.mp3 in a new temporary directory and
