@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,19 +16,14 @@ import (
 const systemCAFile = "/usr/local/share/ca-certificates/tbproxy.crt"
 
 func runCA(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy ca", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy ca", stderr,
+		"Usage: tbproxy ca {path|export|install|uninstall|rotate} [--dir DIR]",
+		"  path       print the CA certificate's path (creating the CA if needed)",
+		"  export     print the CA certificate (PEM)",
+		"  install    add the CA to the system store (Debian: update-ca-certificates; needs root)",
+		"  uninstall  remove it from the system store",
+		"  rotate     replace the CA with a new one")
 	dir := fs.String("dir", "", "CA directory (default: the XDG config directory)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: tbproxy ca {path|export|install|uninstall|rotate} [--dir DIR]")
-		fmt.Fprintln(stderr, "  path       print the CA certificate's path (creating the CA if needed)")
-		fmt.Fprintln(stderr, "  export     print the CA certificate (PEM)")
-		fmt.Fprintln(stderr, "  install    add the CA to the system store (Debian: update-ca-certificates; needs root)")
-		fmt.Fprintln(stderr, "  uninstall  remove it from the system store")
-		fmt.Fprintln(stderr, "  rotate     replace the CA with a new one")
-		fmt.Fprintln(stderr, "Flags:")
-		fs.PrintDefaults()
-	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err

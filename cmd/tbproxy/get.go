@@ -28,8 +28,7 @@ import (
 // when the origin answers with a torrent it fetches the file through the
 // engine (peers first, the URL itself as a web seed), into the cache.
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy get", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy get", stderr, "Usage: tbproxy get [flags] URL|MAGNET")
 	dataDir := fs.String("data-dir", defaultDataDir(), "cache `directory`")
 	out := fs.String("o", "", "write to `FILE` (default: the URL's file name; - for stdout)")
 	peerListen := fs.String("peer-listen", ":6881", "BitTorrent peer `address`")
@@ -48,7 +47,8 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if len(pos) != 1 {
-		fmt.Fprintln(stderr, "Usage: tbproxy get [--data-dir DIR] [-o FILE] URL")
+		fmt.Fprintln(stderr, "tbproxy get: want exactly one URL or magnet URI")
+		fs.Usage()
 		return errUsage
 	}
 	target := pos[0]

@@ -30,7 +30,7 @@ func commands() []command {
 		{"tracker", "run the BitTorrent tracker on its own", runTracker},
 		{"get", "download one URL through the engine, with a progress bar", runGet},
 		{"torrent", "create and inspect .torrent files and magnet links", runTorrent},
-		{"ca", "the MITM certificate authority: path, export, install, rotate", runCA},
+		{"ca", "the MITM certificate authority: path, export, install, uninstall, rotate", runCA},
 	}
 }
 
@@ -83,6 +83,21 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'tbproxy COMMAND --help' for a command's flags.")
+}
+
+// newFlagSet is a command's flag set, writing to w: its usage gives the
+// command's synopsis lines, then its flags.
+func newFlagSet(name string, w io.Writer, synopsis ...string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		for _, line := range synopsis {
+			fmt.Fprintln(w, line)
+		}
+		fmt.Fprintln(w, "Flags:")
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 // parseArgs parses flags that may come before, between or after positional

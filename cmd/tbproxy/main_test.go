@@ -207,6 +207,39 @@ func TestCACommand(t *testing.T) {
 	}
 }
 
+// TestCommandHelp: every command's --help gives its synopsis, with what
+// it takes besides flags, and then its flags; so does a wrong argument.
+func TestCommandHelp(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"run", "--help"}, []string{"Usage: tbproxy [run] [flags]", "-listen"}},
+		{[]string{"run", "stray"}, []string{`unexpected argument "stray"`, "Usage: tbproxy [run]", "-listen"}},
+		{[]string{"publish", "-h"}, []string{"--dir DIR | DIR | --upstream URL", "-min-size"}},
+		{[]string{"publish"}, []string{"tbproxy publish: ", "--upstream URL", "-min-size"}},
+		{[]string{"tracker", "--help"}, []string{"Usage: tbproxy tracker [flags]", "-interval"}},
+		{[]string{"tracker", "stray"}, []string{`unexpected argument "stray"`, "-interval"}},
+		{[]string{"get", "--help"}, []string{"URL|MAGNET", "-data-dir"}},
+		{[]string{"get"}, []string{"want exactly one URL", "URL|MAGNET", "-data-dir"}},
+		{[]string{"torrent", "create", "--help"}, []string{"torrent create [flags] PATH", "-piece-length"}},
+		{[]string{"torrent", "show"}, []string{"want exactly one TORRENT", "TORRENT|MAGNET", "-json"}},
+	} {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var help bytes.Buffer
+			err := run(context.Background(), tt.args, io.Discard, &help)
+			if !errors.Is(err, errUsage) && !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("%v, want a usage error", err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(help.String(), want) {
+					t.Errorf("the usage does not say %q:\n%s", want, help.String())
+				}
+			}
+		})
+	}
+}
+
 // writeShow writes content as show.mp3 in a new temporary directory and
 // builds its torrent, in 64 KiB pieces.
 func writeShow(t *testing.T, content []byte) (dir string, _ []byte, m *metainfo.MetaInfo) {

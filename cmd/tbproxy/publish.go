@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"mime"
@@ -25,8 +24,7 @@ import (
 // Transparent BitTorrent origin: it answers the Accept negotiation with
 // generated metainfo, runs the tracker, and seeds every published file.
 func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy publish", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy publish", stderr, "Usage: tbproxy publish (--dir DIR | DIR | --upstream URL) [flags]")
 	var (
 		dir        = fs.String("dir", "", "`directory` to publish")
 		upstream   = fs.String("upstream", "", "web server `URL` to front instead of a directory")
@@ -59,7 +57,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if why := publishUsage(pos, *dir, *upstream); why != "" {
 		fmt.Fprintln(stderr, "tbproxy publish: "+why)
-		fmt.Fprintln(stderr, "Usage: tbproxy publish (--dir DIR | DIR | --upstream URL) [--listen 127.0.0.1:8000] [flags]")
+		fs.Usage()
 		return errUsage
 	}
 	log, err := newLogger(stderr, *logLevel)
@@ -251,8 +249,7 @@ func (s *publishSeeder) close() {
 
 // runTracker runs the tracker on its own.
 func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy tracker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy tracker", stderr, "Usage: tbproxy tracker [flags]")
 	listen := fs.String("listen", "127.0.0.1:6969", "HTTP and UDP `address`")
 	interval := fs.Duration("interval", 30*time.Minute, "announce interval")
 	trustIP := fs.Bool("trust-ip", false, "honour the ip= parameter (only behind a trusted network)")
@@ -263,6 +260,8 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "tbproxy tracker: unexpected argument %q\n", pos[0])
+		fs.Usage()
 		return errUsage
 	}
 	log, err := newLogger(stderr, *logLevel)

@@ -50,8 +50,7 @@ type runOptions struct {
 
 func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	o := &runOptions{cacheSize: 10 << 30}
-	fs := flag.NewFlagSet("tbproxy run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy run", stderr, "Usage: tbproxy [run] [flags]")
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "proxy `address`; beyond loopback it needs --allow-clients")
 	fs.StringVar(&o.uiListen, "ui-listen", "127.0.0.1:8081", "status page `address`; empty to disable")
 	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "cache `directory`")
@@ -88,6 +87,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "tbproxy run: unexpected argument %q\n", pos[0])
+		fs.Usage()
 		return errUsage
 	}
 	log, err := newLogger(stderr, o.logLevel)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,8 +32,7 @@ func runTorrent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runTorrentCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy torrent create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy torrent create", stderr, "Usage: tbproxy torrent create [flags] PATH")
 	var (
 		opts     metainfo.BuildOptions
 		trackers listFlag
@@ -112,8 +110,7 @@ type fileSummary struct {
 }
 
 func runTorrentShow(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("tbproxy torrent show", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("tbproxy torrent show", stderr, "Usage: tbproxy torrent show [--json] TORRENT|MAGNET")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -121,6 +118,7 @@ func runTorrentShow(_ context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if len(pos) != 1 {
 		fmt.Fprintln(stderr, "tbproxy torrent show: want exactly one TORRENT file or magnet URI")
+		fs.Usage()
 		return errUsage
 	}
 	s, err := summarize(pos[0])
