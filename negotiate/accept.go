@@ -165,13 +165,11 @@ func InjectAccept(r *http.Request, cfg Config) (injected bool, reason string) {
 		r.Header.Set("Accept", defaultAccept)
 		return true, ReasonInjectedDefault
 	}
-	for _, mr := range ranges {
-		if mr.isTorrent() {
-			if mr.q > 0 {
-				return false, ReasonClientAccepts
-			}
-			return false, ReasonClientRefuses
+	if listed, accepts := torrentListed(ranges); listed {
+		if accepts {
+			return false, ReasonClientAccepts
 		}
+		return false, ReasonClientRefuses
 	}
 	var b strings.Builder
 	b.WriteString(MediaType)
@@ -181,6 +179,34 @@ func InjectAccept(r *http.Request, cfg Config) (injected bool, reason string) {
 	}
 	h.Set("Accept", b.String())
 	return true, ReasonInjected
+}
+
+// AcceptsTorrent reports whether the Accept of h asks for MediaType: it lists
+// the type itself with q > 0. Wildcards do not count, so that a browser's */*
+// never turns a download into a torrent. A type listed more than once is
+// refused if any listing says q=0, and an Accept that is too long or
+// malformed asks for nothing. The publisher decides with it whether to answer
+// with metainfo, and InjectAccept leaves alone any request that lists the type.
+func AcceptsTorrent(h http.Header) bool {
+	ranges, ok := parseAccept(h.Values("Accept"))
+	if !ok {
+		return false
+	}
+	_, accepts := torrentListed(ranges)
+	return accepts
+}
+
+// torrentListed reports whether ranges list MediaType, and whether every
+// listing of it has q > 0.
+func torrentListed(ranges []mediaRange) (listed, accepts bool) {
+	accepts = true
+	for _, mr := range ranges {
+		if mr.isTorrent() {
+			listed = true
+			accepts = accepts && mr.q > 0
+		}
+	}
+	return listed, listed && accepts
 }
 
 // has reports whether h holds field name at all, even with an empty value.

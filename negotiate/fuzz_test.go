@@ -237,3 +237,17 @@ func FuzzPlainFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAcceptsTorrent checks that no Accept without the type's name asks
+// for a torrent.
+func FuzzAcceptsTorrent(f *testing.F) {
+	for _, s := range []string{"application/x-bittorrent", "application/x-bittorrent;q=0", `a/b;x="y,z", application/x-bittorrent;q=0.5`, "*/*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got := AcceptsTorrent(http.Header{"Accept": {s}})
+		if got && !strings.Contains(strings.ToLower(s), MediaType) {
+			t.Fatalf("accepts %q, which does not name the type", s)
+		}
+	})
+}

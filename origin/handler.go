@@ -44,7 +44,7 @@ func (p *Publisher) serve(w http.ResponseWriter, r *http.Request, next http.Hand
 		next.ServeHTTP(w, r)
 		return
 	}
-	want := acceptsTorrent(r.Header) && !credentialed(r)
+	want := negotiate.AcceptsTorrent(r.Header) && !credentialed(r)
 	res, ok := p.resolver.Resolve(r, want)
 	if !ok || res.Size <= 0 || res.Size < p.cfg.minSize {
 		next.ServeHTTP(w, r)
