@@ -223,7 +223,8 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 
 // Handler is the reverse proxy to the upstream: the handler the Publisher
 // wraps. It adds Vary: Accept to a GET or HEAD answered 200 or 206 with a
-// representation of at least MinSize bytes, unless the Publisher did.
+// representation of at least MinSize bytes, and to a 304 for one, unless the
+// Publisher did.
 // Upstream failures answer 502 without detail.
 func (u *Upstream) Handler() http.Handler { return u.proxy }
 
@@ -551,7 +552,7 @@ func removeTemps(root string) {
 }
 
 // modifyResponse adds Vary: Accept to large GET and HEAD answers, which the
-// Publisher would negotiate, unless it already added it.
+// Publisher would negotiate, and to 304s for them, unless it already added it.
 func (u *Upstream) modifyResponse(resp *http.Response) error {
 	req := resp.Request
 	if req == nil || varyAdded(req.Context()) || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
@@ -568,6 +569,17 @@ func (u *Upstream) modifyResponse(resp *http.Response) error {
 	case http.StatusPartialContent:
 		if _, _, total, err := negotiate.ParseContentRange(resp.Header.Get("Content-Range")); err == nil {
 			size = total
+		}
+	case http.StatusNotModified:
+		// A 304 carries the Vary its 200 would (RFC 9110 §15.4.5), but
+		// not its length: the version last seen of the path has it. With
+		// none seen, Vary: Accept is added; it costs a cache no more than
+		// a finer key.
+		size = max(u.cfg.MinSize, 1)
+		if key, ok := cleanKey(req.URL.Path); ok {
+			if v, known := u.seen.Peek(key); known {
+				size = v.size
+			}
 		}
 	}
 	if size > 0 && size >= u.cfg.MinSize {

@@ -223,6 +223,34 @@ func TestUpstreamNotPublished(t *testing.T) {
 	}
 }
 
+// A 304 carries the Vary: Accept its 200 would (RFC 9110 §15.4.5): for a
+// path whose size is unknown, and for one last seen large, but not for one
+// last seen below MinSize.
+func TestUpstreamNotModifiedVary(t *testing.T) {
+	f := newUpFixture(t)
+	f.up.set("/a.iso", upFile{data: content(2<<20, 77), etag: `"v1"`})
+	f.up.set("/small", upFile{data: content(1000, 78), etag: `"s"`})
+	c := f.srv.Client()
+	etags := map[string]string{"/a.iso": `"v1"`, "/small": `"s"`}
+	check := func(path string, vary int) {
+		t.Helper()
+		r := get(t, c, "GET", f.srv.URL+path, "If-None-Match", etags[path])
+		if r.StatusCode != http.StatusNotModified || varyAccept(r.Header) != vary {
+			t.Errorf("%s: status %d, Vary %q; want 304 with Vary: Accept %d times", path, r.StatusCode, r.Header["Vary"], vary)
+		}
+	}
+	if r := get(t, c, "GET", f.srv.URL+"/a.iso"); r.StatusCode != 200 || varyAccept(r.Header) != 1 {
+		t.Fatalf("200: status %d, Vary %q", r.StatusCode, r.Header["Vary"])
+	}
+	check("/a.iso", 1) // no version seen yet
+	check("/small", 1)
+	for _, path := range []string{"/a.iso", "/small"} {
+		get(t, c, "GET", f.srv.URL+path, "Accept", negotiate.MediaType) // the Publisher asks the upstream which version is current
+	}
+	check("/a.iso", 1)
+	check("/small", 0)
+}
+
 func TestUpstreamDown(t *testing.T) {
 	f := newUpFixture(t)
 	f.up.srv.Close()
