@@ -52,7 +52,7 @@ func (t *Torrent) NewRangeReader(ctx context.Context, i int, off, n int64) (*Rea
 		return nil, fmt.Errorf("swarm: no file %d", i)
 	}
 	f := t.info.Files[i]
-	if off < 0 || n < 0 || off+n > f.Length {
+	if off < 0 || n < 0 || off > f.Length || n > f.Length-off {
 		return nil, fmt.Errorf("swarm: range %d+%d outside file %d of %d bytes", off, n, i, f.Length)
 	}
 	return t.newReader(ctx, f.Offset+off, n), nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -113,8 +114,10 @@ func TestReaderWriteToSendsFromTheFile(t *testing.T) {
 	if want := f.content[1<<20+3 : 2<<20+3]; err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("range: err %v, %d bytes, equal %v", err, len(got), bytes.Equal(got, want))
 	}
-	if _, err := tor.NewRangeReader(ctx, 0, int64(len(f.content))-1, 2); err == nil {
-		t.Fatal("a range past the end of the file was accepted")
+	for _, r := range [][2]int64{{int64(len(f.content)) - 1, 2}, {10, math.MaxInt64}, {math.MaxInt64, 1}, {-1, 1}, {0, -1}} {
+		if _, err := tor.NewRangeReader(ctx, 0, r[0], r[1]); err == nil {
+			t.Fatalf("range %d+%d, outside a %d-byte file, was accepted", r[0], r[1], len(f.content))
+		}
 	}
 }
 
