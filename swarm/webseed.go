@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"context"
 	"crypto/sha1"
 	"errors"
 	"fmt"
@@ -97,7 +98,8 @@ type webSeed struct {
 	failures int   // in a row
 	retryAt  time.Time
 	dropped  bool
-	workers  int // worker goroutines running
+	workers  int         // worker goroutines running
+	fetching map[int]int // pieces in its jobs, queued or running, not yet delivered or given up
 }
 
 // webJob is one range request: pieces [first, end) whose blocks are claimed
@@ -107,6 +109,25 @@ type webJob struct {
 	first, end  int
 	outstanding map[int]bool // pieces not yet delivered
 	race        bool         // a new reader's first piece (see Torrent.rescueStart)
+}
+
+// add puts piece i into the job.
+func (job *webJob) add(i int) {
+	job.outstanding[i] = true
+	job.seed.fetching[i]++
+}
+
+// settle takes piece i out of the job: delivered, or given up.
+func (job *webJob) settle(i int) {
+	if !job.outstanding[i] {
+		return
+	}
+	delete(job.outstanding, i)
+	if s := job.seed; s.fetching[i] > 1 {
+		s.fetching[i]--
+	} else {
+		delete(s.fetching, i)
+	}
 }
 
 // webPiece is one piece of a web seed's answer, handed to the loop.
@@ -146,7 +167,7 @@ func (t *Torrent) AddWebSeed(ws WebSeed) error {
 		if full = live >= maxWebSeeds; full {
 			return
 		}
-		s := &webSeed{ws: ws}
+		s := &webSeed{ws: ws, fetching: map[int]int{}}
 		s.p = &peer{id: t.s.allocID(), web: s, connectedAt: t.client.now()}
 		t.s.picker.AddPeer(picker.PeerID(s.p.id))
 		t.s.picker.PeerHaveAll(picker.PeerID(s.p.id))
@@ -238,7 +259,7 @@ func (t *Torrent) nextWebJob(s *webSeed) (*webJob, <-chan struct{}) {
 	for i := start; i < t.info.NumPieces() && size < webJobBytes && t.webEligible(s, i); i++ {
 		t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
 		job.end = i + 1
-		job.outstanding[i] = true
+		job.add(i)
 		size += t.info.PieceLen(i)
 	}
 	return job, nil
@@ -333,6 +354,7 @@ func (t *Torrent) webJobDone(job *webJob, err error) {
 		for b := range t.blocksOf(i) {
 			t.s.picker.Rejected(id, b)
 		}
+		job.settle(i)
 	}
 	if err == nil {
 		s.failures = 0
@@ -388,7 +410,7 @@ func (t *Torrent) dropWebSeed(s *webSeed, why error) {
 // claimed by the seed are taken; the piece is hashed like any other.
 func (t *Torrent) onWebPiece(wp webPiece) {
 	job, s := wp.job, wp.job.seed
-	delete(job.outstanding, wp.piece)
+	job.settle(wp.piece)
 	if s.dropped {
 		t.client.putPiece(wp.buf)
 		return
@@ -604,10 +626,26 @@ func (f *pieceFiller) release() {
 	}
 }
 
+// errWebSeedIdle ends a web seed request that went Config.RequestTimeout
+// without a byte: its pieces go back to other sources.
+var errWebSeedIdle = errors.New("swarm: web seed: no byte for the request timeout")
+
 // fetchSegment requests one range and checks the answer is the expected
-// representation before any byte of it is used.
-func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) error {
-	req, err := http.NewRequestWithContext(t.ctx, http.MethodGet, seg.url, nil)
+// representation before any byte of it is used. A request whose answer's
+// headers, or any read of its body, take Config.RequestTimeout ends with
+// errWebSeedIdle.
+func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) (err error) {
+	ctx, cancel := context.WithCancelCause(t.ctx)
+	defer cancel(nil)
+	idle := t.client.cfg.RequestTimeout
+	timer := time.AfterFunc(idle, func() { cancel(errWebSeedIdle) })
+	defer timer.Stop()
+	defer func() {
+		if err != nil && context.Cause(ctx) == errWebSeedIdle {
+			err = errWebSeedIdle
+		}
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, seg.url, nil)
 	if err != nil {
 		return &badAnswerError{reason: "bad URL"}
 	}
@@ -624,6 +662,8 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) error {
 		return err
 	}
 	defer resp.Body.Close()
+	timer.Stop()
+	body := idleReader{r: resp.Body, timer: timer, idle: idle}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		return &badAnswerError{reason: "Content-Encoding " + strconv.Quote(ce) + ", not the file's bytes"}
 	}
@@ -641,13 +681,27 @@ func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) error {
 		if resp.ContentLength >= 0 && resp.ContentLength != seg.size {
 			return &badAnswerError{reason: "length " + strconv.FormatInt(resp.ContentLength, 10) + " is not the file's"}
 		}
-		if _, err := io.CopyN(io.Discard, resp.Body, seg.off); err != nil {
+		if _, err := io.CopyN(io.Discard, body, seg.off); err != nil {
 			return fmt.Errorf("swarm: web seed: skipping to the range: %w", err)
 		}
 	default:
 		return fmt.Errorf("swarm: web seed answered %s", resp.Status)
 	}
-	return f.readFrom(resp.Body, seg.n)
+	return f.readFrom(body, seg.n)
+}
+
+// idleReader arms an idle timer for each read of r, and only then: the
+// time spent storing and handing on what was read does not count.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (ir idleReader) Read(b []byte) (int, error) {
+	ir.timer.Reset(ir.idle)
+	defer ir.timer.Stop()
+	return ir.r.Read(b)
 }
 
 // maxContentRange bounds the Content-Range a web seed may send: the unit,

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -490,5 +491,121 @@ func TestWebSeedStoreFails(t *testing.T) {
 		if st.fails.Load() >= 0 {
 			t.Errorf("%d failed writes: the storage was not asked to write piece 3 often enough", tc.fails)
 		}
+	}
+}
+
+// TestWebSeedIdleAnswerGivesWay: a web seed answers a range with the right
+// headers and then sends nothing. A healthy peer with every piece connects
+// meanwhile. After the request timeout without a byte, the request ends
+// and its pieces go to the peer: the reader gets its bytes.
+func TestWebSeedIdleAnswerGivesWay(t *testing.T) {
+	const pieceLen = 64 << 10
+	f := newFixture(t, 1<<20, pieceLen)
+	seedClient, _ := f.seed(t)
+
+	release := make(chan struct{})
+	var once sync.Once
+	asked := make(chan struct{}, 100)
+	stall := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- struct{}{}
+		var first, last int64
+		fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &first, &last)
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", first, last, len(f.content)))
+		w.Header().Set("Content-Length", fmt.Sprint(last-first+1))
+		w.WriteHeader(http.StatusPartialContent)
+		w.(http.Flusher).Flush()
+		select { // headers sent; the body never comes
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(stall.Close)
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+
+	tor, _ := leechWith(t, f.meta, Config{RequestTimeout: 2 * time.Second},
+		TorrentOptions{Lazy: true, StallBudget: 200 * time.Millisecond})
+	if err := tor.AddWebSeed(WebSeed{URL: stall.URL + "/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	r := tor.NewReader(ctx)
+	defer r.Close()
+	got := make(chan error, 1)
+	buf := make([]byte, 100)
+	go func() {
+		_, err := io.ReadFull(r, buf)
+		got <- err
+	}()
+	select {
+	case <-asked: // the web seed took the reader's first piece
+	case <-time.After(10 * time.Second):
+		t.Fatal("the web seed was never asked")
+	}
+	tor.AddPeers(addrOf(seedClient)) // a healthy peer with every piece
+
+	start := time.Now()
+	if err := <-got; err != nil {
+		t.Fatalf("reader failed after %v although a healthy peer had the piece: %v (stats: %+v)",
+			time.Since(start).Round(time.Millisecond), err, tor.Stats())
+	}
+	if !bytes.Equal(buf, f.content[:100]) {
+		t.Fatal("wrong bytes")
+	}
+}
+
+// slowWriter sends at most 16 KiB every 40 ms (about 400 KB/s): a slow
+// origin.
+type slowWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w slowWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 16<<10)
+		m, err := w.ResponseWriter.Write(p[:k])
+		n += m
+		w.n.Add(int64(m))
+		if err != nil {
+			return n, err
+		}
+		w.ResponseWriter.(http.Flusher).Flush()
+		p = p[k:]
+		time.Sleep(40 * time.Millisecond)
+	}
+	return n, nil
+}
+
+// TestRescueSkipsPiecesInFlight: a reader streams a lazy torrent whose only
+// source is a slow origin, and each piece takes longer than the stall
+// budget. A rescue must not ask the seed again for pieces it is fetching
+// already: the origin would send the same bytes several times over.
+func TestRescueSkipsPiecesInFlight(t *testing.T) {
+	f := newFixture(t, 1<<20, 256<<10)
+	var sent atomic.Int64
+	var mu sync.Mutex
+	var ranges []string
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		mu.Unlock()
+		http.ServeContent(slowWriter{w, &sent}, r, "f", time.Time{}, bytes.NewReader(f.content))
+	}))
+	t.Cleanup(origin.Close)
+	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{Lazy: true, StallBudget: 100 * time.Millisecond})
+	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	streamEquals(t, ctx, tor, f.content)
+	tor.Close() // ends the requests still running
+	mu.Lock()
+	defer mu.Unlock()
+	if got := sent.Load(); got > int64(len(f.content))*3/2 {
+		t.Fatalf("the origin sent %d bytes for a %d-byte torrent; ranges asked: %v", got, len(f.content), ranges)
 	}
 }
