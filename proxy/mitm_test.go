@@ -8,10 +8,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/swarm"
 )
 
 // mitmTunnel opens a CONNECT tunnel to target through the proxy at
@@ -87,5 +92,68 @@ func TestMITMHostMustMatchTunnel(t *testing.T) {
 		if resp, body := getIn(t, tc, host, "/"); resp.StatusCode != http.StatusOK {
 			t.Errorf("Host %q in a tunnel to %s: %s %q", host, target, resp.Status, body)
 		}
+	}
+}
+
+// TestMITMUpgrade: a protocol upgrade (a wss:// WebSocket) in an
+// intercepted tunnel gets the origin's 101 and then carries bytes both
+// ways: goproxy needs the 101's two-way body unwrapped (guardTunnel).
+func TestMITMUpgrade(t *testing.T) {
+	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "echo: "+line)
+	}))
+	t.Cleanup(origin.Close)
+	ca, err := certs.Load(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(origin.Certificate())
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	target := origin.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(target)
+	n, _ := strconv.Atoi(port)
+	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveProxy(t, p)
+
+	tc := mitmTunnel(t, addr, target, ca)
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(tc, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", target)
+	br := bufio.NewReader(tc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a WebSocket upgrade in the tunnel: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %s", resp.Status)
+	}
+	io.WriteString(tc, "hello\n")
+	line, err := br.ReadString('\n')
+	if err != nil || line != "echo: hello\n" {
+		t.Fatalf("after the upgrade: %q, %v", line, err)
 	}
 }

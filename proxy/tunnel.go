@@ -146,9 +146,14 @@ func (p *Proxy) tunnelConn(r *http.Request) *trackedConn {
 // guardTunnel makes resp, an answer in the tunnel of c (nil outside
 // one), bound the wait for the tunnel's next request once its body has
 // been sent (goproxy closes it then). The body is wrapped before goproxy
-// sees the response, which keeps its Content-Length.
+// sees the response, which keeps its Content-Length. A 101's two-way body
+// is left as it is: goproxy needs it whole to carry the upgraded
+// protocol, and the tunnel ends with it.
 func guardTunnel(c *trackedConn, resp *http.Response, idle time.Duration) *http.Response {
 	if c == nil || resp == nil {
+		return resp
+	}
+	if _, upgraded := resp.Body.(io.ReadWriter); upgraded {
 		return resp
 	}
 	if resp.Body == nil {
