@@ -328,6 +328,30 @@ func TestPassThrough(t *testing.T) {
 	if string(body) != "<p>hello</p>" || resp.Header.Get("ETag") != `"page"` {
 		t.Fatalf("page changed: %q %v", body, resp.Header)
 	}
+	// A proxy adds Via to what it passes on, and drops the fields that
+	// describe the origin's connection (RFC 9110, sections 7.6.1, 7.6.3).
+	if !strings.Contains(resp.Header.Get("Via"), "tbproxy") {
+		t.Errorf("passed-through answer: Via %q", resp.Header.Get("Via"))
+	}
+	w.mux.HandleFunc("/hop", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Connection", "X-Internal-Token")
+		rw.Header().Set("X-Internal-Token", "secret-for-the-proxy-hop")
+		rw.Header().Set("Keep-Alive", "timeout=5")
+		rw.Header().Set("Proxy-Authenticate", `Basic realm="origin-hop"`)
+		io.WriteString(rw, "body")
+	})
+	resp, body = w.get(t, "/hop", nil)
+	if resp.StatusCode != 200 || string(body) != "body" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	for _, k := range []string{"X-Internal-Token", "Keep-Alive", "Proxy-Authenticate"} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("hop-by-hop %s: %q reached the client", k, v)
+		}
+	}
+	if v := resp.Header.Get("Connection"); strings.Contains(strings.ToLower(v), "x-internal-token") {
+		t.Errorf("Connection %q reached the client", v)
+	}
 	// A client that asks for the torrent gets the torrent.
 	resp, body = w.get(t, "/episode.mp3", map[string]string{"Accept": "application/x-bittorrent"})
 	if !bytes.Equal(body, w.torrent) || resp.Header.Get("Content-Type") != "application/x-bittorrent" {
@@ -523,17 +547,12 @@ func TestLoopsAndConnectPolicy(t *testing.T) {
 	if resp.StatusCode != http.StatusLoopDetected {
 		t.Fatalf("self request: status %d", resp.StatusCode)
 	}
-	// CONNECT to anything but 443 is refused.
-	conn, err := net.Dial("tcp", w.proxyURL.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
-	buf := make([]byte, 64)
-	n, _ := conn.Read(buf)
-	if strings.Contains(string(buf[:n]), " 200 ") {
-		t.Fatalf("CONNECT to port 22 accepted: %q", buf[:n])
+	// CONNECT to anything but 443, or to the proxy itself, is refused
+	// with 403 (HARDENING 48).
+	for _, target := range []string{"127.0.0.1:22", w.proxyURL.Host} {
+		if status, _ := connectVia(t, w.proxyURL.Host, target); status != http.StatusForbidden {
+			t.Fatalf("CONNECT %s: status %d, want 403", target, status)
+		}
 	}
 	// Direct requests get the local endpoints, only with a local Host.
 	resp, err = http.Get(w.proxyURL.String() + "/healthz")

@@ -201,6 +201,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 			return p.fallback(orig)
 		}
 		p.count(func(t *totals) { t.passed++ })
+		passHeader(resp)
 		resp.Body = p.passBody(br, resp, up)
 		return resp, nil
 	case d.Kind != negotiate.KindMetainfo:
@@ -249,10 +250,22 @@ func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
-	if _, upgraded := resp.Body.(io.ReadWriter); resp.Body != nil && resp.Body != http.NoBody && !upgraded {
-		resp.Body = p.passBody(resp.Body, resp, up) // not a 101's two-way body
+	if _, upgraded := resp.Body.(io.ReadWriter); upgraded {
+		return resp, nil // a 101: its two-way body and Upgrade fields go on as they are
+	}
+	passHeader(resp)
+	if resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = p.passBody(resp.Body, resp, up)
 	}
 	return resp, nil
+}
+
+// passHeader readies the header of an origin's answer to be passed on:
+// without the fields that describe the origin's connection, and with Via
+// (RFC 9110, sections 7.6.1 and 7.6.3).
+func passHeader(resp *http.Response) {
+	negotiate.RemoveHopByHop(resp.Header)
+	negotiate.AddVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor)
 }
 
 // fallback is plain, counted as a fallback.
@@ -434,6 +447,8 @@ func (p *Proxy) handleConnect(host string, ctx *goproxy.ProxyCtx) (*goproxy.Conn
 	n, err := strconv.Atoi(port)
 	if err != nil || !slices.Contains(p.cfg.ConnectPorts, n) || p.isSelf(host) {
 		p.log.Info("CONNECT refused", "host", host)
+		ctx.Resp = textResponse(ctx.Req, http.StatusForbidden, "tbproxy: CONNECT to this port or host is not allowed")
+		ctx.Resp.Close = true
 		return reject, host
 	}
 	if p.cfg.CA == nil || matchHost(p.cfg.MITMExclude, h) {
