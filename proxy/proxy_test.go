@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -260,9 +262,39 @@ func TestTransparentDownload(t *testing.T) {
 		if resp.StatusCode != 206 || !bytes.Equal(body, w.content[len(w.content)-500:]) {
 			t.Fatalf("suffix range: status %d", resp.StatusCode)
 		}
-		resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=0-0,5-9"})
-		if resp.StatusCode != 206 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "multipart/byteranges") {
+		// Two ranges: each part has the file's type (RFC 9110, section
+		// 14.6), its range and its bytes.
+		resp, body = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=0-0,100-109"})
+		mt, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if resp.StatusCode != 206 || err != nil || mt != "multipart/byteranges" {
 			t.Fatalf("two ranges: status %d, type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+		for _, want := range [][2]int{{0, 1}, {100, 110}} {
+			part, err := mr.NextPart()
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, _ := io.ReadAll(part)
+			if ct, cr := part.Header.Get("Content-Type"), part.Header.Get("Content-Range"); ct != "audio/mpeg" ||
+				cr != fmt.Sprintf("bytes %d-%d/%d", want[0], want[1]-1, len(w.content)) || !bytes.Equal(data, w.content[want[0]:want[1]]) {
+				t.Fatalf("part %v: Content-Type %q, Content-Range %q, equal %v", want, ct, cr, bytes.Equal(data, w.content[want[0]:want[1]]))
+			}
+		}
+		if _, err := mr.NextPart(); err != io.EOF {
+			t.Fatalf("after two parts: %v", err)
+		}
+		// Ranges RFC 9110 allows and http.ServeContent would refuse: the
+		// unit in capitals, positions too large for an int64.
+		for r, want := range map[string][2]int{
+			"Bytes=0-9":                    {0, 10},
+			"bytes=5-99999999999999999999": {5, len(w.content)},
+			"bytes=-99999999999999999999":  {0, len(w.content)},
+		} {
+			resp, body := w.get(t, "/episode.mp3", map[string]string{"Range": r})
+			if resp.StatusCode != 206 || !bytes.Equal(body, w.content[want[0]:want[1]]) {
+				t.Fatalf("Range %q: status %d, %d bytes", r, resp.StatusCode, len(body))
+			}
 		}
 		resp, _ = w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=999999999-"})
 		if resp.StatusCode != 416 {
@@ -591,6 +623,28 @@ func TestFirstByteFallback(t *testing.T) {
 	resp, body := w.get(t, "/lonely.mp3", nil)
 	if resp.StatusCode != 200 || !bytes.Equal(body, w.content) || resp.Header.Get("ETag") != `"origin-file"` {
 		t.Fatalf("status %d, %d bytes, ETag %q", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+	}
+	if st := w.proxy.Status(); st.Fallbacks != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestFirstByteFallbackMultipart: a multi-range request falls back as a
+// single range does. Its headers wait for the file's first byte, not for
+// the first boundary of the multipart answer.
+func TestFirstByteFallbackMultipart(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	w.lonely(t, "/lonely.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if rg := r.Header.Get("Range"); rg != "" && !strings.Contains(rg, ",") {
+			http.Error(rw, "no ranges today", http.StatusServiceUnavailable) // the web seed gets nothing
+			return
+		}
+		rw.Header().Set("ETag", `"origin-file"`)
+		http.ServeContent(rw, r, "lonely.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	resp, body := w.get(t, "/lonely.mp3", map[string]string{"Range": "bytes=0-9,100-109"})
+	if resp.StatusCode != 206 || resp.Header.Get("ETag") != `"origin-file"` || !bytes.Contains(body, w.content[100:110]) {
+		t.Fatalf("status %d, ETag %q, %d bytes; want the origin's own 206", resp.StatusCode, resp.Header.Get("ETag"), len(body))
 	}
 	if st := w.proxy.Status(); st.Fallbacks != 1 {
 		t.Fatalf("status %+v", st)

@@ -167,27 +167,15 @@ type planned struct {
 }
 
 // plan learns how http.ServeContent answers orig for a file of size bytes
-// with headers h, last modified at mod.
-//
-// A Range that negotiate.ParseRange finds malformed, or asking for more
-// than negotiate.MaxRanges ranges or more than negotiate.MaxOverlap over
-// one byte, is ignored (RFC 9110, section 14.2: a server may): the answer
-// is the whole file. http.ServeContent alone would answer 416 to a
-// malformed one and a multipart of any number of parts.
+// with headers h, last modified at mod. h itself is left as it was, but
+// for a Content-Type it lacked.
 func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned {
-	head := orig.Clone(orig.Context())
+	head := asServed(orig, size)
 	head.Method = http.MethodHead
-	if r := head.Header.Values("Range"); len(r) > 0 {
-		_, err := negotiate.ParseRange(strings.Join(r, ","), size)
-		if len(r) > 1 || errors.Is(err, negotiate.ErrInvalid) || errors.Is(err, negotiate.ErrTooManyRanges) {
-			head.Header.Del("Range")
-			head.Header.Del("If-Range")
-		}
-	}
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", "application/octet-stream") // ServeContent would sniff the body
 	}
-	w := &captureWriter{header: h}
+	w := &captureWriter{header: h.Clone()}
 	http.ServeContent(w, head, "", mod, sizeOnly(size))
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -209,6 +197,43 @@ func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned 
 		pl.stream, pl.start, pl.length = true, start, end-start
 	}
 	return pl
+}
+
+// asServed is a copy of orig for http.ServeContent to answer, for a file
+// of size bytes, with the Range that negotiate.ParseRange reads written
+// as ServeContent reads ranges: ServeContent refuses, as malformed, ranges
+// that RFC 9110 allows (a unit in capitals, a position too large for an
+// int64). A Range that ParseRange finds malformed, or asking for more
+// than negotiate.MaxRanges ranges or more than negotiate.MaxOverlap over
+// one byte, is dropped with its If-Range (RFC 9110, section 14.2: a
+// server may ignore it): the answer is the whole file. ServeContent alone
+// would answer 416 to a malformed one and a multipart of any number of
+// parts.
+func asServed(orig *http.Request, size int64) *http.Request {
+	r := orig.Clone(orig.Context())
+	v := r.Header.Values("Range")
+	if len(v) == 0 {
+		return r
+	}
+	ranges, err := negotiate.ParseRange(v[0], size)
+	switch {
+	case len(v) == 1 && errors.Is(err, negotiate.ErrUnsatisfiable):
+		r.Header.Set("Range", "bytes="+strconv.FormatInt(size, 10)+"-") // a 416 with "bytes */size"
+	case len(v) == 1 && err == nil:
+		var b strings.Builder
+		b.WriteString("bytes=")
+		for k, br := range ranges {
+			if k > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End-1, 10))
+		}
+		r.Header.Set("Range", b.String())
+	default:
+		r.Header.Del("Range")
+		r.Header.Del("If-Range")
+	}
+	return r
 }
 
 // response is the planned answer with body b, or with the planned text.
@@ -464,16 +489,19 @@ func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.Met
 		defer rd.Close()
 		stopWatch := p.watchProgress(ctx, cancel, &tr.sent, 0)
 		defer stopWatch()
-		http.ServeContent(w, orig, "", negotiate.ModTime(m), rd)
+		http.ServeContent(w, asServed(orig, rd.Size()), "", negotiate.ModTime(m), startingReader{rd, w})
 		w.WriteHeader(http.StatusOK) // in case ServeContent wrote nothing
 		w.start()                    // a response with no body starts here
+		if err := w.flush(); err != nil {
+			return
+		}
 		if w.declared >= 0 && w.written < w.declared {
 			pw.CloseWithError(errTruncated)
 			return
 		}
 		pw.Close()
 	})
-	// Headers go out with the first byte of the body: until then the
+	// Headers go out with the first byte of the file: until then the
 	// client can still be answered plainly if the swarm and the origin
 	// web seed deliver nothing within the budget.
 	timer := time.NewTimer(p.firstByte())
@@ -500,11 +528,13 @@ func (p *Proxy) servePiped(orig *http.Request, t *swarm.Torrent, m *metainfo.Met
 
 // pipeWriter is the http.ResponseWriter ServeContent writes to: it holds
 // the status and headers until WriteHeader, then streams the body into a
-// pipe.
+// pipe. What comes before the file's first byte (a multipart answer's
+// boundary and part headers) is held until that byte has been read.
 type pipeWriter struct {
 	header   http.Header
 	pw       *io.PipeWriter
-	started  chan struct{} // closed at the first body byte, or when there is none
+	started  chan struct{} // closed at the file's first byte, or when there is none
+	pending  []byte        // written before started, at most maxPending bytes
 	once     sync.Once
 	startOne sync.Once
 	status   int
@@ -582,10 +612,52 @@ func (w *pipeWriter) start() { w.startOne.Do(func() { close(w.started) }) }
 
 func (w *pipeWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
-	w.start()
+	if !isDone(w.started) {
+		if len(w.pending)+len(b) <= maxPending {
+			w.pending = append(w.pending, b...)
+			return len(b), nil
+		}
+		w.start() // more than framing: it is the body
+	}
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
+	return w.send(b)
+}
+
+// maxPending bounds what a pipeWriter holds before the file's first byte:
+// a multipart answer's first boundary and part headers.
+const maxPending = 4 << 10
+
+// flush sends what was held before the start.
+func (w *pipeWriter) flush() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	_, err := w.send(w.pending)
+	w.pending = nil
+	return err
+}
+
+func (w *pipeWriter) send(b []byte) (int, error) {
 	n, err := w.pw.Write(b)
 	w.written += int64(n)
 	w.sent.Add(int64(n))
+	return n, err
+}
+
+// startingReader starts a pipeWriter's response at the first bytes read
+// from the file.
+type startingReader struct {
+	io.ReadSeeker
+	w *pipeWriter
+}
+
+func (r startingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadSeeker.Read(p)
+	if n > 0 {
+		r.w.start()
+	}
 	return n, err
 }
 
