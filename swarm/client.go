@@ -119,18 +119,15 @@ func (c Config) withDefaults() Config {
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{Transport: httpTransport(c.RootCAs, httpDial)}
 	}
-	switch {
-	case c.Trackers != nil:
-	case c.RootCAs != nil || c.HTTPDial != nil:
-		// HTTPS trackers trust the same extra CAs as web seeds and dial
-		// under the same policy, on connections of their own, so that
-		// announces never queue behind web seed ranges to the same host.
+	if c.Trackers == nil {
+		// HTTPS trackers trust the same extra CAs as web seeds, and all
+		// trackers are dialled under the same policy (HTTPDial, else
+		// Dial), on connections of their own, so that announces never
+		// queue behind web seed ranges to the same host.
 		c.Trackers = &tracker.Client{
 			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: httpTransport(c.RootCAs, httpDial), Timeout: time.Minute}},
-			UDP:  tracker.UDPClient{Dial: c.HTTPDial},
+			UDP:  tracker.UDPClient{Dial: httpDial},
 		}
-	default:
-		c.Trackers = &tracker.Client{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

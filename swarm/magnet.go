@@ -28,12 +28,24 @@ const metadataPeers = 8
 // the magnet's trackers (and x.pe addresses, and extra), asks them for the
 // info dictionary over BEP 9, and checks it against the info-hash. Trackers
 // and web seeds from the magnet are kept in the result.
-func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ...netip.AddrPort) (*metainfo.MetaInfo, error) {
+//
+// It returns as soon as it has the metadata or gives up, ending its
+// announces and peer connections first. The trackers that answered its
+// "started" are told "stopped" when it gives up; when it succeeds, the
+// torrent the caller adds next announces to them in its place.
+func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ...netip.AddrPort) (_ *metainfo.MetaInfo, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	peers := make(chan netip.AddrPort, 256)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	var mu sync.Mutex
+	var answered []string // trackers that took our "started"
+	defer func() {
+		cancel()
+		wg.Wait()
+		if err != nil {
+			c.stopAnnounces(mg.InfoHash, answered)
+		}
+	}()
 	offer := func(addrs []netip.AddrPort) {
 		for _, a := range addrs {
 			if c.isSelf(a) {
@@ -60,6 +72,9 @@ func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ..
 				InfoHash: mg.InfoHash, PeerID: c.peerID, Port: c.port(), Left: 1, Event: tracker.Started, NumWant: 50, Key: c.key,
 			})
 			if err == nil {
+				mu.Lock()
+				answered = append(answered, tr)
+				mu.Unlock()
 				offer(resp.Peers)
 			}
 		})
@@ -70,7 +85,12 @@ func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ..
 	sem := make(chan struct{}, metadataPeers)
 	seen := map[netip.AddrPort]bool{}
 	tried := 0
+	var queued []netip.AddrPort // peers found, waiting for a slot
 	for {
+		var slot chan struct{} // nil, which never sends, while no peer waits
+		if len(queued) > 0 {
+			slot = sem
+		}
 		select {
 		case info := <-result:
 			return metaFromInfo(info, mg)
@@ -79,16 +99,14 @@ func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ..
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (asked %d): %w", ErrNoMetadata, tried, ctx.Err())
 		case a := <-peers:
-			if seen[a] {
-				continue
+			if !seen[a] {
+				seen[a] = true
+				queued = append(queued, a)
 			}
-			seen[a] = true
+		case slot <- struct{}{}:
+			a := queued[0]
+			queued = queued[1:]
 			tried++
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				continue
-			}
 			wg.Go(func() {
 				defer func() { <-sem }()
 				info, err := c.metadataFrom(ctx, a, mg.InfoHash, fetch)
@@ -109,6 +127,22 @@ func (c *Client) FetchMetadata(ctx context.Context, mg metainfo.Magnet, extra ..
 			})
 		}
 	}
+}
+
+// stopAnnounces tells trackers, at once and within stopTimeout, that we
+// stopped on torrent ih.
+func (c *Client) stopAnnounces(ih metainfo.Hash, trackers []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, tr := range trackers {
+		wg.Go(func() {
+			c.trackers.Announce(ctx, tr, tracker.AnnounceRequest{
+				InfoHash: ih, PeerID: c.peerID, Port: c.port(), Left: 1, Event: tracker.Stopped, Key: c.key,
+			})
+		})
+	}
+	wg.Wait()
 }
 
 // metaFetch is what the peers asked for one magnet's metadata share: the

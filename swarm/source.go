@@ -74,7 +74,8 @@ func (s *trackerSource) Run(ctx context.Context, v SourceView, found func([]neti
 		complete = nil // nothing to report: it was complete from the start
 	default:
 	}
-	var last string // the tracker that last answered, told when we stop
+	var last string            // the tracker that last answered, told when we stop
+	ids := map[string]string{} // the tracker ids trackers gave, sent back to them (BEP 3)
 	announce := func(ctx context.Context, url string, ev tracker.Event) (tracker.AnnounceResponse, error) {
 		down, up, left := v.Progress()
 		return s.client.trackers.Announce(ctx, url, tracker.AnnounceRequest{
@@ -87,6 +88,7 @@ func (s *trackerSource) Run(ctx context.Context, v SourceView, found func([]neti
 			Event:      ev,
 			NumWant:    200,
 			Key:        s.client.key,
+			TrackerID:  ids[url],
 		})
 	}
 	defer func() {
@@ -116,6 +118,9 @@ func (s *trackerSource) Run(ctx context.Context, v SourceView, found func([]neti
 		}
 		tiers.Success(url)
 		last = url
+		if resp.TrackerID != "" {
+			ids[url] = resp.TrackerID
+		}
 		event = tracker.None
 		found(resp.Peers) // even none: then web seeds need not wait for peers
 		interval := max(resp.Interval, resp.MinInterval, time.Second)
