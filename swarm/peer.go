@@ -355,10 +355,9 @@ func (t *Torrent) onMessage(p *peer, m *wire.Message, blockBuf *[]byte) error {
 		return t.onRequest(p, m)
 	case wire.Cancel:
 		// With the fast extension every request gets one answer: the
-		// block, or a reject for one cancelled before it went (BEP 6).
-		if p.conn.CancelUpload(m.Index, m.Begin, m.Length) && p.fast {
-			p.conn.Send(wire.Message{ID: wire.Reject, Index: m.Index, Begin: m.Begin, Length: m.Length})
-		}
+		// block, or a reject for one cancelled before it went (BEP 6),
+		// which the connection puts in its place.
+		p.conn.CancelUpload(m.Index, m.Begin, m.Length)
 	case wire.Piece:
 		t.onBlock(p, m, blockBuf)
 	case wire.Reject:

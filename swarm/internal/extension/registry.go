@@ -99,7 +99,9 @@ type Peer struct {
 // Update merges a handshake from the peer, as BEP 10 asks of later
 // handshakes: a name with a non-zero id is enabled under that id (replacing
 // any earlier id), a name with id 0 is disabled, and names the handshake
-// does not mention keep their mapping. Ids outside 0..255 are ignored. The
+// does not mention keep their mapping. Ids outside 0..255 are ignored, and
+// so are new names once the peer has DefaultMaxNames: later handshakes
+// cannot grow the table past what one may carry. The
 // other fields replace earlier values only when the new handshake carries
 // them (is non-zero), so a short follow-up handshake does not erase the
 // port or client name.
@@ -113,7 +115,9 @@ func (p *Peer) Update(h Handshake) {
 			if p.ids == nil {
 				p.ids = map[string]uint8{}
 			}
-			p.ids[name] = uint8(id)
+			if _, known := p.ids[name]; known || len(p.ids) < DefaultMaxNames {
+				p.ids[name] = uint8(id)
+			}
 		}
 	}
 	if h.V != "" {

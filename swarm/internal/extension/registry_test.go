@@ -176,6 +176,30 @@ func TestPeerUpdate(t *testing.T) {
 	}
 }
 
+// TestPeerNamesBounded: later handshakes may remap and disable names, but
+// not grow the table past what one handshake may carry (DefaultMaxNames).
+func TestPeerNamesBounded(t *testing.T) {
+	var p extension.Peer
+	for round := range 40 {
+		m := map[string]int{}
+		for i := range extension.DefaultMaxNames {
+			m[fmt.Sprintf("x_%d_%d", round, i)] = i + 1
+		}
+		p.Update(extension.Handshake{M: m})
+	}
+	if n := len(p.Handshake().M); n != extension.DefaultMaxNames {
+		t.Fatalf("%d names kept after 40 handshakes, want %d", n, extension.DefaultMaxNames)
+	}
+	// A known name is still remapped, and one freed slot takes a new name.
+	p.Update(extension.Handshake{M: map[string]int{"x_0_0": 200, "x_0_1": 0, "ut_metadata": 3}})
+	if id, ok := p.ID("x_0_0"); !ok || id != 200 {
+		t.Fatalf("remapped name: %d %v", id, ok)
+	}
+	if id, ok := p.ID("ut_metadata"); !ok || id != 3 {
+		t.Fatalf("a name in a freed slot: %d %v", id, ok)
+	}
+}
+
 func TestPeerCopies(t *testing.T) {
 	ip := []byte{1, 2, 3, 4}
 	var p extension.Peer

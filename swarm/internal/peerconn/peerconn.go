@@ -71,11 +71,18 @@ type Event struct {
 type upload struct{ index, begin, length uint32 }
 
 // item is one queued outgoing message: a message, or an upload to read from
-// storage when its turn comes.
+// storage when its turn comes. A dropped item (an upload cancelled without
+// the fast extension) sends nothing.
 type item struct {
-	msg    wire.Message
-	upload *upload
+	msg     wire.Message
+	upload  *upload
+	dropped bool
 }
+
+// MaxQueue bounds the messages waiting for the writer. A peer that lets
+// more pile up does not read what we send, and is closed: its requests and
+// cancels would otherwise grow the queue for as long as the write timeout.
+const MaxQueue = 1 << 16
 
 // Conn is one peer connection after the handshake.
 type Conn struct {
@@ -93,9 +100,10 @@ type Conn struct {
 	dec *wire.Decoder // reader goroutine only
 
 	mu      sync.Mutex
-	queue   []item // waiting for the writer; guarded by mu
-	uploads int    // uploads in queue; guarded by mu
-	closed  bool   // no more sends; guarded by mu
+	queue   []item           // waiting for the writer; guarded by mu
+	at      map[upload][]int // where queue holds each upload; guarded by mu
+	uploads int              // uploads in queue; guarded by mu
+	closed  bool             // no more sends; guarded by mu
 
 	wake      chan struct{} // capacity 1: the queue has items
 	stop      chan struct{} // closed by Close
@@ -141,18 +149,30 @@ func (c *Conn) Upload(index, begin, length uint32) {
 }
 
 // CancelUpload drops a queued upload the peer cancelled, reporting whether
-// it was still queued.
+// it was still queued. With the fast extension a reject takes its place in
+// the queue, since every request gets one answer (BEP 6). It costs the
+// same however long the queue is.
 func (c *Conn) CancelUpload(index, begin, length uint32) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, it := range c.queue {
-		if u := it.upload; u != nil && *u == (upload{index, begin, length}) {
-			c.queue = append(c.queue[:i], c.queue[i+1:]...)
-			c.uploads--
-			return true
-		}
+	u := upload{index, begin, length}
+	at := c.at[u]
+	if len(at) == 0 {
+		return false
 	}
-	return false
+	i := at[len(at)-1]
+	if len(at) == 1 {
+		delete(c.at, u)
+	} else {
+		c.at[u] = at[:len(at)-1]
+	}
+	if c.cfg.Fast {
+		c.queue[i] = item{msg: wire.Message{ID: wire.Reject, Index: index, Begin: begin, Length: length}}
+	} else {
+		c.queue[i] = item{dropped: true}
+	}
+	c.uploads--
+	return true
 }
 
 // QueuedUploads counts the uploads waiting for the writer.
@@ -180,6 +200,7 @@ func (c *Conn) CancelAllUploads() []wire.Message {
 	clear(c.queue[len(kept):])
 	c.queue = kept
 	c.uploads = 0
+	clear(c.at)
 	return dropped
 }
 
@@ -189,10 +210,19 @@ func (c *Conn) enqueue(it item) {
 		c.mu.Unlock()
 		return
 	}
-	c.queue = append(c.queue, it)
-	if it.upload != nil {
+	if len(c.queue) >= MaxQueue {
+		c.mu.Unlock()
+		c.closeAsync()
+		return
+	}
+	if u := it.upload; u != nil {
+		if c.at == nil {
+			c.at = map[upload][]int{}
+		}
+		c.at[*u] = append(c.at[*u], len(c.queue))
 		c.uploads++
 	}
+	c.queue = append(c.queue, it)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:
@@ -300,6 +330,7 @@ func (c *Conn) write() {
 			c.mu.Lock()
 			batch, c.queue = c.queue, batch[:0]
 			c.uploads = 0
+			clear(c.at)
 			c.mu.Unlock()
 			if len(batch) == 0 {
 				break
@@ -318,6 +349,9 @@ func (c *Conn) flushBatch(enc *wire.Encoder, bw *bufio.Writer, batch []item, blo
 	c.nc.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout))
 	for i := range batch {
 		it := &batch[i]
+		if it.dropped {
+			continue
+		}
 		if u := it.upload; u != nil {
 			if u.length > BlockSize {
 				return errUploadTooLarge
