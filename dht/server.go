@@ -512,7 +512,7 @@ func (s *Server) maintain() {
 		s.limit.sweep(now)
 		empty := s.table.len() < K
 		pings := s.table.questionable(now)
-		stale := s.table.stale(now)
+		target, stale := s.table.stale(now)
 		s.mu.Unlock()
 		if empty && len(s.cfg.Bootstrap) > 0 && now.Sub(lastBoot) >= bootstrapWait {
 			lastBoot = now
@@ -525,8 +525,8 @@ func (s *Server) maintain() {
 			}
 			s.ping(a)
 		}
-		if len(stale) > 0 {
-			s.lookup(ctx, stale[0], krpc.FindNode, nil)
+		if stale {
+			s.lookup(ctx, target, krpc.FindNode, nil)
 		}
 	}
 }

@@ -281,22 +281,25 @@ func (t *table) questionable(now time.Time) []netip.AddrPort {
 	return out
 }
 
-// stale returns a random target in each bucket that has not changed for
-// goodFor, and marks those buckets changed: the caller refreshes them.
-func (t *table) stale(now time.Time) []ID {
-	var out []ID
+// stale returns a random target in the bucket that has gone unchanged
+// longest, if that is goodFor or more, and marks that bucket changed: the
+// caller refreshes it. One bucket a call: the others stay stale for the
+// calls that follow, so that every bucket gets its refresh (BEP 5).
+func (t *table) stale(now time.Time) (ID, bool) {
+	oldest := -1
 	for i, b := range t.buckets {
-		if now.Sub(b.changed) < goodFor {
-			continue
-		}
-		b.changed = now
-		if i == len(t.buckets)-1 {
-			out = append(out, randomIDWithPrefix(t.self, min(i, maxBuckets-1)))
-		} else {
-			out = append(out, randomIDWithPrefix(t.self, i))
+		if now.Sub(b.changed) >= goodFor && (oldest < 0 || b.changed.Before(t.buckets[oldest].changed)) {
+			oldest = i
 		}
 	}
-	return out
+	if oldest < 0 {
+		return ID{}, false
+	}
+	t.buckets[oldest].changed = now
+	if oldest == len(t.buckets)-1 {
+		return randomIDWithPrefix(t.self, min(oldest, maxBuckets-1)), true
+	}
+	return randomIDWithPrefix(t.self, oldest), true
 }
 
 // addrOK reports whether a is an address this DHT talks to or hands out:

@@ -158,8 +158,31 @@ func TestTable(t *testing.T) {
 			if q := tb.questionable(now.Add(goodFor + time.Second)); len(q) != 1 {
 				t.Fatalf("old node not questionable: %v", q)
 			}
-			if s := tb.stale(now.Add(goodFor + time.Second)); len(s) != 1 {
-				t.Fatalf("stale buckets: %v", s)
+			if _, ok := tb.stale(now.Add(goodFor + time.Second)); !ok {
+				t.Fatal("an old bucket is not stale")
+			}
+			if _, ok := tb.stale(now.Add(goodFor + time.Second)); ok {
+				t.Fatal("a bucket just refreshed is stale")
+			}
+		}},
+		{"every stale bucket refreshed in turn", func(t *testing.T, tb *table) {
+			for range 3 {
+				tb.split() // four buckets
+			}
+			later := now.Add(goodFor + time.Second)
+			seen := map[int]bool{}
+			for range len(tb.buckets) {
+				target, ok := tb.stale(later)
+				if !ok {
+					t.Fatalf("only %d of %d stale buckets refreshed", len(seen), len(tb.buckets))
+				}
+				seen[tb.index(target)] = true
+			}
+			if len(seen) != len(tb.buckets) {
+				t.Fatalf("refreshed buckets %v, want all %d", seen, len(tb.buckets))
+			}
+			if _, ok := tb.stale(later); ok {
+				t.Fatal("a stale bucket after all were refreshed")
 			}
 		}},
 		{"closest", func(t *testing.T, tb *table) {
