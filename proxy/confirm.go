@@ -253,12 +253,13 @@ func (p *Proxy) release(c *confirmation, detach bool) {
 	c.wait()
 }
 
-// wait waits for the confirmation to end, and settles it.
+// wait waits for the confirmation to end. It settles nothing: only the
+// origin's answer fires ok or differs, so that a response that joined the
+// question (ask) and waits on them still falls back, or waits for verified
+// bytes, when the origin did not confirm the file.
 func (c *confirmation) wait() {
 	<-c.done
 	c.cancel()
-	c.fire()
-	c.differ(nil)
 }
 
 // confirmOrigin asks the origin, plainly and for one byte, for the file

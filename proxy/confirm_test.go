@@ -458,3 +458,120 @@ func TestOriginSaysMalformed(t *testing.T) {
 		t.Fatalf("the origin was asked to confirm the file %d times, want once", n)
 	}
 }
+
+// TestJoinedQuestionEndsUnsettled: a response whose headers went out with
+// verified bytes lets its confirmation finish on its own, and a second
+// request for the same URL joins it while it is under way. The origin then
+// does not confirm the file (a 503 to the one-byte probe): the second
+// request neither falls back at once nor sends its headers as if
+// confirmed; it waits for its verified bytes and is served from the swarm.
+func TestJoinedQuestionEndsUnsettled(t *testing.T) {
+	w := newWorld(t, 512<<10, func(c *Config) { c.FirstByte = 3 * time.Second })
+	const piece = 64 << 10
+	const have = 4 * piece // web seed segments from here on wait for seedGo
+	size := int64(len(w.content))
+	probeGo, seedGo := make(chan struct{}), make(chan struct{})
+	closeOnce := func(ch chan struct{}) {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
+	}
+	t.Cleanup(func() { closeOnce(probeGo); closeOnce(seedGo) })
+	w.lonely(t, "/unsure.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		rg := r.Header.Get("Range")
+		if rg == "bytes=0-0" { // confirmOrigin's probe
+			select {
+			case <-probeGo:
+			case <-r.Context().Done():
+				return
+			}
+			http.Error(rw, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		if s, e, ok := strings.Cut(strings.TrimPrefix(rg, "bytes="), "-"); ok {
+			start, _ := negotiate.ParseDigits(s)
+			end, _ := negotiate.ParseDigits(e)
+			if start%piece == 0 && ((end+1)%piece == 0 || end+1 == size) && start >= have {
+				select { // a web seed segment past the first pieces: later
+				case <-seedGo:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		http.ServeContent(rw, r, "unsure.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+
+	// Request 1: its first verified bytes come before the origin answers
+	// the probe, so its question is left to finish on its own.
+	resp, body := w.get(t, "/unsure.mp3", map[string]string{"Range": "bytes=0-99"})
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, w.content[:100]) || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("request 1: status %d, %d bytes, ETag %q", resp.StatusCode, len(body), resp.Header.Get("ETag"))
+	}
+	w.proxy.mu.Lock()
+	n := len(w.proxy.asking)
+	w.proxy.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d questions under way after request 1, want its detached one", n)
+	}
+
+	// Request 2 joins that question.
+	type result struct {
+		resp *http.Response
+		body []byte
+		err  error
+		at   time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, w.origin.URL+"/unsure.mp3", nil)
+		req.Header.Set("Range", "bytes=400000-400099")
+		resp, err := w.client.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		at := time.Now()
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{resp: resp, body: b, err: err, at: at}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w.proxy.mu.Lock()
+		joined := false
+		for _, c := range w.proxy.asking {
+			joined = joined || c.users > 0
+		}
+		w.proxy.mu.Unlock()
+		if joined {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("request 2 did not join the question under way")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // request 2 now waits for its first bytes
+	close(probeGo)                     // the origin does not confirm: 503
+	time.Sleep(300 * time.Millisecond)
+	released := time.Now()
+	close(seedGo) // the verified bytes come
+
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("request 2: %v", r.err)
+	}
+	etag := r.resp.Header.Get("ETag")
+	if !strings.HasPrefix(etag, `"bt-`) {
+		t.Errorf("request 2 fell back to plain HTTP (ETag %q) %v before its verified bytes came, though the origin only declined to confirm: the joined question was settled as if cancelled (status %+v)",
+			etag, released.Sub(r.at).Round(time.Millisecond), w.proxy.Status())
+	} else if r.at.Before(released) {
+		t.Errorf("request 2's synthesised headers went out %v before any verified byte, though the origin never confirmed the file", released.Sub(r.at).Round(time.Millisecond))
+	}
+	if !bytes.Equal(r.body, w.content[400000:400100]) {
+		t.Errorf("request 2: status %d, %d bytes", r.resp.StatusCode, len(r.body))
+	}
+}
