@@ -229,7 +229,8 @@ func New(cfg Config) (*Proxy, error) {
 // maxHeaderBytes caps a client request's headers, in tunnels too.
 const maxHeaderBytes = 64 << 10
 
-// Serve answers proxy clients on ln until Close.
+// Serve answers proxy clients on ln until Close. After Close it closes ln
+// and returns nil at once.
 func (p *Proxy) Serve(ln net.Listener) error {
 	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
 		p.mu.Lock()
@@ -248,6 +249,11 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	p.mu.Lock()
+	if p.base.Err() != nil { // closed before it could serve
+		p.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	p.servers = append(p.servers, srv)
 	p.mu.Unlock()
 	p.startSampler()
@@ -260,16 +266,14 @@ func (p *Proxy) Serve(ln net.Listener) error {
 
 // Close stops the servers and waits for every response stream to end.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
+	p.mu.Lock() // Serve and goFlight check base under mu
+	p.cancel()
 	servers := p.servers
 	p.servers = nil
 	p.mu.Unlock()
 	for _, s := range servers {
 		s.Close()
 	}
-	p.mu.Lock() // goFlight checks base under mu
-	p.cancel()
-	p.mu.Unlock()
 	p.stopSampler()
 	p.wg.Wait()
 	p.flights.Wait()

@@ -629,6 +629,25 @@ func TestFirstByteFallback(t *testing.T) {
 	}
 }
 
+// TestServeAfterClose: a Serve that starts after Close (an interrupt
+// during start-up) returns at once and closes its listener.
+func TestServeAfterClose(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	w.proxy.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := w.proxy.Serve(ln); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := ln.Accept(); err == nil {
+		c.Close()
+		t.Fatal("the listener is still open")
+	}
+}
+
 // TestFirstByteFallbackMultipart: a multi-range request falls back as a
 // single range does. Its headers wait for the file's first byte, not for
 // the first boundary of the multipart answer.

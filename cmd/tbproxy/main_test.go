@@ -473,3 +473,24 @@ func TestPublishArgs(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestInterruptDuringStartup: an interrupt (a cancelled context) that
+// arrives while 'tbproxy run' is still starting makes it exit: the proxy,
+// closed before its server was up, does not serve after all.
+func TestInterruptDuringStartup(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the interrupt came during startup
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--listen", "127.0.0.1:0", "--ui-listen", "",
+			"--peer-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, io.Discard, io.Discard)
+	}()
+	select {
+	case err := <-done:
+		t.Logf("run returned: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("tbproxy run did not exit within 15 s of an interrupt received during startup")
+	}
+}
