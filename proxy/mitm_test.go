@@ -8,15 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tbproxy/tbproxy/certs"
-	"github.com/tbproxy/tbproxy/swarm"
 )
 
 // mitmTunnel opens a CONNECT tunnel to target through the proxy at
@@ -99,7 +96,7 @@ func TestMITMHostMustMatchTunnel(t *testing.T) {
 // intercepted tunnel gets the origin's 101 and then carries bytes both
 // ways: goproxy needs the 101's two-way body unwrapped (guardTunnel).
 func TestMITMUpgrade(t *testing.T) {
-	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, target, ca := mitmProxyFor(t, func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "want an upgrade", http.StatusBadRequest)
 			return
@@ -116,27 +113,7 @@ func TestMITMUpgrade(t *testing.T) {
 			return
 		}
 		io.WriteString(c, "echo: "+line)
-	}))
-	t.Cleanup(origin.Close)
-	ca, err := certs.Load(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(origin.Certificate())
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { engine.Close() })
-	target := origin.Listener.Addr().String()
-	_, port, _ := net.SplitHostPort(target)
-	n, _ := strconv.Atoi(port)
-	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serveProxy(t, p)
+	}, 0)
 
 	tc := mitmTunnel(t, addr, target, ca)
 	defer tc.Close()

@@ -27,10 +27,16 @@ import (
 // timeout replaces both tunnel timeouts.
 func mitmProxy(t *testing.T, hits *atomic.Int64, timeout time.Duration) (proxyAddr, target string, ca *certs.CA) {
 	t.Helper()
-	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return mitmProxyFor(t, func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		io.WriteString(w, "origin")
-	}))
+	}, timeout)
+}
+
+// mitmProxyFor is mitmProxy with a TLS origin that answers with h.
+func mitmProxyFor(t *testing.T, h http.HandlerFunc, timeout time.Duration) (proxyAddr, target string, ca *certs.CA) {
+	t.Helper()
+	origin := httptest.NewTLSServer(h)
 	t.Cleanup(origin.Close)
 	ca, err := certs.Load(t.TempDir())
 	if err != nil {
