@@ -135,11 +135,12 @@ func (d *decodeState) readString() ([]byte, error) {
 	start := d.pos
 	n := 0
 	for d.pos < len(d.data) && d.data[d.pos] >= '0' && d.data[d.pos] <= '9' {
-		n = n*10 + int(d.data[d.pos]-'0')
-		d.pos++
-		if n > d.lim.MaxStringLen {
+		c := int(d.data[d.pos] - '0')
+		if n > d.lim.MaxStringLen/10 || n*10 > d.lim.MaxStringLen-c { // checked before it can overflow
 			return nil, d.syntaxAt(start, ErrStringTooLong)
 		}
+		n = n*10 + c
+		d.pos++
 	}
 	if d.pos >= len(d.data) {
 		return nil, d.syntax(ErrUnexpectedEOF)

@@ -80,6 +80,8 @@ func TestUnmarshalRejects(t *testing.T) {
 		{"negative string length", "-10:", Limits{}, ErrExpectedValue, 0},
 		{"string length no colon", "3abc", Limits{}, ErrBadStringLength, 1},
 		{"string over limit", "5:abcde", Limits{MaxStringLen: 4}, ErrStringTooLong, 0},
+		{"string length past int64", "9223372036854775808:", Limits{MaxStringLen: 1 << 62}, ErrStringTooLong, 0},
+		{"string length wrapping to 1", "18446744073709551617:x", Limits{MaxStringLen: 1 << 62}, ErrStringTooLong, 0},
 		{"unsorted keys", "d1:bi1e1:ai2ee", Limits{}, ErrUnsortedKeys, 7},
 		{"duplicate key", "d1:ai1e1:ai2ee", Limits{}, ErrDuplicateKey, 7},
 		{"integer key", "di1ei2ee", Limits{}, ErrKeyNotString, 1},
@@ -332,5 +334,33 @@ func TestAliasSharesInput(t *testing.T) {
 	// the input after it.
 	if cap(alias.Pieces) != len(alias.Pieces) {
 		t.Fatalf("aliased slice cap %d, len %d", cap(alias.Pieces), len(alias.Pieces))
+	}
+}
+
+// TestMarshalRawOverflowingLength: Marshal checks a Marshaler's output
+// with limits of 1<<62; a string length past int64 is refused, neither
+// wrapped to a negative length (a panic) nor to a small one (a
+// non-canonical value spliced into the output). A peer's BEP 9 metadata
+// reaches Marshal as a RawMessage (swarm's metaFromInfo).
+func TestMarshalRawOverflowingLength(t *testing.T) {
+	for _, raw := range []string{
+		"9223372036854775808:",   // would wrap to MinInt64
+		"18446744073709551617:x", // would wrap to 1: "1:x"
+	} {
+		t.Run(raw, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("Marshal(RawMessage(%q)) panicked: %v", raw, r)
+				}
+			}()
+			out, err := Marshal(map[string]any{"info": RawMessage(raw)})
+			if err == nil {
+				t.Fatalf("Marshal accepted %q and produced %q", raw, out)
+			}
+			var me *MarshalerError
+			if !errors.As(err, &me) {
+				t.Fatalf("error %v is not a *MarshalerError", err)
+			}
+		})
 	}
 }

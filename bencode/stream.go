@@ -125,10 +125,10 @@ func (dec *Decoder) readValue(lim Limits) ([]byte, error) {
 				if c < '0' || c > '9' {
 					return nil, f.fail(ErrBadStringLength)
 				}
-				n = n*10 + int64(c-'0')
-				if n > int64(lim.MaxStringLen) {
+				if max := int64(lim.MaxStringLen); n > max/10 || n*10 > max-int64(c-'0') { // checked before it can overflow
 					return nil, f.fail(ErrStringTooLong)
 				}
+				n = n*10 + int64(c-'0')
 			}
 			if int64(len(f.buf))+n > lim.MaxSize {
 				return nil, f.fail(ErrInputTooLarge)

@@ -37,6 +37,7 @@ func TestDecoderRejects(t *testing.T) {
 	}{
 		// The framer catches limit breaches before reading on.
 		{"huge string length", "99999999:x", Limits{}, ErrStringTooLong, 8},
+		{"string length past int64", "18446744073709551617:x", Limits{MaxStringLen: 1 << 62, MaxSize: 1 << 62}, ErrStringTooLong, 20},
 		{"string beyond size limit", "100:x", Limits{MaxSize: 50}, ErrInputTooLarge, 4},
 		{"string past end", "5:ab", Limits{}, ErrUnexpectedEOF, 4},
 		{"nesting 10000 deep", strings.Repeat("l", 10_000), Limits{}, ErrDepthExceeded, 100},
