@@ -69,14 +69,20 @@ func PickFile(info *metainfo.Info, u *url.URL) (index int, ok bool) {
 	if u == nil {
 		return 0, false
 	}
-	raw := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
-	segs := make([]string, len(raw))
-	for i, s := range raw {
-		seg, err := url.PathUnescape(s)
-		if err != nil {
-			return 0, false
+	// The path as the client wrote it, when that differs from Path's own
+	// encoding: only it keeps a "%2F" apart from a "/". (EscapedPath would
+	// drop it for a byte Go escapes but clients send raw, such as "|".)
+	// Without it, Path holds no escaped slash.
+	segs := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	if u.RawPath != "" {
+		segs = strings.Split(strings.TrimPrefix(u.RawPath, "/"), "/")
+		for i, s := range segs {
+			seg, err := url.PathUnescape(s)
+			if err != nil {
+				return 0, false
+			}
+			segs[i] = seg
 		}
-		segs[i] = seg
 	}
 	if segs[len(segs)-1] == "" {
 		return 0, false

@@ -269,3 +269,25 @@ func TestFileSizeModTimeETag(t *testing.T) {
 		t.Error("ETag(nil)")
 	}
 }
+
+// TestPickFileEscapedSlashWithRawByte: an escaped "%2F" stays inside its
+// segment even when the path also holds a byte that Go escapes but
+// clients send raw ("|", UTF-8); then "s1%2Fep2.mkv" names no file, and
+// PickFile falls back.
+func TestPickFileEscapedSlashWithRawByte(t *testing.T) {
+	multi := multiTorrent(t)
+	// Control: the same URL without the raw byte falls back, as documented.
+	if got, ok := PickFile(&multi.Info, mustURL(t, "http://a.example/xy/s1%2Fep2.mkv")); ok {
+		t.Fatalf("control: PickFile = %d, true; want fallback", got)
+	}
+	for _, target := range []string{
+		"http://a.example/x|y/s1%2Fep2.mkv",
+		"http://a.example/\u00e9/s1%2Fep2.mkv",
+	} {
+		u := mustURL(t, target)
+		if got, ok := PickFile(&multi.Info, u); ok {
+			t.Errorf("%s (RawPath %q, EscapedPath %q): PickFile = %d, true; want fallback (ok == false)",
+				target, u.RawPath, u.EscapedPath(), got)
+		}
+	}
+}
