@@ -59,18 +59,30 @@ func AutoPieceLength(total int64) int64 {
 // Hashing runs on opts.Workers goroutines, which have all ended when Build
 // returns. ctx cancels it.
 func Build(ctx context.Context, path string, opts BuildOptions) (*MetaInfo, error) {
+	// Absolute, so that "." and ".." are named after the directories
+	// they stand for.
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("metainfo: build: %w", err)
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("metainfo: build: %w", err)
 	}
 	name := opts.Name
 	if name == "" {
-		name = filepath.Base(filepath.Clean(path))
+		name = filepath.Base(path)
 	}
 	var src []srcFile
 	d := infoDict{Name: name, Source: opts.Source}
 	if st.IsDir() {
-		if src, err = walkFiles(path); err != nil {
+		// A link to the directory is followed (the walk would not enter
+		// it); links under it are still skipped.
+		root, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return nil, fmt.Errorf("metainfo: build: %w", err)
+		}
+		if src, err = walkFiles(root); err != nil {
 			return nil, err
 		}
 		for _, f := range src {

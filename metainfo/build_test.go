@@ -189,3 +189,41 @@ func TestBuildMappedAndSpanning(t *testing.T) {
 		t.Fatal("piece hashes differ from the reference")
 	}
 }
+
+// TestBuildRelativeDirNames: "." and ".." are named after the directories
+// they stand for ('tbproxy torrent create .'), and a link to a directory
+// is built as that directory.
+func TestBuildRelativeDirNames(t *testing.T) {
+	parent := filepath.Join(t.TempDir(), "album")
+	child := filepath.Join(parent, "sub")
+	writeFile(t, filepath.Join(child, "a.bin"), 1000)
+	t.Run("dot", func(t *testing.T) {
+		t.Chdir(child)
+		m, err := Build(context.Background(), ".", BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Info.Name != "sub" {
+			t.Fatalf("Build(\".\") named the torrent %q, want %q", m.Info.Name, "sub")
+		}
+	})
+	t.Run("dotdot", func(t *testing.T) {
+		t.Chdir(child)
+		m, err := Build(context.Background(), "..", BuildOptions{})
+		if err != nil {
+			t.Fatalf("Build(\"..\"): %v", err)
+		}
+		if m.Info.Name != "album" {
+			t.Fatalf("Build(\"..\") named the torrent %q, want %q", m.Info.Name, "album")
+		}
+	})
+	t.Run("symlinked directory", func(t *testing.T) {
+		link := filepath.Join(t.TempDir(), "linked")
+		if err := os.Symlink(child, link); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Build(context.Background(), link, BuildOptions{}); err != nil {
+			t.Fatalf("Build(symlink to a directory of 1000 bytes): %v", err)
+		}
+	})
+}

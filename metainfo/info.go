@@ -102,6 +102,9 @@ func (info *Info) parse(raw []byte, opts bencode.DecodeOptions, l Limits) error 
 	if d.PieceLength <= 0 || d.PieceLength > MaxPieceLength || d.PieceLength%BlockSize != 0 {
 		return invalid("piece length %d: must be a multiple of %d up to %d", d.PieceLength, BlockSize, MaxPieceLength)
 	}
+	if info.Hybrid && d.PieceLength&(d.PieceLength-1) != 0 {
+		return invalid("piece length %d: a hybrid torrent's must be a power of two (BEP 52)", d.PieceLength)
+	}
 	if len(d.Pieces) == 0 || len(d.Pieces)%HashSize != 0 {
 		return invalid("pieces is %d bytes, not a non-zero multiple of %d", len(d.Pieces), HashSize)
 	}

@@ -425,3 +425,31 @@ func TestMagnetFromMetaInfo(t *testing.T) {
 		t.Fatalf("magnet %+v", mg)
 	}
 }
+
+// TestHybridPieceLengthPowerOfTwo: BEP 52 says a hybrid torrent's piece
+// length "must be a power of two and at least 16KiB"; a v1 torrent's need
+// only be a multiple of 16 KiB, as deployed torrents have (HARDENING 9,
+// a deliberate deviation).
+func TestHybridPieceLengthPowerOfTwo(t *testing.T) {
+	const pl = 3 * BlockSize // 48 KiB: a multiple of 16 KiB, not a power of two
+	withPL := func(m map[string]any) {
+		m["piece length"] = pl
+		m["length"] = 100000
+		m["pieces"] = strings.Repeat("x", 20*3) // ceil(100000/49152) = 3
+	}
+	t.Run("hybrid (BEP 52)", func(t *testing.T) {
+		data := torrent(t, single(func(m map[string]any) {
+			withPL(m)
+			m["meta version"] = 2
+			m["file tree"] = map[string]any{"a.bin": map[string]any{"": map[string]any{"length": 100000, "pieces root": strings.Repeat("r", 32)}}}
+		}))
+		if m, err := Parse(data); err == nil {
+			t.Fatalf("hybrid torrent with piece length %d accepted (hybrid=%v)", pl, m.Info.Hybrid)
+		}
+	})
+	t.Run("v1", func(t *testing.T) {
+		if _, err := Parse(torrent(t, single(withPL))); err != nil {
+			t.Fatalf("v1 torrent with piece length %d refused: %v", pl, err)
+		}
+	})
+}
