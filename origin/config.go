@@ -118,6 +118,12 @@ type Resource struct {
 	Size int64
 	// ModTime is the file's modification time.
 	ModTime time.Time
+	// Changed and Inode are the file's status change time and inode
+	// number, where the system has them (zero otherwise): a file rewritten
+	// with its size and modification time kept (cp -p, rsync -a, touch
+	// -r) is another version all the same.
+	Changed time.Time
+	Inode   uint64
 }
 
 // Resolver maps requests to files. A DirResolver and an Upstream implement

@@ -79,7 +79,7 @@ func (d *DirResolver) resolve(key string) (Resource, bool) {
 		case i < len(elems)-1 && !st.IsDir():
 			return Resource{}, false
 		case i == len(elems)-1 && st.Mode().IsRegular():
-			return Resource{Key: key, Path: cur, Size: st.Size(), ModTime: st.ModTime()}, true
+			return fileResource(key, cur, st), true
 		}
 	}
 	return Resource{}, false
@@ -99,7 +99,27 @@ func (d *DirResolver) resolveLinks(key string) (Resource, bool) {
 	if err != nil || !st.Mode().IsRegular() {
 		return Resource{}, false
 	}
-	return Resource{Key: key, Path: real, Size: st.Size(), ModTime: st.ModTime()}, true
+	return fileResource(key, real, st), true
+}
+
+// fileResource is the Resource of the file at path, which st describes.
+func fileResource(key, path string, st os.FileInfo) Resource {
+	res := Resource{Key: key, Path: path, Size: st.Size(), ModTime: st.ModTime()}
+	res.Changed, res.Inode = statIdentity(st)
+	return res
+}
+
+// isVersion reports whether st describes the version of the file that res
+// names.
+func isVersion(st os.FileInfo, res Resource) bool {
+	changed, inode := statIdentity(st)
+	return sizeAndTime(st, res) && changed.Equal(res.Changed) && inode == res.Inode
+}
+
+// sizeAndTime reports whether st describes a regular file of res's size
+// and modification time.
+func sizeAndTime(st os.FileInfo, res Resource) bool {
+	return st.Mode().IsRegular() && st.Size() == res.Size && st.ModTime().Equal(res.ModTime)
 }
 
 // cleanKey turns a URL path into a resource key: the path cleaned, or not ok
@@ -127,8 +147,8 @@ func cleanKey(p string) (string, bool) {
 	return key, true
 }
 
-// sameVersion reports whether a and b have the same size and modification
-// time.
+// sameVersion reports whether a and b name the same version of a file:
+// the same size, modification and status change times, and inode.
 func sameVersion(a, b Resource) bool {
-	return a.Size == b.Size && a.ModTime.Equal(b.ModTime)
+	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.Changed.Equal(b.Changed) && a.Inode == b.Inode
 }

@@ -233,3 +233,19 @@ func buildHash(t testing.TB, file, name string) metainfo.Hash {
 	}
 	return m.InfoHash
 }
+
+// resourceOf is the Resource of the file at path, as a Resolver gives it.
+func resourceOf(t testing.TB, key, path string) Resource {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fileResource(key, path, st)
+}
+
+// with is res changed by f.
+func with(res Resource, f func(*Resource)) Resource {
+	f(&res)
+	return res
+}

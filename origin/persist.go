@@ -31,6 +31,8 @@ type record struct {
 	Path    string `json:"path"`
 	Size    int64  `json:"size"`
 	ModTime int64  `json:"mtime_ns"`
+	Changed int64  `json:"ctime_ns,omitempty"`
+	Inode   uint64 `json:"inode,omitempty"`
 	Torrent []byte `json:"torrent"`
 }
 
@@ -38,7 +40,8 @@ type record struct {
 // part of a file name or URL reaches the data directory's names.
 func recordName(res Resource) string {
 	h := sha256.New()
-	for _, s := range []string{res.Key, res.Path, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10)} {
+	for _, s := range []string{res.Key, res.Path, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10),
+		strconv.FormatInt(unixNano(res.Changed), 10), strconv.FormatUint(res.Inode, 10)} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -89,7 +92,10 @@ func readRecord(file string) (Resource, *metainfo.MetaInfo, error) {
 	if err != nil {
 		return Resource{}, nil, fmt.Errorf("origin: record: %w", err)
 	}
-	res := Resource{Key: rec.Key, Path: rec.Path, Size: rec.Size, ModTime: time.Unix(0, rec.ModTime)}
+	res := Resource{Key: rec.Key, Path: rec.Path, Size: rec.Size, ModTime: time.Unix(0, rec.ModTime), Inode: rec.Inode}
+	if rec.Changed != 0 {
+		res.Changed = time.Unix(0, rec.Changed)
+	}
 	if err := checkRecord(res, mi); err != nil {
 		return Resource{}, nil, err
 	}
@@ -120,7 +126,8 @@ func writeRecord(file string, res Resource, mi *metainfo.MetaInfo) error {
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(record{Key: res.Key, Path: res.Path, Size: res.Size, ModTime: res.ModTime.UnixNano(), Torrent: torrent})
+	data, err := json.Marshal(record{Key: res.Key, Path: res.Path, Size: res.Size, ModTime: res.ModTime.UnixNano(),
+		Changed: unixNano(res.Changed), Inode: res.Inode, Torrent: torrent})
 	if err != nil {
 		return err
 	}
@@ -145,4 +152,12 @@ func writeRecord(file string, res Resource, mi *metainfo.MetaInfo) error {
 // check at the next Load and is deleted then.
 func removeRecord(file string) {
 	_ = os.Remove(file)
+}
+
+// unixNano is t in nanoseconds since 1970, and 0 for the zero time.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

@@ -94,7 +94,7 @@ func TestReadRecordWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := Resource{Key: "/b.bin", Path: src, Size: 100 << 10, ModTime: baseTime}
+	res := resourceOf(t, "/b.bin", src)
 	file := filepath.Join(dir, recordName(res))
 	if err := writeRecord(file, res, mi); err != nil {
 		t.Fatal(err)

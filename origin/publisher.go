@@ -494,13 +494,13 @@ func (p *Publisher) template(mi *metainfo.MetaInfo, res Resource) *metainfo.Meta
 	}
 }
 
-// unchanged checks that the file of res still has its size and time.
+// unchanged checks that the file of res is still the version res names.
 func unchanged(res Resource) error {
 	st, err := os.Stat(res.Path)
 	if err != nil {
 		return fmt.Errorf("origin: %s: %w", res.Key, err)
 	}
-	if !st.Mode().IsRegular() || st.Size() != res.Size || !st.ModTime().Equal(res.ModTime) {
+	if !isVersion(st, res) {
 		return fmt.Errorf("origin: %s: %w", res.Key, ErrChanged)
 	}
 	return nil

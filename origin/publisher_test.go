@@ -477,6 +477,18 @@ func TestChangedFileGetsNewTorrent(t *testing.T) {
 		}
 	})
 
+	t.Run("new bytes, same size and time (cp -p)", func(t *testing.T) {
+		_, m2 := waitTorrent(t, c, url)
+		writeFile(t, f.dir, "big.bin", content(2<<20, 98), baseTime.Add(time.Minute)) // the time "new bytes" left
+		_, m3 := waitTorrent(t, c, url)
+		if m3.InfoHash == m2.InfoHash {
+			t.Fatal("same info-hash for new bytes of the same size and time")
+		}
+		if m3.InfoHash != buildHash(t, filepath.Join(f.dir, "big.bin"), "big.bin") {
+			t.Error("wrong info-hash for the new bytes")
+		}
+	})
+
 	t.Run("touched: same bytes, new time", func(t *testing.T) {
 		before := f.seeder.log()
 		_, m2 := waitTorrent(t, c, url)

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/tbproxy/tbproxy/metainfo"
 )
@@ -39,9 +38,8 @@ type FileStorage struct {
 // span is one file of the torrent's byte stream.
 type span struct {
 	off, length int64
-	f           *os.File  // nil for a padding file, which reads as zeros
-	size        int64     // the size the file must keep
-	mtime       time.Time // the modification time the file must keep
+	f           *os.File // nil for a padding file, which reads as zeros
+	version     Resource // the version the file must stay
 }
 
 // NewFileStorage opens the files of a torrent for seeding. files holds one
@@ -69,7 +67,7 @@ func NewFileStorage(info *metainfo.Info, files []Resource, onChange func()) (*Fi
 				s.Close()
 				return nil, fmt.Errorf("origin: file storage: %w", err)
 			}
-			sp.f, sp.size, sp.mtime = f, res.Size, res.ModTime
+			sp.f, sp.version = f, res
 		}
 		s.spans[i] = sp
 		if sp.f != nil {
@@ -82,14 +80,16 @@ func NewFileStorage(info *metainfo.Info, files []Resource, onChange func()) (*Fi
 	return s, nil
 }
 
-// check returns ErrChanged when the open file no longer has its size and
-// time, or the error of the fstat.
+// check returns ErrChanged when the open file is no longer the version it
+// was opened as, or the error of the fstat. A file deleted or replaced by
+// a rename since keeps its bytes for the open descriptor, though its
+// change time moved.
 func (sp *span) check() error {
 	st, err := sp.f.Stat()
 	if err != nil {
 		return err
 	}
-	if st.Size() != sp.size || !st.ModTime().Equal(sp.mtime) {
+	if !isVersion(st, sp.version) && !(unlinked(st) && sizeAndTime(st, sp.version)) {
 		return ErrChanged
 	}
 	return nil

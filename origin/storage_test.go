@@ -39,7 +39,7 @@ func newStorageFixture(t testing.TB, size int) *storageFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.res = Resource{Key: "/f.bin", Path: f.file, Size: int64(size), ModTime: baseTime}
+	f.res = resourceOf(t, "/f.bin", f.file)
 	f.st, err = NewFileStorage(&f.mi.Info, []Resource{f.res}, func() { f.changes.Add(1) })
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +122,9 @@ func TestFileStorageRefusesChangedBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, false},
+		{"rewritten, size and time kept (cp -p)", func(t *testing.T, f *storageFixture) {
+			writeFile(t, filepath.Dir(f.file), filepath.Base(f.file), content(len(f.data), 23), baseTime)
+		}, false},
 		{"truncated", func(t *testing.T, f *storageFixture) {
 			if err := os.Truncate(f.file, 1000); err != nil {
 				t.Fatal(err)
@@ -180,9 +183,11 @@ func TestNewFileStorageChecks(t *testing.T) {
 		name  string
 		files []Resource
 	}{
-		{"wrong time", []Resource{{Path: f.file, Size: f.res.Size, ModTime: baseTime.Add(time.Hour)}}},
-		{"wrong size", []Resource{{Path: f.file, Size: f.res.Size + 1, ModTime: baseTime}}},
-		{"missing", []Resource{{Path: f.file + ".gone", Size: f.res.Size, ModTime: baseTime}}},
+		{"wrong time", []Resource{with(f.res, func(r *Resource) { r.ModTime = r.ModTime.Add(time.Hour) })}},
+		{"wrong size", []Resource{with(f.res, func(r *Resource) { r.Size++ })}},
+		{"another inode", []Resource{with(f.res, func(r *Resource) { r.Inode++ })}},
+		{"another change time", []Resource{with(f.res, func(r *Resource) { r.Changed = r.Changed.Add(-time.Second) })}},
+		{"missing", []Resource{with(f.res, func(r *Resource) { r.Path += ".gone" })}},
 		{"count", nil},
 	}
 	for _, tt := range tests {

@@ -440,7 +440,7 @@ func stored(key, file string, size int64) (Resource, bool) {
 	if err != nil || !st.Mode().IsRegular() || st.Size() != size {
 		return Resource{}, false
 	}
-	return Resource{Key: key, Path: file, Size: size, ModTime: st.ModTime()}, true
+	return fileResource(key, file, st), true
 }
 
 func (u *Upstream) enqueue(j fetchJob) {
