@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -65,9 +66,10 @@ func (e expected) equal(o expected) bool {
 // lately: its torrent, and whether the origin confirmed the file or the
 // file was complete and the origin was not asked.
 type confirmedFile struct {
-	ih    metainfo.Hash
-	at    time.Time
-	asked bool
+	ih      metainfo.Hash
+	at      time.Time
+	asked   bool
+	differs bool // the origin's bytes failed the torrent's hashes (originBytesDiffer)
 }
 
 const (
@@ -76,7 +78,21 @@ const (
 	confirmedFor = time.Minute
 	// maxConfirmed bounds the confirmations remembered.
 	maxConfirmed = 1024
+	// differsFor is how long an origin whose bytes failed a torrent's
+	// hashes is answered plainly for that torrent's URL: until its
+	// metainfo names another torrent, or for this long.
+	differsFor = time.Hour
 )
+
+// originBytesDiffer remembers that the origin's plain answer to u, the
+// implicit web seed of torrent ih, brought bytes that failed the torrent's
+// hashes: it serves another file (one changed with its size and time
+// kept, which no confirmation sees). Requests for u that follow, within
+// differsFor, are answered plainly (confirmFor).
+func (p *Proxy) originBytesDiffer(u *url.URL, ih metainfo.Hash) {
+	p.confirmed.Add(u.String(), confirmedFile{ih: ih, at: time.Now(), differs: true})
+	p.log.Warn("the origin's bytes fail the torrent's hashes; its URL will be answered plainly", "url", redact(u), "infohash", ih, "for", differsFor)
+}
 
 // askEarly starts confirmOrigin for orig as soon as the origin's answer to
 // the negotiation is seen to be metainfo, so that the question is on the
@@ -113,6 +129,10 @@ func (p *Proxy) plainSaid(orig *http.Request, h http.Header) *negotiate.PlainFil
 // what it returns.
 func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) *confirmation {
 	url := orig.URL.String()
+	if f, ok := p.confirmed.Get(url); ok && f.differs && f.ih == m.InfoHash && time.Since(f.at) < differsFor {
+		p.release(c, false)
+		return settled(fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers))
+	}
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
 		p.release(c, false)
 		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now()})

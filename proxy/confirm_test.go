@@ -575,3 +575,45 @@ func TestJoinedQuestionEndsUnsettled(t *testing.T) {
 		t.Errorf("request 2: status %d, %d bytes", r.resp.StatusCode, len(r.body))
 	}
 }
+
+// TestOriginBytesDifferAnsweredPlainly: an origin whose file changed with
+// its size kept, and whose metainfo did not, passes the confirmation; its
+// plain bytes, fetched as the implicit web seed, fail the torrent's
+// hashes. The proxy remembers it, and answers the URL's next request
+// plainly: the client gets the origin's file, not a stalled stream.
+func TestOriginBytesDifferAnsweredPlainly(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	other := bytes.Clone(w.content)
+	for i := range other {
+		other[i] ^= 0x5a
+	}
+	w.lonely(t, "/stale.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("ETag", `"origin-new"`)
+		http.ServeContent(rw, r, "", time.Time{}, bytes.NewReader(other))
+	})
+	url := w.origin.URL + "/stale.mp3"
+	// The first request cannot be served from the torrent: its only
+	// source serves other bytes. It ends in an error or a fallback.
+	if resp, err := w.client.Get(url); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if f, ok := w.proxy.confirmed.Get(url); ok && f.differs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the origin's wrong bytes were not remembered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fallbacks := w.proxy.Status().Fallbacks
+	resp, body := w.get(t, "/stale.mp3", nil)
+	if resp.StatusCode != 200 || !bytes.Equal(body, other) || resp.Header.Get("ETag") != `"origin-new"` {
+		t.Fatalf("status %d, ETag %q, the origin's bytes %v", resp.StatusCode, resp.Header.Get("ETag"), bytes.Equal(body, other))
+	}
+	if got := w.proxy.Status().Fallbacks; got != fallbacks+1 {
+		t.Fatalf("fallbacks %d, want %d", got, fallbacks+1)
+	}
+}

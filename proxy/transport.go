@@ -347,7 +347,13 @@ func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 	// for plainly, with the client's own headers.
 	seedHeader := orig.Header.Clone()
 	dropForOrigin(seedHeader)
-	if err := t.AddWebSeed(swarm.WebSeed{URL: orig.URL.String(), Origin: true, File: idx, Header: seedHeader}); err != nil {
+	u, ih := *orig.URL, m.InfoHash
+	dropped := func(why error) {
+		if errors.Is(why, swarm.ErrWrongBytes) {
+			p.originBytesDiffer(&u, ih)
+		}
+	}
+	if err := t.AddWebSeed(swarm.WebSeed{URL: u.String(), Origin: true, File: idx, Header: seedHeader, Dropped: dropped}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)
 	}
 	return t, nil

@@ -253,7 +253,7 @@ func (t *Torrent) ban(p *peer, why string) {
 		}
 	}
 	if p.web != nil {
-		t.dropWebSeed(p.web, errors.New(why))
+		t.dropWebSeed(p.web, fmt.Errorf("%w: %s", ErrWrongBytes, why))
 		return
 	}
 	if t.s.peers[p.id] == p {

@@ -32,7 +32,16 @@ type WebSeed struct {
 	// since it came from a request to that same origin; it must not carry
 	// the BitTorrent Accept.
 	Header http.Header
+	// Dropped, when not nil, is called once if the torrent drops the seed,
+	// with why; an error wrapping ErrWrongBytes says the seed serves other
+	// bytes than the torrent's. It runs on the torrent's loop and must not
+	// block.
+	Dropped func(why error)
 }
+
+// ErrWrongBytes is why a web seed is dropped that sent bytes which failed
+// the torrent's hashes: it serves another file.
+var ErrWrongBytes = errors.New("swarm: web seed sent bytes that failed their hash")
 
 // WebSeedMode trades origin load against speed.
 type WebSeedMode int
@@ -402,6 +411,9 @@ func (t *Torrent) dropWebSeed(s *webSeed, why error) {
 	t.s.picker.RemovePeer(picker.PeerID(s.p.id))
 	t.releaseWebID(s)
 	t.log.Info("web seed dropped", "url", redactURL(s.ws.URL), "why", why)
+	if s.ws.Dropped != nil {
+		s.ws.Dropped(why)
+	}
 	t.webWake()
 	t.fillAll()
 }
