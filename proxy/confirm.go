@@ -90,6 +90,8 @@ const (
 // kept, which no confirmation sees). Requests for u that follow, within
 // differsFor, are answered plainly (confirmFor).
 func (p *Proxy) originBytesDiffer(u *url.URL, ih metainfo.Hash) {
+	p.rememberMu.Lock()
+	defer p.rememberMu.Unlock()
 	p.confirmed.Add(u.String(), confirmedFile{ih: ih, at: time.Now(), differs: true})
 	p.log.Warn("the origin's bytes fail the torrent's hashes; its URL will be answered plainly", "url", redact(u), "infohash", ih, "for", differsFor)
 }
@@ -120,6 +122,19 @@ func (p *Proxy) plainSaid(orig *http.Request, h http.Header) *negotiate.PlainFil
 	return &pf
 }
 
+// remember records f for url, unless the origin's bytes were seen to
+// differ from the same torrent within differsFor: bytes that failed the
+// torrent's hashes outweigh a size and a date that matched (a question
+// answered after the bytes came must not undo what they showed).
+func (p *Proxy) remember(url string, f confirmedFile) {
+	p.rememberMu.Lock()
+	defer p.rememberMu.Unlock()
+	if old, ok := p.confirmed.Get(url); ok && old.differs && old.ih == f.ih && time.Since(old.at) < differsFor {
+		return
+	}
+	p.confirmed.Add(url, f)
+}
+
 // confirmFor decides how file idx of m is confirmed for orig, given c,
 // the question askEarly may have started, and said, what the origin's
 // metainfo answer said of its plain answer (plainSaid): not at all when
@@ -135,7 +150,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 	}
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
 		p.release(c, false)
-		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
+		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
 		return nil
 	}
 	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
@@ -144,7 +159,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 		if err := sameFile(said.Size, said.LastModified, exp.size, exp.mod); err != nil {
 			return settled(err)
 		}
-		p.confirmed.Add(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
+		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
 		return settled(nil)
 	}
 	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
@@ -233,7 +248,7 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 		}
 		switch {
 		case err == nil:
-			p.confirmed.Add(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
+			p.remember(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
 			fire()
 		case errors.Is(err, errOriginDiffers):
 			differ(err)

@@ -146,7 +146,8 @@ type Proxy struct {
 	// confirmed remembers when an origin last confirmed that it serves a
 	// torrent's file (see confirmOrigin), so that the requests that follow,
 	// such as a player's seeks, need not ask again.
-	confirmed *lru.Cache[string, confirmedFile]
+	confirmed  *lru.Cache[string, confirmedFile]
+	rememberMu sync.Mutex // makes remember's look and write one step against originBytesDiffer
 	// asking are the confirmations under way, by URL, which the requests
 	// for the URL that follow join; guarded by mu.
 	asking map[string]*confirmation
