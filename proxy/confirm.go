@@ -72,6 +72,12 @@ type confirmedFile struct {
 	differs bool // the origin's bytes failed the torrent's hashes (originBytesDiffer)
 }
 
+// bytesDiffer reports whether f says that the origin's bytes failed the
+// hashes of torrent ih, within differsFor.
+func (f confirmedFile) bytesDiffer(ih metainfo.Hash) bool {
+	return f.differs && f.ih == ih && time.Since(f.at) < differsFor
+}
+
 const (
 	// confirmedFor is how long a confirmation holds for the requests that
 	// follow it.
@@ -129,7 +135,7 @@ func (p *Proxy) plainSaid(orig *http.Request, h http.Header) *negotiate.PlainFil
 func (p *Proxy) remember(url string, f confirmedFile) {
 	p.rememberMu.Lock()
 	defer p.rememberMu.Unlock()
-	if old, ok := p.confirmed.Get(url); ok && old.differs && old.ih == f.ih && time.Since(old.at) < differsFor {
+	if old, ok := p.confirmed.Get(url); ok && old.bytesDiffer(f.ih) {
 		return
 	}
 	p.confirmed.Add(url, f)
@@ -144,7 +150,7 @@ func (p *Proxy) remember(url string, f confirmedFile) {
 // what it returns.
 func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) *confirmation {
 	url := orig.URL.String()
-	if f, ok := p.confirmed.Get(url); ok && f.differs && f.ih == m.InfoHash && time.Since(f.at) < differsFor {
+	if f, ok := p.confirmed.Get(url); ok && f.bytesDiffer(m.InfoHash) {
 		p.release(c, false)
 		return settled(fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers))
 	}
