@@ -55,9 +55,7 @@ func (p *Proxy) fromMagnet(orig *http.Request, resp *http.Response, body io.Read
 		p.log.Info("magnet not used; "+why, append([]any{"url", redact(orig.URL)}, args...)...)
 		if passThrough {
 			p.count(func(t *totals) { t.fallbacks++ })
-			passHeader(resp)
-			resp.Body = p.passBody(body, resp, nil)
-			return resp, nil
+			return p.passOn(resp, body, nil), nil
 		}
 		resp.Body.Close()
 		return p.fallback(orig)

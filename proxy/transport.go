@@ -201,9 +201,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 			return p.fallback(orig)
 		}
 		p.count(func(t *totals) { t.passed++ })
-		passHeader(resp)
-		resp.Body = p.passBody(br, resp, up)
-		return resp, nil
+		return p.passOn(resp, br, up), nil
 	case d.Kind != negotiate.KindMetainfo:
 		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
 	}
@@ -250,22 +248,31 @@ func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
-	if _, upgraded := resp.Body.(io.ReadWriter); upgraded {
-		return resp, nil // a 101: its two-way body and Upgrade fields go on as they are
-	}
-	passHeader(resp)
-	if resp.Body != nil && resp.Body != http.NoBody {
-		resp.Body = p.passBody(resp.Body, resp, up)
-	}
-	return resp, nil
+	return p.passOn(resp, resp.Body, up), nil
 }
 
-// passHeader readies the header of an origin's answer to be passed on:
-// without the fields that describe the origin's connection, and with Via
-// (RFC 9110, sections 7.6.1 and 7.6.3).
-func passHeader(resp *http.Response) {
+// passOn readies an origin's answer to go to the client as it came. A 101
+// goes as it is: its two-way body and Upgrade fields carry the upgraded
+// protocol. Any other loses the fields that describe the origin's
+// connection and gains Via (RFC 9110, sections 7.6.1 and 7.6.3), and its
+// body, read through r, goes through passBody.
+func (p *Proxy) passOn(resp *http.Response, r io.Reader, up *upstreamConn) *http.Response {
+	if upgraded(resp) {
+		return resp
+	}
 	negotiate.RemoveHopByHop(resp.Header)
 	negotiate.AddVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor)
+	if resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = p.passBody(r, resp, up)
+	}
+	return resp
+}
+
+// upgraded reports whether resp is a 101 whose body is the two-way stream
+// of the upgraded protocol.
+func upgraded(resp *http.Response) bool {
+	_, ok := resp.Body.(io.ReadWriter)
+	return ok
 }
 
 // fallback is plain, counted as a fallback.

@@ -153,7 +153,7 @@ func guardTunnel(c *trackedConn, resp *http.Response, idle time.Duration) *http.
 	if c == nil || resp == nil {
 		return resp
 	}
-	if _, upgraded := resp.Body.(io.ReadWriter); upgraded {
+	if upgraded(resp) {
 		return resp
 	}
 	if resp.Body == nil {
