@@ -112,8 +112,7 @@ func fileResource(key, path string, st os.FileInfo) Resource {
 // isVersion reports whether st describes the version of the file that res
 // names.
 func isVersion(st os.FileInfo, res Resource) bool {
-	changed, inode := statIdentity(st)
-	return sizeAndTime(st, res) && changed.Equal(res.Changed) && inode == res.Inode
+	return st.Mode().IsRegular() && sameVersion(fileResource(res.Key, res.Path, st), res)
 }
 
 // sizeAndTime reports whether st describes a regular file of res's size
