@@ -3,6 +3,7 @@ package negotiate
 import (
 	"errors"
 	"math"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -245,4 +246,47 @@ func ParseDigits(s string) (int64, bool) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	return n, err == nil
+}
+
+// ServeRange rewrites h's Range, for a representation of size bytes, into
+// the form in which Go's http.ServeContent reads it as RFC 9110 means it.
+// ServeContent refuses as malformed (416) some ranges the RFC allows (a
+// unit in capitals, a position too large for an int64), answers "-0" with
+// a 206 of no bytes, and answers any number of parts. So:
+//
+//   - a Range that ParseRange accepts is written back as its satisfiable
+//     ranges in the canonical "first-last" form;
+//   - one that it finds unsatisfiable becomes "bytes=<size>-", which
+//     ServeContent answers 416 with "bytes */<size>";
+//   - one that it finds malformed, or asking for more than MaxRanges
+//     ranges or more than MaxOverlap over one byte, is dropped with its
+//     If-Range (RFC 9110 §14.2: a server may ignore it), as is a Range
+//     sent more than once: the answer is the whole representation.
+//
+// A header without Range is left alone.
+func ServeRange(h http.Header, size int64) {
+	v := h.Values("Range")
+	if len(v) == 0 {
+		return
+	}
+	ranges, err := ParseRange(v[0], size)
+	switch {
+	case len(v) == 1 && errors.Is(err, ErrUnsatisfiable):
+		h.Set("Range", "bytes="+strconv.FormatInt(max(size, 0), 10)+"-")
+	case len(v) == 1 && err == nil:
+		b := make([]byte, 0, len("bytes=")+len(ranges)*24)
+		b = append(b, "bytes="...)
+		for k, br := range ranges {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, br.Start, 10)
+			b = append(b, '-')
+			b = strconv.AppendInt(b, br.End-1, 10)
+		}
+		h.Set("Range", string(b))
+	default:
+		h.Del("Range")
+		h.Del("If-Range")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -148,5 +149,41 @@ func TestParseContentRange(t *testing.T) {
 			t.Errorf("ParseContentRange(%q) = %d, %d, %d, %v; want %d, %d, %d, %v",
 				tc.in, start, end, total, err, tc.start, tc.end, tc.total, tc.err)
 		}
+	}
+}
+
+func TestServeRange(t *testing.T) {
+	const size = 1000
+	tests := []struct {
+		in      []string // Range fields
+		want    []string // Range after
+		ifRange bool     // If-Range kept
+	}{
+		{nil, nil, true},
+		{[]string{"bytes=0-9"}, []string{"bytes=0-9"}, true},
+		{[]string{"Bytes=0-9, 20-"}, []string{"bytes=0-9,20-999"}, true},
+		{[]string{"bytes=-5"}, []string{"bytes=995-999"}, true},
+		{[]string{"bytes=-0"}, []string{"bytes=1000-"}, true},
+		{[]string{"bytes=1000-"}, []string{"bytes=1000-"}, true},
+		{[]string{"bytes=5-99999999999999999999"}, []string{"bytes=5-999"}, true},
+		{[]string{"bytes=99999999999999999999-"}, []string{"bytes=1000-"}, true},
+		{[]string{"bytes=5-2"}, nil, false},
+		{[]string{"items=0-1"}, nil, false},
+		{[]string{"bytes=0-1", "bytes=2-3"}, nil, false},
+		{[]string{"bytes=0-9,0-9,0-9,0-9"}, nil, false},
+	}
+	for _, tc := range tests {
+		h := http.Header{"If-Range": {`"e"`}}
+		if tc.in != nil {
+			h["Range"] = tc.in
+		}
+		ServeRange(h, size)
+		if !slices.Equal(h["Range"], tc.want) || (h.Get("If-Range") != "") != tc.ifRange {
+			t.Errorf("%q: Range %q, If-Range %q; want %q, kept %v", tc.in, h["Range"], h.Get("If-Range"), tc.want, tc.ifRange)
+		}
+	}
+	h := http.Header{"Range": {"bytes=0-"}}
+	if ServeRange(h, 0); h.Get("Range") != "bytes=0-" {
+		t.Errorf("empty representation: Range %q", h.Get("Range"))
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/tbproxy/tbproxy/negotiate"
 )
 
 // DirResolver maps URL paths to regular files under a directory, as
@@ -150,4 +152,42 @@ func cleanKey(p string) (string, bool) {
 // the same size, modification and status change times, and inode.
 func sameVersion(a, b Resource) bool {
 	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.Changed.Equal(b.Changed) && a.Inode == b.Inode
+}
+
+// FileServer is http.FileServer(fs) with the Range of a request for a
+// regular file read as RFC 9110 means it (negotiate.ServeRange): a unit
+// in capitals and positions too large for an int64 are served, "-0" is
+// not satisfiable (416), and a malformed Range, or one of too many or too
+// much overlapping ranges, is ignored (200, HARDENING 61). http.FileServer
+// alone answers a malformed Range with 416, "-0" with a 206 of no bytes,
+// and any number of ranges with as many parts.
+func FileServer(fs http.FileSystem) http.Handler {
+	files := http.FileServer(fs)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.Header.Values("Range")) > 0 {
+			if size, ok := regularSize(fs, r.URL.Path); ok {
+				r = r.Clone(r.Context())
+				negotiate.ServeRange(r.Header, size)
+			}
+		}
+		files.ServeHTTP(w, r)
+	})
+}
+
+// regularSize is the size of the regular file that fs serves for the URL
+// path p, as http.FileServer names it.
+func regularSize(fs http.FileSystem, p string) (int64, bool) {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	f, err := fs.Open(path.Clean(p))
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return 0, false
+	}
+	return st.Size(), true
 }

@@ -153,7 +153,7 @@ func newPublisher(t testing.TB, cfg Config) *Publisher {
 // serve starts a loopback server for p over http.FileServer(dir).
 func serve(t testing.TB, p *Publisher, dir string) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(p.Handler(http.FileServer(http.Dir(dir))))
+	srv := httptest.NewServer(p.Handler(FileServer(http.Dir(dir))))
 	t.Cleanup(srv.Close)
 	return srv
 }

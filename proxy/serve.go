@@ -200,39 +200,10 @@ func plan(orig *http.Request, h http.Header, size int64, mod time.Time) planned 
 }
 
 // asServed is a copy of orig for http.ServeContent to answer, for a file
-// of size bytes, with the Range that negotiate.ParseRange reads written
-// as ServeContent reads ranges: ServeContent refuses, as malformed, ranges
-// that RFC 9110 allows (a unit in capitals, a position too large for an
-// int64). A Range that ParseRange finds malformed, or asking for more
-// than negotiate.MaxRanges ranges or more than negotiate.MaxOverlap over
-// one byte, is dropped with its If-Range (RFC 9110, section 14.2: a
-// server may ignore it): the answer is the whole file. ServeContent alone
-// would answer 416 to a malformed one and a multipart of any number of
-// parts.
+// of size bytes, with its Range as negotiate.ServeRange leaves it.
 func asServed(orig *http.Request, size int64) *http.Request {
 	r := orig.Clone(orig.Context())
-	v := r.Header.Values("Range")
-	if len(v) == 0 {
-		return r
-	}
-	ranges, err := negotiate.ParseRange(v[0], size)
-	switch {
-	case len(v) == 1 && errors.Is(err, negotiate.ErrUnsatisfiable):
-		r.Header.Set("Range", "bytes="+strconv.FormatInt(size, 10)+"-") // a 416 with "bytes */size"
-	case len(v) == 1 && err == nil:
-		var b strings.Builder
-		b.WriteString("bytes=")
-		for k, br := range ranges {
-			if k > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(strconv.FormatInt(br.Start, 10) + "-" + strconv.FormatInt(br.End-1, 10))
-		}
-		r.Header.Set("Range", b.String())
-	default:
-		r.Header.Del("Range")
-		r.Header.Del("If-Range")
-	}
+	negotiate.ServeRange(r.Header, size)
 	return r
 }
 

@@ -110,7 +110,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *dir != "" {
 		cfg.Dir = *dir
 		cfg.PlainIsFile = true
-		next = http.FileServer(http.Dir(*dir))
+		next = origin.FileServer(http.Dir(*dir))
 		// The file server types each file from the system's MIME table,
 		// which the mime package reads (2 ms here) on first use: now, not
 		// in the first client's request.
