@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
@@ -643,15 +644,23 @@ func (f *pieceFiller) release() {
 var errWebSeedIdle = errors.New("swarm: web seed: no byte for the request timeout")
 
 // fetchSegment requests one range and checks the answer is the expected
-// representation before any byte of it is used. A request whose answer's
-// headers, or any read of its body, take Config.RequestTimeout ends with
-// errWebSeedIdle.
+// representation before any byte of it is used. A request whose dial,
+// whose answer's headers once it has a connection, or any read of its
+// body, take Config.RequestTimeout ends with errWebSeedIdle. The time it
+// waits for a connection of the client's pool (webWorkers per host,
+// shared by every torrent) does not count: that wait is ours, not the
+// seed's.
 func (t *Torrent) fetchSegment(s *webSeed, seg segment, f *pieceFiller) (err error) {
 	ctx, cancel := context.WithCancelCause(t.ctx)
 	defer cancel(nil)
 	idle := t.client.cfg.RequestTimeout
 	timer := time.AfterFunc(idle, func() { cancel(errWebSeedIdle) })
+	timer.Stop()
 	defer timer.Stop()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		ConnectStart: func(string, string) { timer.Reset(idle) },
+		GotConn:      func(httptrace.GotConnInfo) { timer.Reset(idle) },
+	})
 	defer func() {
 		if err != nil && context.Cause(ctx) == errWebSeedIdle {
 			err = errWebSeedIdle

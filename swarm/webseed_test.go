@@ -609,3 +609,107 @@ func TestRescueSkipsPiecesInFlight(t *testing.T) {
 		t.Fatalf("the origin sent %d bytes for a %d-byte torrent; ranges asked: %v", got, len(f.content), ranges)
 	}
 }
+
+// TestWebSeedWaitForConnectionIsNotIdle: the engine's web seed HTTP
+// client allows webWorkers connections per host, shared by every torrent.
+// Three torrents stream from a slow but steady origin and hold those
+// connections; a fourth torrent's web seed on the same origin must wait
+// for one. Waiting for a connection of our own pool is not the seed
+// "sending no byte for the request timeout": the seed must not fail, let
+// alone be dropped, for it.
+func TestWebSeedWaitForConnectionIsNotIdle(t *testing.T) {
+	const pieceLen = 64 << 10
+	slowF := []*fixture{newFixture(t, 1<<20, pieceLen), newFixture(t, 1<<20, pieceLen), newFixture(t, 1<<20, pieceLen)}
+	victim := newFixture(t, 1<<20, pieceLen)
+
+	stop := make(chan struct{})
+	var slowActive, victimAsked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/victim") {
+			victimAsked.Add(1)
+			http.ServeContent(w, r, "v", time.Time{}, bytes.NewReader(victim.content))
+			return
+		}
+		// A slow, steady origin: a few bytes every 50 ms, well within
+		// any idle timeout, but the range takes minutes.
+		slowActive.Add(1)
+		var k int
+		switch r.URL.Path {
+		case "/s1":
+			k = 1
+		case "/s2":
+			k = 2
+		}
+		http.ServeContent(trickleWriter{w, r.Context(), stop}, r, "s", time.Time{}, bytes.NewReader(slowF[k].content))
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) })
+
+	c := newClient(t, Config{RequestTimeout: 300 * time.Millisecond, WebSeedRetry: time.Millisecond})
+	for k, f := range slowF {
+		tor, err := c.AddTorrent(f.meta, NewMemoryStorage(&f.meta.Info), TorrentOptions{NoTrackers: true, WebSeedMode: WebSeedAlways})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tor.AddWebSeed(WebSeed{URL: srv.URL + "/s" + string(rune('0'+k)), Origin: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for slowActive.Load() < webWorkers {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d slow requests started", slowActive.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	dropped := make(chan error, 1)
+	vt, err := c.AddTorrent(victim.meta, NewMemoryStorage(&victim.meta.Info), TorrentOptions{NoTrackers: true, WebSeedMode: WebSeedAlways})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vt.AddWebSeed(WebSeed{URL: srv.URL + "/victim", Origin: true, Dropped: func(why error) {
+		select {
+		case dropped <- why:
+		default:
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case why := <-dropped:
+		t.Fatalf("a healthy web seed was dropped while its requests waited for one of the client's own connections "+
+			"(requests that reached the origin: %d; idle error: %v): %v",
+			victimAsked.Load(), errors.Is(why, errWebSeedIdle), why)
+	case <-time.After(4 * time.Second): // five idle failures would take about 2 s
+	}
+}
+
+// trickleWriter sends 2 KiB every 50 ms until the request or the test ends.
+type trickleWriter struct {
+	http.ResponseWriter
+	ctx  context.Context
+	stop chan struct{}
+}
+
+func (w trickleWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 2<<10)
+		m, err := w.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		w.ResponseWriter.(http.Flusher).Flush()
+		p = p[k:]
+		select {
+		case <-w.ctx.Done():
+			return n, w.ctx.Err()
+		case <-w.stop:
+			return n, errors.New("test over")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return n, nil
+}
