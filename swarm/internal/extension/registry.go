@@ -107,17 +107,22 @@ type Peer struct {
 // port or client name.
 func (p *Peer) Update(h Handshake) {
 	p.seen = true
+	// Names disabled first: the slots they free are there for the names
+	// the same handshake enables, whatever the map's order.
 	for name, id := range h.M {
-		switch {
-		case id == 0:
+		if id == 0 {
 			delete(p.ids, name)
-		case id > 0 && id <= 255:
-			if p.ids == nil {
-				p.ids = map[string]uint8{}
-			}
-			if _, known := p.ids[name]; known || len(p.ids) < DefaultMaxNames {
-				p.ids[name] = uint8(id)
-			}
+		}
+	}
+	for name, id := range h.M {
+		if id <= 0 || id > 255 {
+			continue
+		}
+		if p.ids == nil {
+			p.ids = map[string]uint8{}
+		}
+		if _, known := p.ids[name]; known || len(p.ids) < DefaultMaxNames {
+			p.ids[name] = uint8(id)
 		}
 	}
 	if h.V != "" {
