@@ -304,23 +304,22 @@ func (t *Torrent) peerCanSend(i int) bool {
 // about limit bytes (at least one piece), withdrawing peers' requests for
 // them, and queues the range for the seed's workers. solo keeps the
 // endgame from sending the claimed blocks to peers as well (ClaimSolo).
-// The range ends before a piece the seed is fetching already: asked
-// twice, a seed sends the same bytes twice.
+// The range ends before a piece the seed is about to deliver already
+// (webSeed.soon): asked twice, a seed sends the same bytes twice.
 func (t *Torrent) rescue(first int, limit int64, solo bool, why string) *webJob {
 	s := t.readyWebSeed(first, t.client.now())
 	if s == nil {
 		return nil
 	}
-	job := &webJob{seed: s, first: first, end: first, outstanding: map[int]bool{}}
+	job := newWebJob(s, first)
 	var size int64
-	for i := first; i < t.info.NumPieces() && size < limit && !t.needless(i) && t.covers(s, i) && s.fetching[i] == 0; i++ {
+	for i := first; i < t.info.NumPieces() && size < limit && !t.needless(i) && t.covers(s, i) && !s.soon(i); i++ {
 		t.withdraw(i)
 		if solo {
 			t.s.out = t.s.picker.ClaimSolo(picker.PeerID(s.p.id), i, t.s.out[:0])
 		} else {
 			t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
 		}
-		job.end = i + 1
 		job.add(i)
 		size += t.info.PieceLen(i)
 	}
@@ -340,11 +339,11 @@ func (t *Torrent) hashing(i int) bool {
 	return ok
 }
 
-// readyWebSeed is a web seed that can serve piece i now, and is not
-// fetching it already.
+// readyWebSeed is a web seed that can serve piece i now, and is not about
+// to deliver it already.
 func (t *Torrent) readyWebSeed(i int, now time.Time) *webSeed {
 	for _, s := range t.s.webSeeds {
-		if !s.dropped && !now.Before(s.retryAt) && t.covers(s, i) && s.fetching[i] == 0 {
+		if !s.dropped && !now.Before(s.retryAt) && t.covers(s, i) && !s.soon(i) {
 			return s
 		}
 	}

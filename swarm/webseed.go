@@ -108,8 +108,23 @@ type webSeed struct {
 	failures int   // in a row
 	retryAt  time.Time
 	dropped  bool
-	workers  int         // worker goroutines running
-	fetching map[int]int // pieces in its jobs, queued or running, not yet delivered or given up
+	workers  int                  // worker goroutines running
+	jobs     map[*webJob]struct{} // queued or running, with pieces outstanding
+}
+
+// soon reports whether seed s is about to deliver piece i: i waits in one
+// of its queued jobs, which its workers take before starting any new
+// range, or is the piece a running job's answer brings next. Asked for it
+// again, the seed would send the same bytes twice. The far pieces of a
+// running range are not soon: a reader stuck on one of them (a seek) is
+// rescued.
+func (s *webSeed) soon(i int) bool {
+	for job := range s.jobs {
+		if job.outstanding[i] && (!job.running || i == job.next) {
+			return true
+		}
+	}
+	return false
 }
 
 // webJob is one range request: pieces [first, end) whose blocks are claimed
@@ -118,13 +133,20 @@ type webJob struct {
 	seed        *webSeed
 	first, end  int
 	outstanding map[int]bool // pieces not yet delivered
+	next        int          // the first piece not yet settled: the answer brings them in order
+	running     bool         // a worker has taken it
 	race        bool         // a new reader's first piece (see Torrent.rescueStart)
 }
 
-// add puts piece i into the job.
+func newWebJob(s *webSeed, first int) *webJob {
+	return &webJob{seed: s, first: first, end: first, next: first, outstanding: map[int]bool{}}
+}
+
+// add puts piece i, the next after the job's end, into the job.
 func (job *webJob) add(i int) {
 	job.outstanding[i] = true
-	job.seed.fetching[i]++
+	job.end = i + 1
+	job.seed.jobs[job] = struct{}{}
 }
 
 // settle takes piece i out of the job: delivered, or given up.
@@ -133,10 +155,11 @@ func (job *webJob) settle(i int) {
 		return
 	}
 	delete(job.outstanding, i)
-	if s := job.seed; s.fetching[i] > 1 {
-		s.fetching[i]--
-	} else {
-		delete(s.fetching, i)
+	for job.next < job.end && !job.outstanding[job.next] {
+		job.next++
+	}
+	if len(job.outstanding) == 0 {
+		delete(job.seed.jobs, job)
 	}
 }
 
@@ -177,7 +200,7 @@ func (t *Torrent) AddWebSeed(ws WebSeed) error {
 		if full = live >= maxWebSeeds; full {
 			return
 		}
-		s := &webSeed{ws: ws, fetching: map[int]int{}}
+		s := &webSeed{ws: ws, jobs: map[*webJob]struct{}{}}
 		s.p = &peer{id: t.s.allocID(), web: s, connectedAt: t.client.now()}
 		t.s.picker.AddPeer(picker.PeerID(s.p.id))
 		t.s.picker.PeerHaveAll(picker.PeerID(s.p.id))
@@ -249,6 +272,7 @@ func (t *Torrent) nextWebJob(s *webSeed) (*webJob, <-chan struct{}) {
 	for k, job := range t.s.ready {
 		if job.seed == s {
 			t.s.ready = append(t.s.ready[:k], t.s.ready[k+1:]...)
+			job.running = true
 			return job, nil
 		}
 	}
@@ -264,11 +288,11 @@ func (t *Torrent) nextWebJob(s *webSeed) (*webJob, <-chan struct{}) {
 	if start < 0 {
 		return nil, t.s.webWakeCh
 	}
-	job := &webJob{seed: s, first: start, end: start, outstanding: map[int]bool{}}
+	job := newWebJob(s, start)
+	job.running = true
 	var size int64
 	for i := start; i < t.info.NumPieces() && size < webJobBytes && t.webEligible(s, i); i++ {
 		t.s.out = t.s.picker.Claim(picker.PeerID(s.p.id), i, t.s.out[:0])
-		job.end = i + 1
 		job.add(i)
 		size += t.info.PieceLen(i)
 	}
@@ -357,6 +381,7 @@ func (t *Torrent) webJobDone(job *webJob, err error) {
 	}
 	s := job.seed
 	if s.dropped {
+		delete(s.jobs, job)
 		return // RemovePeer released the seed's claims
 	}
 	id := picker.PeerID(s.p.id)
