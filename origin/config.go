@@ -106,8 +106,9 @@ type Seeder interface {
 }
 
 // Resource is one version of a published file: what a Resolver found behind
-// a request. Its four fields are its identity: a change to any of them is
-// a new version with a new torrent.
+// a request. Its fields are its identity: a change to any of them is a new
+// version with a new torrent. Changed and Inode may be left zero (a
+// Resolver without them): then the other four are the identity.
 type Resource struct {
 	// Key names the resource across versions: the cleaned URL path.
 	Key string
@@ -135,7 +136,8 @@ type Resolver interface {
 	// publishable file (yet); then r is served plainly.
 	Resolve(r *http.Request, fetch bool) (res Resource, ok bool)
 	// Check reports whether res is still current: the same file, with the
-	// same size and modification time, still publishable. It is asked
+	// same size and modification time (and status change time and inode,
+	// where res has them), still publishable. It is asked
 	// about versions loaded from the data directory and about torrents
 	// whose storage saw a change.
 	Check(res Resource) bool

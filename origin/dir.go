@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tbproxy/tbproxy/negotiate"
 )
@@ -112,9 +113,20 @@ func fileResource(key, path string, st os.FileInfo) Resource {
 }
 
 // isVersion reports whether st describes the version of the file that res
-// names.
+// names. Changed and Inode count where res has them: a Resolver may leave
+// them zero.
 func isVersion(st os.FileInfo, res Resource) bool {
-	return st.Mode().IsRegular() && sameVersion(fileResource(res.Key, res.Path, st), res)
+	if !st.Mode().IsRegular() {
+		return false
+	}
+	cur := fileResource(res.Key, res.Path, st)
+	if res.Changed.IsZero() {
+		cur.Changed = time.Time{}
+	}
+	if res.Inode == 0 {
+		cur.Inode = 0
+	}
+	return sameVersion(cur, res)
 }
 
 // sizeAndTime reports whether st describes a regular file of res's size

@@ -37,11 +37,17 @@ type record struct {
 }
 
 // recordName names the record of res: a hash of its identity, so that no
-// part of a file name or URL reaches the data directory's names.
+// part of a file name or URL reaches the data directory's names. Changed
+// and Inode count only where res has them, so a version without them (on
+// a system that has none, or from a Resolver that leaves them zero) keeps
+// the name that records had before they were kept.
 func recordName(res Resource) string {
+	fields := []string{res.Key, res.Path, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10)}
+	if !res.Changed.IsZero() || res.Inode != 0 {
+		fields = append(fields, strconv.FormatInt(unixNano(res.Changed), 10), strconv.FormatUint(res.Inode, 10))
+	}
 	h := sha256.New()
-	for _, s := range []string{res.Key, res.Path, strconv.FormatInt(res.Size, 10), strconv.FormatInt(res.ModTime.UnixNano(), 10),
-		strconv.FormatInt(unixNano(res.Changed), 10), strconv.FormatUint(res.Inode, 10)} {
+	for _, s := range fields {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
