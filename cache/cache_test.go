@@ -250,6 +250,30 @@ func TestEviction(t *testing.T) {
 	})
 }
 
+// TestEvictionAfterUnpin: a torrent larger than the cache, streamed while
+// it was written, is evicted once its last pin is released, not at some
+// later write.
+func TestEvictionAfterUnpin(t *testing.T) {
+	f := newFixture(t, 1<<20, 64<<10)
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, MaxBytes: 256 << 10})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	release := h.Pin()
+	f.put(t, h)
+	if !bytes.Equal(readAll(t, h), f.content) {
+		t.Fatal("pinned torrent damaged")
+	}
+	time.Sleep(50 * time.Millisecond) // the evictor, woken by the writes, found it pinned
+	if st := s.Stats(); st.Evictions != 0 {
+		t.Fatalf("a pinned torrent was evicted: %+v", st)
+	}
+	release()
+	waitFor(t, 5*time.Second, "the eviction", func() bool { return s.Stats().Evictions == 1 })
+	if du := diskUsage(t, dir); du > 256<<10 {
+		t.Fatalf("disk usage %d after the eviction", du)
+	}
+}
+
 func TestEvictionOrderSurvivesRestart(t *testing.T) {
 	var fs []*fixture
 	for range 3 {

@@ -541,7 +541,9 @@ func (t *Torrent) OpenFile() (*os.File, error) {
 
 // Pin marks the torrent as in use by an active reader or download, which
 // keeps it from being evicted until release is called. Release is
-// idempotent.
+// idempotent. When the cache is over its size, the release of a last pin
+// wakes the evictor: a torrent that was too large to leave while it was
+// streamed goes now, not at the next write.
 func (t *Torrent) Pin() (release func()) {
 	s, e := t.s, t.e
 	s.mu.Lock()
@@ -551,7 +553,11 @@ func (t *Torrent) Pin() (release func()) {
 	return sync.OnceFunc(func() {
 		s.mu.Lock()
 		e.pins--
+		over := e.pins == 0 && s.bytes > s.cfg.MaxBytes
 		s.mu.Unlock()
+		if over {
+			s.signal(s.evictCh)
+		}
 	})
 }
 
