@@ -1,5 +1,7 @@
 package cache
 
+import "math/bits"
+
 // bitset is a fixed-size set of piece indices. It is not safe for
 // concurrent use; its owner guards it.
 type bitset struct {
@@ -40,6 +42,17 @@ func (b *bitset) full() bool { return b.cnt == b.n }
 
 func (b *bitset) clone() bitset {
 	return bitset{words: append([]uint64(nil), b.words...), n: b.n, cnt: b.cnt}
+}
+
+// andNot is a new set of the bits of b that o does not have; o holds as
+// many bits as b.
+func (b *bitset) andNot(o bitset) bitset {
+	r := bitset{words: make([]uint64, len(b.words)), n: b.n}
+	for k, w := range b.words {
+		r.words[k] = w &^ o.words[k]
+		r.cnt += bits.OnesCount64(r.words[k])
+	}
+	return r
 }
 
 // encodedLen is the size of the byte form that appendTo writes.

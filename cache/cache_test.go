@@ -1157,3 +1157,102 @@ func TestWriteChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestChangedBehindTheCachesBack: a data file changed by another program
+// while the cache has it open. Its pieces are hashed again before they are
+// read: the changed one is dropped as lost (and fetched again), the others
+// are served, neither a read nor the sendfile path (OnDisk) hands out the
+// changed bytes, and no record vouches for them, so that the next Open
+// does not trust them either.
+func TestChangedBehindTheCachesBack(t *testing.T) {
+	const pieceLen = 64 << 10
+	f := newFixture(t, 1<<20, pieceLen)
+	const bad = 5
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, FlushInterval: 5 * time.Millisecond})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	f.put(t, h)
+	data := filepath.Join(entryDir(s, f.meta), dataName)
+	waitFor(t, 5*time.Second, "the record", func() bool {
+		b, ok := recordedPieces(t, entryDir(s, f.meta), f.meta)
+		return ok && b.full()
+	})
+
+	// Another program writes zeros into piece 5. Its write gets an mtime
+	// of its own, as a write some time after the cache's would.
+	w, err := os.OpenFile(data, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(make([]byte, 100), bad*pieceLen+10); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	later := time.Now().Add(2 * time.Second)
+	if err := os.Chtimes(data, later, later); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the change to be seen", func() bool {
+		b, ok := recordedPieces(t, entryDir(s, f.meta), f.meta)
+		return ok && b.count() == 0
+	})
+	if h.OnDisk(bad*pieceLen, pieceLen) || h.OnDisk(0, pieceLen) {
+		t.Fatal("OnDisk vouches for a piece not hashed since the change")
+	}
+
+	buf := make([]byte, 3*pieceLen)
+	n, err := h.ReadAt(buf, (bad-1)*pieceLen)
+	var lost interface{ LostPiece() int }
+	if !errors.As(err, &lost) || lost.LostPiece() != bad || !errors.Is(err, ErrChangedOnDisk) {
+		t.Fatalf("read across the changed piece: %d bytes, %v", n, err)
+	}
+	if n != pieceLen || !bytes.Equal(buf[:n], f.piece(bad-1)) {
+		t.Fatalf("read %d bytes before the changed piece", n)
+	}
+	if h.Verified(bad) || !h.Verified(bad-1) || !h.OnDisk((bad-1)*pieceLen, pieceLen) {
+		t.Fatal("after the read: the changed piece should be dropped, the one before it trusted again")
+	}
+	waitFor(t, 5*time.Second, "the record of the hashed piece", func() bool {
+		b, ok := recordedPieces(t, entryDir(s, f.meta), f.meta)
+		return ok && b.count() == 1 && b.has(bad-1)
+	})
+
+	// Closed now, the cache's record names only what was hashed again;
+	// the next Open trusts nothing more, and finds the changed piece bad.
+	h.Close()
+	s.Close()
+	s2 := openStore(t, Config{Dir: dir})
+	h2 := handle(t, s2, f.meta, TorrentOptions{})
+	if h2.Verified(bad) {
+		t.Fatal("the changed piece is trusted after a restart")
+	}
+	for i := range f.meta.Info.NumPieces() {
+		if i != bad && !h2.Verified(i) {
+			t.Fatalf("piece %d lost after a restart", i)
+		}
+	}
+	f.put(t, h2, bad)
+	if !bytes.Equal(readAll(t, h2), f.content) {
+		t.Fatal("bytes differ once the piece was fetched again")
+	}
+}
+
+// TestOwnWritesAreNotOutsideChanges: the cache's own writes, however they
+// interleave with its checks, never make its pieces suspect.
+func TestOwnWritesAreNotOutsideChanges(t *testing.T) {
+	f := newFixture(t, 4<<20, 16<<10)
+	s := openStore(t, Config{Dir: t.TempDir(), FlushInterval: time.Millisecond})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	for i := range f.meta.Info.NumPieces() {
+		f.put(t, h, i)
+		if i%16 == 0 {
+			time.Sleep(2 * time.Millisecond) // let flushes run between writes
+		}
+	}
+	h.e.mu.Lock()
+	suspect := h.e.suspect.count()
+	h.e.mu.Unlock()
+	if suspect != 0 {
+		t.Fatalf("%d pieces suspect after the cache's own writes", suspect)
+	}
+}

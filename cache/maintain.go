@@ -27,9 +27,7 @@ func (s *Store) flusher() {
 		s.mu.Lock()
 		list := make([]*entry, 0, len(s.entries))
 		for _, e := range s.entries {
-			if !e.transient {
-				list = append(list, e)
-			}
+			list = append(list, e)
 		}
 		s.mu.Unlock()
 		for _, e := range list {
@@ -47,7 +45,16 @@ func (s *Store) flusher() {
 // synced first, so that every piece the record names is on disk; the
 // record is then replaced atomically. A failed flush leaves the entry
 // dirty for the next one.
+//
+// First it looks for changes to the data file that the cache did not make
+// (entry.checkOutside), for every entry, transient ones too: the record
+// then no longer vouches for the pieces, and each is hashed again before
+// it is read.
 func (s *Store) flush(e *entry, force bool) error {
+	if n := e.checkOutside(); n > 0 {
+		s.log.Warn("data file changed behind the cache's back; its pieces are hashed again before they are read",
+			"infohash", e.ih, "pieces", n)
+	}
 	e.ioSem <- struct{}{}
 	defer func() { <-e.ioSem }()
 	s.mu.Lock()
@@ -70,7 +77,7 @@ func (s *Store) flush(e *entry, force bool) error {
 		lastUse:     use,
 		completed:   e.completed,
 		uploaded:    e.uploaded,
-		verified:    e.durable.clone(),
+		verified:    e.durable.andNot(e.suspect),
 	}
 	e.dirty = false
 	e.mu.Unlock()
@@ -92,14 +99,12 @@ func (s *Store) flush(e *entry, force bool) error {
 		e.created = err == nil
 	}
 	if err == nil {
-		var fi interface {
-			Size() int64
-			ModTime() time.Time
-		}
-		if fi, err = f.Stat(); err == nil {
-			rec.dataSize, rec.dataMtime = fi.Size(), fi.ModTime().UnixNano()
-			err = writeFileAtomic(e.dir, recordName, rec.marshal())
-		}
+		// The file as the cache left it: a change made behind its back
+		// since then makes the next Open check the data again.
+		e.mu.Lock()
+		rec.dataSize, rec.dataMtime = e.ownSize, e.ownMtime
+		e.mu.Unlock()
+		err = writeFileAtomic(e.dir, recordName, rec.marshal())
 	}
 	e.mu.Lock()
 	wasFailing := e.flushFailing

@@ -396,6 +396,8 @@ func (s *Store) load(ih metainfo.Hash) (*entry, bool, error) {
 		e.recUse, e.recUploaded = rec.lastUse, rec.uploaded
 	}
 	e.written = e.durable.clone()
+	e.ownSize, e.ownMtime = dfi.Size(), dfi.ModTime().UnixNano()
+	e.seenSize, e.seenMtime = e.ownSize, e.ownMtime
 	e.bytes = allocated(dfi) + e.overhead
 	if needCheck {
 		e.rechecking.Store(true)
@@ -566,6 +568,7 @@ func (s *Store) createFiles(e *entry) error {
 		f.Close()
 		return err
 	}
+	e.noteOwn(f)
 	e.mu.Lock()
 	gone := e.gone
 	if gone == nil {

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"io"
@@ -48,8 +49,11 @@ type entry struct {
 	// entries start out so.
 	created bool
 	// writes counts piece writes in flight; the evictor skips such entries.
-	writes  atomic.Int32
-	lastUse atomic.Int64 // Unix ns of the last use
+	writes atomic.Int32
+	// writeGen counts piece writes started, so that checkOutside can tell
+	// that none began while it looked at the data file.
+	writeGen atomic.Int64
+	lastUse  atomic.Int64 // Unix ns of the last use
 
 	// Guarded by Store.mu.
 	refs      int   // open handles
@@ -70,6 +74,16 @@ type entry struct {
 	uploaded     int64 // bytes uploaded while cached
 	recUse       int64 // lastUse in the last record written
 	recUploaded  int64 // uploaded in the last record written
+	// ownSize and ownMtime are the data file's size and mtime as the
+	// cache itself last left it; the completion record names them, so that
+	// after a change made behind the cache's back the next Open checks the
+	// data again. seenSize and seenMtime are as checkOutside last saw them.
+	ownSize, ownMtime   int64
+	seenSize, seenMtime int64
+	// suspect holds durable pieces whose file changed behind the cache's
+	// back (checkOutside): each is hashed again before it is read, and no
+	// record vouches for it until then.
+	suspect bitset
 }
 
 func newEntry(s *Store, ih metainfo.Hash, dir string, m *metainfo.MetaInfo, transient bool) *entry {
@@ -85,6 +99,7 @@ func newEntry(s *Store, ih metainfo.Hash, dir string, m *metainfo.MetaInfo, tran
 		transient: transient,
 		durable:   newBitset(n),
 		written:   newBitset(n),
+		suspect:   newBitset(n),
 		overlay:   map[int]*memPiece{},
 	}
 	for _, f := range m.Info.Files {
@@ -217,13 +232,18 @@ func (t *Torrent) ReadAt(p []byte, off int64) (int, error) {
 		pos := off + int64(n)
 		i := int(pos / pl)
 		chunk := p[n:min(len(p), n+int(int64(i+1)*pl-pos))]
-		f, mem, err := e.source(i)
+		f, mem, suspect, err := e.source(i)
 		if err != nil {
 			return n, err
 		}
 		if mem != nil {
 			n += copy(chunk, mem[pos-int64(i)*pl:])
 			continue
+		}
+		if suspect {
+			if err := t.verifySuspect(i, f); err != nil {
+				return n, err
+			}
 		}
 		err = t.s.fault(FaultRead, e.ih, i)
 		if err == nil {
@@ -240,20 +260,96 @@ func (t *Torrent) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// source says where piece i is read from: the file, or memory.
-func (e *entry) source(i int) (*os.File, []byte, error) {
+// source says where piece i is read from: the file, or memory, and
+// whether the file's piece must be hashed again first.
+func (e *entry) source(i int) (f *os.File, mem []byte, suspect bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.gone != nil {
-		return nil, nil, e.gone
+		return nil, nil, false, e.gone
 	}
 	if e.durable.has(i) {
-		return e.f, nil, nil
+		return e.f, nil, e.suspect.has(i), nil
 	}
 	if mp := e.overlay[i]; mp != nil && mp.verified {
-		return nil, mp.data, nil
+		return nil, mp.data, false, nil
 	}
-	return nil, nil, &ReadError{InfoHash: e.ih, Piece: i, Err: ErrNotVerified}
+	return nil, nil, false, &ReadError{InfoHash: e.ih, Piece: i, Err: ErrNotVerified}
+}
+
+// ErrChangedOnDisk is why a piece is dropped whose bytes in the data file
+// no longer match its hash: something other than the cache changed them.
+var ErrChangedOnDisk = errors.New("cache: piece changed on disk behind the cache's back")
+
+// verifySuspect hashes piece i, suspect since its data file changed
+// behind the cache's back. A piece that matches is trusted again; one
+// that does not is dropped as lost, so that it is fetched again.
+func (t *Torrent) verifySuspect(i int, f *os.File) error {
+	e := t.e
+	buf := make([]byte, e.info.PieceLen(i))
+	if _, err := f.ReadAt(buf, int64(i)*e.info.PieceLength); err != nil {
+		return t.readFailed(i, err)
+	}
+	if sha1.Sum(buf) != e.info.PieceHash(i) {
+		return t.readFailed(i, ErrChangedOnDisk)
+	}
+	e.mu.Lock()
+	e.suspect.clear(i)
+	e.mu.Unlock()
+	return nil
+}
+
+// checkOutside compares the data file with what the cache last left in
+// it. A change the cache did not make (another program, a disk tool)
+// makes every durable piece suspect. It reports how many pieces became
+// so. While a piece write is in flight, or one starts while it looks, it
+// cannot tell the cache's changes from others, and leaves it to a later
+// call.
+func (e *entry) checkOutside() int {
+	if e.writes.Load() > 0 {
+		return 0
+	}
+	gen := e.writeGen.Load()
+	e.mu.Lock()
+	f, gone := e.f, e.gone
+	e.mu.Unlock()
+	if f == nil || gone != nil {
+		return 0
+	}
+	fi, err := f.Stat()
+	if err != nil || e.writes.Load() > 0 || e.writeGen.Load() != gen {
+		return 0
+	}
+	size, mtime := fi.Size(), fi.ModTime().UnixNano()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.gone != nil || size == e.seenSize && mtime == e.seenMtime {
+		return 0
+	}
+	e.seenSize, e.seenMtime = size, mtime
+	n := 0
+	for i := range e.info.NumPieces() {
+		if e.durable.has(i) && e.suspect.set(i) {
+			n++
+		}
+	}
+	if n > 0 {
+		e.dirty = true
+	}
+	return n
+}
+
+// noteOwn records the data file's size and mtime after the cache changed
+// it.
+func (e *entry) noteOwn(f *os.File) {
+	fi, err := f.Stat()
+	if err != nil {
+		return
+	}
+	e.mu.Lock()
+	e.ownSize, e.ownMtime = fi.Size(), fi.ModTime().UnixNano()
+	e.seenSize, e.seenMtime = e.ownSize, e.ownMtime
+	e.mu.Unlock()
 }
 
 // readFailed drops piece i after its read failed, unless the failure came
@@ -273,6 +369,7 @@ func (t *Torrent) readFailed(i int, err error) error {
 	if e.durable.clear(i) {
 		e.dirty = true
 	}
+	e.suspect.clear(i)
 	e.mu.Unlock()
 	t.s.readErrors.Add(1)
 	t.s.log.Warn("reading a verified piece failed; dropped it", "infohash", e.ih, "piece", i, "err", err)
@@ -331,6 +428,7 @@ func (t *Torrent) WritePiece(i int, data []byte) error {
 		return gone
 	}
 	e.writes.Add(1)
+	e.writeGen.Add(1)
 	defer e.writes.Add(-1)
 	t.s.touch(e)
 	if t.s.writesSuspended() {
@@ -346,12 +444,14 @@ func (t *Torrent) WritePiece(i int, data []byte) error {
 	if err != nil {
 		return t.writeFailed(i, data, err)
 	}
+	e.noteOwn(f)
 	e.mu.Lock()
 	if e.gone != nil {
 		g := e.gone
 		e.mu.Unlock()
 		return g
 	}
+	e.suspect.clear(i) // its verified bytes are written again
 	first := e.written.set(i)
 	var freed int64
 	if mp := e.overlay[i]; mp != nil {
@@ -402,6 +502,7 @@ func (t *Torrent) writeFailed(i int, data []byte, err error) error {
 	if e.durable.clear(i) {
 		e.dirty = true
 	}
+	e.suspect.clear(i)
 	e.mu.Unlock()
 	return t.keepInMemory(i, data, err)
 }
@@ -519,8 +620,8 @@ func (e *entry) durableSpan(off, n int64) bool {
 		return false
 	}
 	for i := int(off / pl); i <= int((off+n-1)/pl); i++ {
-		if !e.durable.has(i) {
-			return false
+		if !e.durable.has(i) || e.suspect.has(i) {
+			return false // a suspect piece is read through ReadAt, which hashes it
 		}
 	}
 	return true
