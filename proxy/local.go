@@ -210,7 +210,7 @@ func (p *Proxy) status(s snapshot, withHistory bool) Status {
 	}
 	for _, tr := range s.transfers {
 		ts := s.stats[tr.torrent]
-		var rate float64
+		rate := ts.WebSeedRate // the origin and other web seeds, then each peer
 		for _, peer := range ts.Peers {
 			rate += peer.DownloadRate
 		}

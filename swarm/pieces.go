@@ -213,6 +213,8 @@ func (t *Torrent) onTick(now time.Time) {
 	t.s.rounds++
 	const alpha = 0.4 // weight of the newest second in the smoothed rates
 	timeout := t.client.cfg.RequestTimeout
+	t.s.webRate = alpha*float64(t.s.fromWeb-t.s.lastFromWeb) + (1-alpha)*t.s.webRate
+	t.s.lastFromWeb = t.s.fromWeb
 	var inactive []*peer
 	for _, p := range t.s.peers {
 		down, up := p.conn.Downloaded.Load(), p.conn.Uploaded.Load()

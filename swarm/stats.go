@@ -15,14 +15,15 @@ type Stats struct {
 	BytesVerified  int64  // bytes of the verified pieces
 	Complete       bool
 
-	Downloaded    int64 // block bytes accepted from peers
-	FromWebSeeds  int64 // block bytes accepted from web seeds
-	Uploaded      int64 // payload bytes sent to peers
-	Wasted        int64 // bytes received but discarded: unrequested, duplicate
-	HashFailures  int   // pieces that failed their hash
-	Bans          int   // peers banned for bad data
-	StorageErrors int   // verified pieces that storage failed to keep
-	LostPieces    int   // verified pieces storage later could not read back
+	Downloaded    int64   // block bytes accepted from peers
+	FromWebSeeds  int64   // block bytes accepted from web seeds
+	WebSeedRate   float64 // bytes per second accepted from web seeds, smoothed over seconds
+	Uploaded      int64   // payload bytes sent to peers
+	Wasted        int64   // bytes received but discarded: unrequested, duplicate
+	HashFailures  int     // pieces that failed their hash
+	Bans          int     // peers banned for bad data
+	StorageErrors int     // verified pieces that storage failed to keep
+	LostPieces    int     // verified pieces storage later could not read back
 
 	PEXSent     int // ut_pex messages sent (BEP 11)
 	PEXReceived int // ut_pex messages taken
@@ -77,6 +78,7 @@ func (t *Torrent) Stats() Stats {
 		}
 		s.Wasted = t.s.stats.wasted
 		s.FromWebSeeds = t.s.fromWeb
+		s.WebSeedRate = t.s.webRate
 		s.HashFailures = t.s.stats.hashFailures
 		s.Bans = t.s.stats.bans
 		s.StorageErrors = t.s.stats.storageErrs

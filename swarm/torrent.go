@@ -136,6 +136,8 @@ type loopState struct {
 	readers         map[int]*readerState // where each Reader waits, for rescue
 	memCharged      int64                // piece memory counted in Client.pieceMem
 	fromWeb         int64                // block bytes accepted from web seeds
+	webRate         float64              // bytes per second accepted from web seeds, smoothed
+	lastFromWeb     int64                // fromWeb at the last tick
 	started         time.Time            // when the torrent was added
 	sourcesAnswered bool                 // a peer source reported, even if it found no one
 	yourIP4         netip.Addr           // our IPv4 address as the last peer saw it (BEP 10 yourip), for BEP 40

@@ -801,3 +801,31 @@ func TestRescueSeekIntoRunningRange(t *testing.T) {
 	}
 	tor.Close()
 }
+
+// TestWebSeedRate: Stats reports the rate at which web seeds deliver, as
+// it does each peer's, so that a download from the origin alone does not
+// show 0 B/s.
+func TestWebSeedRate(t *testing.T) {
+	f := newFixture(t, 4<<20, 64<<10)
+	var sent atomic.Int64
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(slowWriter{w, &sent}, r, "f", time.Time{}, bytes.NewReader(f.content))
+	}))
+	t.Cleanup(origin.Close)
+	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{WebSeedMode: WebSeedAlways})
+	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := tor.Stats()
+		if st.WebSeedRate > 0 && st.FromWebSeeds > 0 {
+			break
+		}
+		if st.Complete || time.Now().After(deadline) {
+			t.Fatalf("no web seed rate while the origin delivered %d bytes: %+v", st.FromWebSeeds, st.WebSeedRate)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tor.Close()
+}
