@@ -90,7 +90,9 @@ const (
 	webJobBytes = 16 << 20
 	// rescueBytes is how much a rescue takes from the stalled position.
 	rescueBytes = 4 << 20
-	// webMaxFailures drops a web seed after this many failures in a row.
+	// webMaxFailures drops a web seed after this many failures in a row;
+	// an Origin seed is kept, and tried again at most webMaxFailures²
+	// times Config.WebSeedRetry apart.
 	webMaxFailures = 5
 	// maxWebSeeds is the most web seeds a torrent keeps at once: a full
 	// url-list (metainfo.MaxWebSeeds) and the URLs clients asked for it by.
@@ -396,10 +398,14 @@ func (t *Torrent) webJobDone(job *webJob, err error) {
 		return
 	}
 	s.failures++
-	s.retryAt = t.client.now().Add(time.Duration(s.failures*s.failures) * t.client.cfg.WebSeedRetry)
+	backoff := min(s.failures, webMaxFailures)
+	s.retryAt = t.client.now().Add(time.Duration(backoff*backoff) * t.client.cfg.WebSeedRetry)
 	t.log.Info("web seed failed", "url", redactURL(s.ws.URL), "failures", s.failures, "err", err)
+	// The URL a client asked for stays a source while it fails: an origin
+	// that restarts or drops off the network for a while serves the
+	// waiting reader again when it is back. Other seeds go.
 	var bad *badAnswerError
-	if errors.As(err, &bad) || s.failures >= webMaxFailures {
+	if errors.As(err, &bad) || s.failures >= webMaxFailures && !s.ws.Origin {
 		t.dropWebSeed(s, err)
 	}
 	t.fillAll()

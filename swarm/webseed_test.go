@@ -829,3 +829,29 @@ func TestWebSeedRate(t *testing.T) {
 	}
 	tor.Close()
 }
+
+// TestOriginSeedOutlivesAnOutage: the URL the client asked for is kept as
+// a source through more failures in a row than drop any other web seed,
+// so that a reader whose only source is an origin that was down for a
+// while is served once the origin is back.
+func TestOriginSeedOutlivesAnOutage(t *testing.T) {
+	f := newFixture(t, 1<<20, 64<<10)
+	var tries atomic.Int64
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tries.Add(1) <= 3*webMaxFailures {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
+		http.ServeContent(w, r, "f", time.Time{}, bytes.NewReader(f.content))
+	}))
+	t.Cleanup(origin.Close)
+	tor, st := leechWith(t, f.meta, Config{WebSeedRetry: time.Millisecond}, TorrentOptions{WebSeedMode: WebSeedAlways})
+	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, f.content)
+	if n := tries.Load(); n <= 3*webMaxFailures {
+		t.Fatalf("%d requests", n)
+	}
+}
