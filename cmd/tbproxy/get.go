@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"os"
@@ -61,6 +63,21 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if isMagnet && !dhtSet && len(dhtOpts.bootstrap) > 0 {
 		dhtOpts.enabled = true
 	}
+	var mg metainfo.Magnet
+	var peers []netip.AddrPort // the peers a magnet names (x.pe)
+	if isMagnet {
+		if mg, err = metainfo.ParseMagnet(target); err != nil {
+			return err
+		}
+		for _, pe := range mg.Params["x.pe"] {
+			if a, err := netip.ParseAddrPort(pe); err == nil {
+				peers = append(peers, a)
+			}
+		}
+		if err := magnetSources(mg, peers, dhtOpts.enabled); err != nil {
+			return err
+		}
+	}
 	node, err := dhtOpts.start(nil)
 	if err != nil {
 		return err
@@ -71,10 +88,6 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	env := getEnv{dataDir: *dataDir, engine: swarm.Config{ListenAddr: *peerListen, Encryption: enc}, disc: disc,
 		opts: opts, node: node, stdout: stdout, stderr: stderr, quiet: *quiet}
 	if isMagnet {
-		mg, err := metainfo.ParseMagnet(target)
-		if err != nil {
-			return err
-		}
 		dest := *out
 		if dest == "" {
 			dest = filepath.Base(mg.Name)
@@ -94,12 +107,6 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return m, largestFile(&m.Info), nil
 		}
 		// Peers the magnet names (x.pe) are peers of the download too.
-		var peers []netip.AddrPort
-		for _, pe := range mg.Params["x.pe"] {
-			if a, err := netip.ParseAddrPort(pe); err == nil {
-				peers = append(peers, a)
-			}
-		}
 		return env.getTorrent(ctx, resolve, "", peers, dest)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
@@ -163,6 +170,22 @@ func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return env.getTorrent(ctx, resolve, target, nil, dest)
 }
 
+// magnetSources checks that a magnet's metadata can come from somewhere:
+// it comes from peers only (BEP 9), found through the magnet's trackers
+// (tr=), named in it (x.pe=, given as peers), or found in the DHT. With
+// none of them the download could never start, so it fails at once.
+func magnetSources(mg metainfo.Magnet, peers []netip.AddrPort, dht bool) error {
+	if len(mg.Trackers) > 0 || len(peers) > 0 || dht {
+		return nil
+	}
+	why := "the magnet names no tracker (tr=) and no peer (x.pe=), and the DHT is off"
+	if len(mg.WebSeeds) > 0 {
+		why += " (a web seed, ws=, cannot give the metadata)"
+	}
+	return fmt.Errorf("%s: nowhere to get the torrent's metadata from; "+
+		"use a magnet with tr= or x.pe=, or turn the DHT on with --dht-bootstrap HOST:PORT", why)
+}
+
 // largestFile is the file a magnet download writes: the biggest one.
 func largestFile(info *metainfo.Info) int {
 	best := 0
@@ -190,6 +213,9 @@ type getEnv struct {
 // cache and to dest. originURL, when set, is the file's own URL, used as
 // a web seed; peers are known peers of the torrent.
 func (e getEnv) getTorrent(ctx context.Context, resolve func(*swarm.Client) (*metainfo.MetaInfo, int, error), originURL string, peers []netip.AddrPort, dest string) error {
+	if err := checkDataDir(e.dataDir); err != nil {
+		return err
+	}
 	store, err := cache.Open(cache.Config{Dir: e.dataDir})
 	if err != nil {
 		return err
@@ -242,7 +268,7 @@ func save(dest string, stdout io.Writer, body io.Reader, size int64, quiet bool,
 	var tmp *os.File
 	if dest != "-" {
 		var err error
-		tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part-*")
+		tmp, err = createPart(dest)
 		if err != nil {
 			return err
 		}
@@ -251,15 +277,7 @@ func save(dest string, stdout io.Writer, body io.Reader, size int64, quiet bool,
 		w = tmp
 	}
 	if !quiet {
-		bar := progressbar.NewOptions64(size,
-			progressbar.OptionSetWriter(stderr),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
-		)
+		bar := newBar(size, stderr)
 		if t != nil {
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
@@ -283,6 +301,41 @@ func save(dest string, stdout io.Writer, body io.Reader, size int64, quiet bool,
 		return err
 	}
 	return os.Rename(tmp.Name(), dest)
+}
+
+// createPart creates the file a download to dest is written in before it
+// is renamed to dest: a new file (never an existing one, nor a link an
+// attacker planted) with a random name beside dest. Like curl's and
+// wget's output, it is created with mode 0666 less the umask, not 0600 as
+// os.CreateTemp would.
+func createPart(dest string) (*os.File, error) {
+	dir, base := filepath.Dir(dest), filepath.Base(dest)
+	for range 100 {
+		name := filepath.Join(dir, fmt.Sprintf(".%s.part-%d", base, rand.Uint32()))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, fmt.Errorf("creating a temporary file beside %s: too many tries", dest)
+}
+
+// newBar is the progress bar of a download of size bytes. Its clock starts
+// now, before the first bytes arrive: started by them instead, its first
+// rate would be their count over the microseconds since, tens of GB/s.
+func newBar(size int64, stderr io.Writer) *progressbar.ProgressBar {
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
+	)
+	bar.StartWithoutRender()
+	return bar
 }
 
 // describe keeps the bar's label on the peer and origin shares.

@@ -34,20 +34,38 @@ func commands() []command {
 	}
 }
 
-// errUsage means the arguments were wrong; the usage text has been printed.
+// errUsage means the arguments were wrong; what is wrong and the usage
+// text have been printed.
 var errUsage = errors.New("usage")
+
+// usageError is a flag the command line got wrong (unknown, or with a bad
+// value): it is errUsage, and says what was wrong.
+type usageError struct{ err error }
+
+func (e usageError) Error() string        { return e.err.Error() }
+func (e usageError) Unwrap() error        { return e.err }
+func (e usageError) Is(target error) bool { return target == errUsage }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := exitCode(run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr)
 	stop()
+	os.Exit(code)
+}
+
+// exitCode is the exit status for what run returned: 0 for success and
+// for help asked for (the usage has been printed), 2 for a usage error
+// (already printed, with the usage), and 1 for any other error, which it
+// prints on stderr.
+func exitCode(err error, stderr io.Writer) int {
 	switch {
-	case err == nil:
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
 	default:
-		fmt.Fprintln(os.Stderr, "tbproxy:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "tbproxy:", err)
+		return 1
 	}
 }
 
@@ -101,11 +119,24 @@ func newFlagSet(name string, w io.Writer, synopsis ...string) *flag.FlagSet {
 }
 
 // parseArgs parses flags that may come before, between or after positional
-// arguments, and returns the positional ones in order.
+// arguments, and returns the positional ones in order. On a wrong flag it
+// prints, once, what is wrong (named by the flag set's name) and then the
+// usage, and returns a usageError; on -h or --help it prints the usage and
+// returns flag.ErrHelp.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseQuietly(fs, args); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
+				err = usageError{err}
+			}
+			if fs.Usage != nil {
+				fs.Usage()
+			} else {
+				fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
+				fs.PrintDefaults()
+			}
 			return nil, err
 		}
 		args = fs.Args()
@@ -115,4 +146,17 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// parseQuietly is fs.Parse without the flag package's own report of an
+// error (the error, then the usage), which parseArgs gives instead.
+func parseQuietly(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	defer func() {
+		fs.SetOutput(out)
+		fs.Usage = usage
+	}()
+	return fs.Parse(args)
 }

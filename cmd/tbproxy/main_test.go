@@ -24,7 +24,15 @@ import (
 	"github.com/tbproxy/tbproxy/swarm"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// The test binary is tbproxy itself when a test runs it as the
+	// command (see runMain), to see what a user sees: stderr and the
+	// exit status.
+	if os.Getenv("TBPROXY_TEST_AS_MAIN") == "1" {
+		main()
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestParseSize(t *testing.T) {
 	tests := []struct {

@@ -40,7 +40,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		rateLimit  = fs.Float64("tracker-rate", server.DefaultRateLimit, "tracker announces and scrapes per `second` allowed from one address, after a burst of 10 (loopback is not limited); 0 for no limit")
 		disc       discovery
 	)
-	fs.Var(sizeFlag{&minSize}, "min-size", "smallest file to offer as a torrent, such as 1MiB")
+	fs.Var(sizeFlag{n: &minSize}, "min-size", "the smallest file `size` to offer as a torrent, such as 1MiB")
 	fs.Var(&include, "include", "path `glob` to publish (default: all); repeatable")
 	fs.Var(&exclude, "exclude", "path `glob` never published; repeatable")
 	var enc swarm.Encryption
@@ -251,7 +251,8 @@ func (s *publishSeeder) close() {
 func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("tbproxy tracker", stderr, "Usage: tbproxy tracker [flags]")
 	listen := fs.String("listen", "127.0.0.1:6969", "HTTP and UDP `address`")
-	interval := fs.Duration("interval", 30*time.Minute, "announce interval")
+	var interval time.Duration
+	durationVar(fs, &interval, "interval", 30*time.Minute, "the announce interval, a `duration` such as 30m")
 	trustIP := fs.Bool("trust-ip", false, "honour the ip= parameter (only behind a trusted network)")
 	rateLimit := fs.Float64("rate", server.DefaultRateLimit, "announces and scrapes per `second` allowed from one address, after a burst of 10 (loopback is not limited); 0 for no limit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -272,7 +273,7 @@ func runTracker(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("--rate must not be negative: %v", *rateLimit)
 	}
 	trk := server.New(server.Config{
-		Intervals: server.Static{Every: *interval, Min: min(*interval, 5*time.Minute)},
+		Intervals: server.Static{Every: interval, Min: min(interval, 5*time.Minute)},
 		TrustIP:   *trustIP,
 		RateLimit: *rateLimit,
 		Logger:    log,

@@ -56,7 +56,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "cache `directory`")
 	fs.StringVar(&o.peerListen, "peer-listen", ":6881", "BitTorrent peer `address`")
 	fs.TextVar(&o.encryption, "encryption", swarm.EncryptionPrefer, encryptionUsage)
-	fs.Var(sizeFlag{&o.cacheSize}, "cache-size", "bytes of cached content to keep, such as 10GiB")
+	fs.Var(sizeFlag{n: &o.cacheSize, positive: true}, "cache-size", "`size` of the cached content to keep, such as 10GiB")
 	fs.BoolVar(&o.mitm, "mitm", false, "intercept HTTPS (CONNECT) with a per-install CA; see `tbproxy ca`")
 	fs.StringVar(&o.caDir, "ca-dir", "", "CA `directory` (default: the XDG config directory)")
 	fs.Var(&o.mitmExclude, "mitm-exclude", "`host` (or *.suffix) to tunnel blindly even with --mitm; repeatable")
@@ -66,8 +66,8 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks, and peers on this machine")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.DurationVar(&o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
-		"how long to wait for peers to give the metadata of a magnet an origin answers with, before plain HTTP")
+	durationVar(fs, &o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
+		"the `duration` to wait for peers to give the metadata of a magnet an origin answers with, before plain HTTP")
 	o.webSeeds.register(fs)
 	o.dht.register(fs, "for the torrents the proxy fetches (off by default)")
 	o.discovery.register(fs, false)
@@ -96,6 +96,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg, err := o.proxyConfig()
 	if err != nil {
+		return err
+	}
+	// The cache must be writable: otherwise every download through the
+	// proxy would fail once its headers were out.
+	if err := checkDataDir(o.dataDir); err != nil {
 		return err
 	}
 
@@ -147,7 +152,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cacheCfg := cache.Config{
 		Dir:      o.dataDir,
 		MaxBytes: o.cacheSize,
-		Logger:   log.With("component", "cache"),
+		Logger:   log, // the cache adds its component=cache itself
 		OnEvict:  func(ih metainfo.Hash) { store.evict(engine, ih) },
 	}
 	if store.c, err = cache.Open(cacheCfg); err != nil {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // sizeUnits are the suffixes parseSize accepts, longest first so that
@@ -41,12 +43,25 @@ func parseSize(s string) (int64, error) {
 	return int64(v), nil
 }
 
-// sizeFlag is a flag.Value holding a byte count.
-type sizeFlag struct{ n *int64 }
+// sizeFlag is a flag.Value holding a byte count; positive ones refuse 0.
+type sizeFlag struct {
+	n        *int64
+	positive bool
+}
 
+// String gives the size in the largest binary unit that holds it
+// exactly, as parseSize reads it: 10GiB, 1MiB, 1000.
 func (f sizeFlag) String() string {
 	if f.n == nil {
 		return "0"
+	}
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"TiB", 40}, {"GiB", 30}, {"MiB", 20}, {"KiB", 10}} {
+		if n := *f.n; n != 0 && n&(1<<u.shift-1) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.suffix
+		}
 	}
 	return strconv.FormatInt(*f.n, 10)
 }
@@ -56,8 +71,37 @@ func (f sizeFlag) Set(s string) error {
 	if err != nil {
 		return err
 	}
+	if f.positive && n <= 0 {
+		return fmt.Errorf("size %q: must be positive, such as 10GiB", s)
+	}
 	*f.n = n
 	return nil
+}
+
+// durationFlag is a flag.Value holding a duration. Unlike the flag
+// package's own, its error says what a duration looks like.
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0s"
+	}
+	return f.d.String()
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: want a number with a unit, such as 500ms, 2s or 1m30s", s)
+	}
+	*f.d = d
+	return nil
+}
+
+// durationVar defines a duration flag, as flag.DurationVar does.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var(durationFlag{p}, name, usage)
 }
 
 // listFlag collects a repeatable string flag.

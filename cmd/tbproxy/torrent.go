@@ -40,7 +40,7 @@ func runTorrentCreate(ctx context.Context, args []string, stdout, stderr io.Writ
 		out      = fs.String("o", "", "write the torrent to `FILE` (default NAME.torrent; - for stdout)")
 		noDate   = fs.Bool("no-date", false, "omit the creation date, so equal input gives equal bytes")
 	)
-	fs.Var(sizeFlag{&opts.PieceLength}, "piece-length", "piece `SIZE`, a multiple of 16KiB such as 256KiB (default: chosen from the total size)")
+	fs.Var(sizeFlag{n: &opts.PieceLength}, "piece-length", "piece `SIZE`, a multiple of 16KiB such as 256KiB (default: chosen from the total size)")
 	fs.Var(&trackers, "tracker", "announce `URL`; repeat for more tiers, or separate URLs of one tier with commas")
 	fs.Var(&seeds, "web-seed", "BEP 19 web seed `URL`; repeatable")
 	fs.StringVar(&opts.Comment, "comment", "", "free-text comment")

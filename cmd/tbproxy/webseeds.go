@@ -22,8 +22,8 @@ func (o *webSeedOptions) register(fs *flag.FlagSet) {
 		"`mode` in which the origin (and a torrent's url-list) serves a download while peers deliver: sparing (only when peers stall, "+
 			"and for a new reader's first piece), always (alongside peers: faster, more load on the origin) or rescue-only "+
 			"(sparing without the first piece: the least load on the origin)")
-	fs.DurationVar(&o.stall, "stall-budget", swarm.DefaultStallBudget,
-		"how long a download, or a client waiting for its next bytes, may go without bytes from peers before the origin steps in")
+	durationVar(fs, &o.stall, "stall-budget", swarm.DefaultStallBudget,
+		"the `duration` a download, or a client waiting for its next bytes, may go without bytes from peers before the origin steps in")
 }
 
 // options checks the flags and sets them on opts.
