@@ -374,8 +374,15 @@ func (p *Proxy) transformed(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 			t.magnets++
 		}
 	})
-	p.log.Info("serving from the swarm", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
-		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent())
+	attrs := []any{"url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
+		"size", negotiate.FileSize(&m.Info, idx), "app", orig.UserAgent()}
+	if rg := orig.Header.Get("Range"); rg != "" {
+		if len(rg) > 200 {
+			rg = rg[:200] + "…"
+		}
+		attrs = append(attrs, "range", rg) // slog quotes it: no line breaks reach the log
+	}
+	p.log.Info("serving from the swarm", attrs...)
 }
 
 // isDone reports whether ch is closed.
