@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzAccept runs InjectAccept on arbitrary Accept values: no panic; when
@@ -248,6 +250,62 @@ func FuzzAcceptsTorrent(f *testing.F) {
 		got := AcceptsTorrent(http.Header{"Accept": {s}})
 		if got && !strings.Contains(strings.ToLower(s), MediaType) {
 			t.Fatalf("accepts %q, which does not name the type", s)
+		}
+	})
+}
+
+// FuzzServeRange checks ServeRange against http.ServeContent, the server
+// that reads what it writes: for a Range that ParseRange accepts, the
+// answer is a 206 of exactly its ranges (or, for several whose sum
+// exceeds the representation, the whole of it, as ServeContent decides);
+// for one it finds unsatisfiable, a 416 with "bytes */<size>" (but 200
+// for an empty representation); for any other, the whole representation
+// with 200.
+func FuzzServeRange(f *testing.F) {
+	f.Fuzz(func(t *testing.T, header string, size uint16) {
+		n := int64(size % 4096)
+		content := make([]byte, n)
+		for i := range content {
+			content[i] = byte(i*7 + i>>8)
+		}
+		req := httptest.NewRequest(http.MethodGet, "/f", nil)
+		req.Header.Set("Range", header)
+		ServeRange(req.Header, n)
+		rec := httptest.NewRecorder()
+		http.ServeContent(rec, req, "", time.Time{}, bytes.NewReader(content))
+		ranges, err := ParseRange(header, n)
+		whole := func() {
+			if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), content) {
+				t.Fatalf("Range %q (size %d, %v): status %d, %d bytes; want the whole", header, n, err, rec.Code, rec.Body.Len())
+			}
+		}
+		switch {
+		case n == 0:
+			whole() // ServeContent ignores any Range for an empty representation (RFC 9110 §14.2 allows it)
+		case errors.Is(err, ErrUnsatisfiable):
+			if rec.Code != http.StatusRequestedRangeNotSatisfiable || rec.Header().Get("Content-Range") != fmt.Sprintf("bytes */%d", n) {
+				t.Fatalf("Range %q (size %d): status %d, Content-Range %q; want 416", header, n, rec.Code, rec.Header().Get("Content-Range"))
+			}
+		case err != nil:
+			whole()
+		case len(ranges) == 1:
+			r := ranges[0]
+			if rec.Code != http.StatusPartialContent || !bytes.Equal(rec.Body.Bytes(), content[r.Start:r.End]) ||
+				rec.Header().Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", r.Start, r.End-1, n) {
+				t.Fatalf("Range %q (size %d): status %d, Content-Range %q, %d bytes; want %v", header, n, rec.Code, rec.Header().Get("Content-Range"), rec.Body.Len(), r)
+			}
+		default:
+			var sum int64
+			for _, r := range ranges {
+				sum += r.Len()
+			}
+			if sum > n {
+				whole()
+				return
+			}
+			if rec.Code != http.StatusPartialContent || !strings.HasPrefix(rec.Header().Get("Content-Type"), "multipart/byteranges") {
+				t.Fatalf("Range %q (size %d): status %d, type %q; want a multipart of %v", header, n, rec.Code, rec.Header().Get("Content-Type"), ranges)
+			}
 		}
 	})
 }
