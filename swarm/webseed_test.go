@@ -585,29 +585,54 @@ func (w slowWriter) Write(p []byte) (int, error) {
 // already: the origin would send the same bytes several times over.
 func TestRescueSkipsPiecesInFlight(t *testing.T) {
 	f := newFixture(t, 1<<20, 256<<10)
-	var sent atomic.Int64
-	var mu sync.Mutex
-	var ranges []string
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		ranges = append(ranges, r.Header.Get("Range"))
-		mu.Unlock()
-		http.ServeContent(slowWriter{w, &sent}, r, "f", time.Time{}, bytes.NewReader(f.content))
-	}))
-	t.Cleanup(origin.Close)
-	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{Lazy: true, StallBudget: 100 * time.Millisecond})
-	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
-		t.Fatal(err)
-	}
+	origin := newSlowOrigin(t, f.content)
+	tor := origin.lazyLeech(t, f.meta)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	streamEquals(t, ctx, tor, f.content)
 	tor.Close() // ends the requests still running
-	mu.Lock()
-	defer mu.Unlock()
-	if got := sent.Load(); got > int64(len(f.content))*3/2 {
-		t.Fatalf("the origin sent %d bytes for a %d-byte torrent; ranges asked: %v", got, len(f.content), ranges)
+	if got := origin.sent.Load(); got > int64(len(f.content))*3/2 {
+		t.Fatalf("the origin sent %d bytes for a %d-byte torrent; ranges asked: %v", got, len(f.content), origin.asked())
 	}
+}
+
+// slowOrigin serves a file at about 400 KB/s (slowWriter) and keeps the
+// Range of every request.
+type slowOrigin struct {
+	url    string
+	sent   atomic.Int64
+	mu     sync.Mutex
+	ranges []string
+}
+
+func newSlowOrigin(t *testing.T, content []byte) *slowOrigin {
+	o := &slowOrigin{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.mu.Lock()
+		o.ranges = append(o.ranges, r.Header.Get("Range"))
+		o.mu.Unlock()
+		http.ServeContent(slowWriter{w, &o.sent}, r, "f", time.Time{}, bytes.NewReader(content))
+	}))
+	t.Cleanup(srv.Close)
+	o.url = srv.URL + "/f"
+	return o
+}
+
+// asked is the Range of each request so far.
+func (o *slowOrigin) asked() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.ranges...)
+}
+
+// lazyLeech adds m as a lazy torrent, as the proxy opens them, whose only
+// source is the origin.
+func (o *slowOrigin) lazyLeech(t *testing.T, m *metainfo.MetaInfo) *Torrent {
+	tor, _ := leechWith(t, m, Config{}, TorrentOptions{Lazy: true, StallBudget: 100 * time.Millisecond})
+	if err := tor.AddWebSeed(WebSeed{URL: o.url, Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	return tor
 }
 
 // TestWebSeedWaitForConnectionIsNotIdle: the engine's web seed HTTP
@@ -724,20 +749,8 @@ func (w trickleWriter) Write(p []byte) (int, error) {
 func TestRescueSeekIntoRunningRange(t *testing.T) {
 	const pieceLen = 64 << 10
 	f := newFixture(t, 8<<20, pieceLen)
-	var sent atomic.Int64
-	var mu sync.Mutex
-	var ranges []string
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		ranges = append(ranges, r.Header.Get("Range"))
-		mu.Unlock()
-		http.ServeContent(slowWriter{w, &sent}, r, "f", time.Time{}, bytes.NewReader(f.content))
-	}))
-	t.Cleanup(origin.Close)
-	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{Lazy: true, StallBudget: 100 * time.Millisecond})
-	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
-		t.Fatal(err)
-	}
+	origin := newSlowOrigin(t, f.content)
+	tor := origin.lazyLeech(t, f.meta)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -751,13 +764,11 @@ func TestRescueSeekIntoRunningRange(t *testing.T) {
 	// seed is now fetching, slowly, every piece up to the file's end.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		mu.Lock()
+		asked := origin.asked()
 		long := false
-		for _, r := range ranges {
+		for _, r := range asked {
 			long = long || r == fmt.Sprintf("bytes=%d-%d", pieceLen, len(f.content)-1)
 		}
-		asked := append([]string(nil), ranges...)
-		mu.Unlock()
 		if long {
 			break
 		}
@@ -788,13 +799,9 @@ func TestRescueSeekIntoRunningRange(t *testing.T) {
 		if !bytes.Equal(buf, f.content[seekTo:seekTo+100]) {
 			t.Fatal("wrong bytes")
 		}
-		mu.Lock()
-		t.Logf("the seek got its bytes after %v; ranges %v", time.Since(start).Round(time.Millisecond), ranges)
-		mu.Unlock()
+		t.Logf("the seek got its bytes after %v; ranges %v", time.Since(start).Round(time.Millisecond), origin.asked())
 	case <-time.After(5 * time.Second):
-		mu.Lock()
-		asked := append([]string(nil), ranges...)
-		mu.Unlock()
+		asked := origin.asked()
 		tor.Close() // ends the requests and the reads
 		<-got
 		t.Fatalf("a seek into the seed's running range got nothing in 5 s (the origin sends about 400 KB/s; ranges asked: %v)", asked)
@@ -807,13 +814,9 @@ func TestRescueSeekIntoRunningRange(t *testing.T) {
 // show 0 B/s.
 func TestWebSeedRate(t *testing.T) {
 	f := newFixture(t, 4<<20, 64<<10)
-	var sent atomic.Int64
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.ServeContent(slowWriter{w, &sent}, r, "f", time.Time{}, bytes.NewReader(f.content))
-	}))
-	t.Cleanup(origin.Close)
+	origin := newSlowOrigin(t, f.content)
 	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{WebSeedMode: WebSeedAlways})
-	if err := tor.AddWebSeed(WebSeed{URL: origin.URL + "/f", Origin: true}); err != nil {
+	if err := tor.AddWebSeed(WebSeed{URL: origin.url, Origin: true}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
