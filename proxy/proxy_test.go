@@ -944,35 +944,25 @@ func TestWebSeedMode(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger and a test at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTransformedLogLine: one line per request served from the swarm,
 // naming the URL, the torrent, the app and the client's Range.
 func TestTransformedLogLine(t *testing.T) {
-	var logs lockedBuffer
-	w := newWorld(t, 256<<10, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
+	logs, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	w := newWorld(t, 256<<10, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	resp, body := w.get(t, "/episode.mp3", map[string]string{"Range": "bytes=10-19", "User-Agent": "podclient/1.0"})
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, w.content[10:20]) {
 		t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
 	}
+	text, err := os.ReadFile(logs.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
 	var line string
-	for l := range strings.SplitSeq(logs.String(), "\n") {
+	for l := range strings.SplitSeq(string(text), "\n") {
 		if strings.Contains(l, `msg="serving from the swarm"`) {
 			line = l
 		}
