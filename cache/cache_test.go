@@ -1237,22 +1237,133 @@ func TestChangedBehindTheCachesBack(t *testing.T) {
 	}
 }
 
-// TestOwnWritesAreNotOutsideChanges: the cache's own writes, however they
-// interleave with its checks, never make its pieces suspect.
-func TestOwnWritesAreNotOutsideChanges(t *testing.T) {
-	f := newFixture(t, 4<<20, 16<<10)
-	s := openStore(t, Config{Dir: t.TempDir(), FlushInterval: time.Millisecond})
-	h := handle(t, s, f.meta, TorrentOptions{})
-	for i := range f.meta.Info.NumPieces() {
+// cachedAllButLast caches every piece of a 1 MiB torrent of 64 KiB pieces
+// but the last, records them, and waits long enough that a later write
+// gets another mtime (file times are kept at the kernel's clock tick).
+func cachedAllButLast(t *testing.T) (f *fixture, dir string, s *Store, h *Torrent, last int) {
+	f = newFixture(t, 1<<20, 64<<10)
+	last = f.meta.Info.NumPieces() - 1
+	dir = t.TempDir()
+	s = openStore(t, Config{Dir: dir, FlushInterval: time.Hour})
+	h = handle(t, s, f.meta, TorrentOptions{})
+	for i := range last {
 		f.put(t, h, i)
-		if i%16 == 0 {
-			time.Sleep(2 * time.Millisecond) // let flushes run between writes
-		}
+	}
+	if err := s.flush(h.e, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	return f, dir, s, h, last
+}
+
+// TestOutsideChangeNotTakenForOwnWrite: another program changes a
+// verified piece, and the download writes one more piece before the
+// flusher looks, as it does many times a second. The write looks first,
+// so the change is not taken for the cache's own: the piece is hashed
+// before it is read, and no record vouches for it after a restart.
+func TestOutsideChangeNotTakenForOwnWrite(t *testing.T) {
+	const pieceLen = 64 << 10
+	f, dir, s, h, last := cachedAllButLast(t)
+	const bad = 3
+	w, err := os.OpenFile(filepath.Join(entryDir(s, f.meta), dataName), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(make([]byte, 100), bad*pieceLen+10); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	time.Sleep(5 * time.Millisecond)
+	f.put(t, h, last)
+	if err := s.flush(h.e, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.OnDisk(bad*pieceLen, pieceLen) {
+		t.Errorf("OnDisk vouches for piece %d, changed behind the cache's back", bad)
+	}
+	buf := make([]byte, pieceLen)
+	if _, err := h.ReadAt(buf, bad*pieceLen); !errors.Is(err, ErrChangedOnDisk) {
+		t.Fatalf("read of the changed piece: %v", err)
+	}
+	h.Close()
+	s.Close()
+	s2 := openStore(t, Config{Dir: dir})
+	h2 := handle(t, s2, f.meta, TorrentOptions{})
+	if h2.Verified(bad) {
+		t.Errorf("after a restart the changed piece %d is trusted", bad)
+	}
+}
+
+// TestFailedWriteIsTheCachesOwn: a piece write that fails part way (here
+// EFBIG from RLIMIT_FSIZE; ENOSPC or EIO likewise) has changed the file's
+// mtime. That change is the cache's own: no piece becomes suspect, the
+// record names the others, and the next Open trusts them without hashing.
+func TestFailedWriteIsTheCachesOwn(t *testing.T) {
+	const pieceLen = 64 << 10
+	f, dir, s, h, last := cachedAllButLast(t)
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := old
+	lim.Cur = uint64(last*pieceLen + 20<<10) // the first 16 KiB chunk goes through
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	werr := h.WritePiece(last, f.piece(last))
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if werr != nil {
+		t.Fatalf("WritePiece: %v (kept in memory expected)", werr)
+	}
+	if st := s.Stats(); st.WriteErrors != 1 {
+		t.Fatalf("the write did not fail: %+v", st)
+	}
+	if err := s.flush(h.e, false); err != nil {
+		t.Fatal(err)
 	}
 	h.e.mu.Lock()
 	suspect := h.e.suspect.count()
 	h.e.mu.Unlock()
 	if suspect != 0 {
-		t.Fatalf("%d pieces suspect after the cache's own writes", suspect)
+		t.Errorf("%d of %d pieces suspect after the cache's own failed write", suspect, last)
+	}
+	if rec, ok := recordedPieces(t, entryDir(s, f.meta), f.meta); !ok || rec.count() != last {
+		t.Errorf("record names %d pieces, want %d", rec.count(), last)
+	}
+	h.Close()
+	s.Close()
+	s2 := openStore(t, Config{Dir: dir})
+	handle(t, s2, f.meta, TorrentOptions{})
+	if r := s2.Stats().Rechecks; r != 0 {
+		t.Errorf("the next Open hashed the torrent again (%d rechecks)", r)
+	}
+}
+
+// TestConcurrentWritesAreTheCachesOwn: pieces written at once, as the
+// engine's hash workers write them, never make the cache take its own
+// writes for a change behind its back.
+func TestConcurrentWritesAreTheCachesOwn(t *testing.T) {
+	f := newFixture(t, 4<<20, 16<<10)
+	n := f.meta.Info.NumPieces()
+	s := openStore(t, Config{Dir: t.TempDir(), FlushInterval: time.Hour})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	f.put(t, h, 0)
+	const workers = 4
+	for i := 1; i+workers <= n; i += workers {
+		var wg sync.WaitGroup
+		for k := range workers {
+			wg.Go(func() {
+				if err := h.WritePiece(i+k, f.piece(i+k)); err != nil {
+					t.Error(err)
+				}
+				h.MarkVerified(i + k)
+			})
+		}
+		wg.Wait()
+		if m := h.e.checkOutside(); m > 0 {
+			t.Fatalf("after concurrent writes of pieces %d..%d: %d pieces made suspect by the cache's own writes", i, i+workers-1, m)
+		}
 	}
 }

@@ -52,8 +52,7 @@ func (s *Store) flusher() {
 // it is read.
 func (s *Store) flush(e *entry, force bool) error {
 	if n := e.checkOutside(); n > 0 {
-		s.log.Warn("data file changed behind the cache's back; its pieces are hashed again before they are read",
-			"infohash", e.ih, "pieces", n)
+		s.logOutside(e, n)
 	}
 	e.ioSem <- struct{}{}
 	defer func() { <-e.ioSem }()
@@ -125,6 +124,12 @@ func (s *Store) flush(e *entry, force bool) error {
 		return fmt.Errorf("cache: recording completion of %s: %w", e.ih, err)
 	}
 	return nil
+}
+
+// logOutside reports that n pieces of e became suspect.
+func (s *Store) logOutside(e *entry, n int) {
+	s.log.Warn("data file changed behind the cache's back; its pieces are hashed again before they are read",
+		"infohash", e.ih, "pieces", n)
 }
 
 // evictor deletes least recently used torrents while the cache holds more

@@ -50,10 +50,11 @@ type entry struct {
 	created bool
 	// writes counts piece writes in flight; the evictor skips such entries.
 	writes atomic.Int32
-	// writeGen counts piece writes started, so that checkOutside can tell
-	// that none began while it looked at the data file.
-	writeGen atomic.Int64
-	lastUse  atomic.Int64 // Unix ns of the last use
+	// fileMu serialises the cache's changes to the data file with the
+	// looks at it that tell them from changes made behind its back
+	// (checkOutside, and each write's look before it writes).
+	fileMu  sync.Mutex
+	lastUse atomic.Int64 // Unix ns of the last use
 
 	// Guarded by Store.mu.
 	refs      int   // open handles
@@ -299,17 +300,18 @@ func (t *Torrent) verifySuspect(i int, f *os.File) error {
 	return nil
 }
 
-// checkOutside compares the data file with what the cache last left in
+// checkOutside compares the data file with what the cache last saw of
 // it. A change the cache did not make (another program, a disk tool)
 // makes every durable piece suspect. It reports how many pieces became
-// so. While a piece write is in flight, or one starts while it looks, it
-// cannot tell the cache's changes from others, and leaves it to a later
-// call.
+// so.
 func (e *entry) checkOutside() int {
-	if e.writes.Load() > 0 {
-		return 0
-	}
-	gen := e.writeGen.Load()
+	e.fileMu.Lock()
+	defer e.fileMu.Unlock()
+	return e.checkOutsideLocked()
+}
+
+// checkOutsideLocked is checkOutside with fileMu held.
+func (e *entry) checkOutsideLocked() int {
 	e.mu.Lock()
 	f, gone := e.f, e.gone
 	e.mu.Unlock()
@@ -317,7 +319,7 @@ func (e *entry) checkOutside() int {
 		return 0
 	}
 	fi, err := f.Stat()
-	if err != nil || e.writes.Load() > 0 || e.writeGen.Load() != gen {
+	if err != nil {
 		return 0
 	}
 	size, mtime := fi.Size(), fi.ModTime().UnixNano()
@@ -340,7 +342,7 @@ func (e *entry) checkOutside() int {
 }
 
 // noteOwn records the data file's size and mtime after the cache changed
-// it.
+// it, with fileMu held (or before the entry is shared).
 func (e *entry) noteOwn(f *os.File) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -428,7 +430,6 @@ func (t *Torrent) WritePiece(i int, data []byte) error {
 		return gone
 	}
 	e.writes.Add(1)
-	e.writeGen.Add(1)
 	defer e.writes.Add(-1)
 	t.s.touch(e)
 	if t.s.writesSuspended() {
@@ -436,15 +437,11 @@ func (t *Torrent) WritePiece(i int, data []byte) error {
 	}
 	err := t.s.fault(FaultWrite, e.ih, i)
 	if err == nil {
-		start := int64(i) * e.info.PieceLength
-		err = e.eachData(start, start+int64(len(data)), func(a, b int64) error {
-			return writeChunks(f, data[a-start:b-start], a)
-		})
+		err = t.writeData(i, f, data)
 	}
 	if err != nil {
 		return t.writeFailed(i, data, err)
 	}
-	e.noteOwn(f)
 	e.mu.Lock()
 	if e.gone != nil {
 		g := e.gone
@@ -479,6 +476,24 @@ func (t *Torrent) WritePiece(i int, data []byte) error {
 		}
 	}
 	return nil
+}
+
+// writeData writes piece i's bytes, but for padding, into f. A change to
+// the file made behind the cache's back is looked for first, so that it
+// is not taken for the cache's own; what the file is afterwards, even
+// after a write that failed part way, is the cache's own.
+func (t *Torrent) writeData(i int, f *os.File, data []byte) error {
+	e := t.e
+	e.fileMu.Lock()
+	defer e.fileMu.Unlock()
+	if n := e.checkOutsideLocked(); n > 0 {
+		t.s.logOutside(e, n)
+	}
+	defer e.noteOwn(f)
+	start := int64(i) * e.info.PieceLength
+	return e.eachData(start, start+int64(len(data)), func(a, b int64) error {
+		return writeChunks(f, data[a-start:b-start], a)
+	})
 }
 
 // errSuspended is why a piece goes to memory while writes are suspended.
