@@ -367,8 +367,10 @@ func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if f.torrent != nil && r.Method == http.MethodGet && wantsTorrent(r) {
-		f.torrents.Add(1)
+	if f.torrent != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) && wantsTorrent(r) {
+		if r.Method == http.MethodGet {
+			f.torrents.Add(1)
+		}
 		w.Header().Set("Content-Type", torrentType)
 		w.Header().Set("Vary", "Accept")
 		w.Header().Set("ETag", `"origin-torrent"`)
@@ -755,7 +757,8 @@ with urllib.request.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], "wb
 }
 
 // TestProxyRangeAndHead: ranges are answered from the torrent's bytes by
-// tbproxy itself (206, suffix, multipart, 416); HEAD is not negotiated.
+// tbproxy itself (206, suffix, multipart, 416); a HEAD gets the headers
+// its GET would get, from the torrent, and starts no download.
 func TestProxyRangeAndHead(t *testing.T) {
 	requireTool(t, "curl")
 	w := newProxyWorld(t, 16<<20, false)
@@ -771,12 +774,19 @@ func TestProxyRangeAndHead(t *testing.T) {
 		if cl := res.header.Get("Content-Length"); cl != strconv.Itoa(size) {
 			t.Errorf("HEAD: Content-Length %q, want %d", cl, size)
 		}
+		if et := res.header.Get("ETag"); et != w.etag {
+			t.Errorf("HEAD: ETag %q, want the GET's %q", et, w.etag)
+		}
+		// The probe, the metainfo, and the plain HEAD that shows the
+		// origin's file is the torrent's.
 		reqs := w.origin.requests(w.path)
-		if len(reqs) != 1 || reqs[0].Method != http.MethodHead || strings.Contains(reqs[0].Accept, torrentType) {
-			t.Fatalf("the origin saw %+v, want one plain HEAD", reqs)
+		if len(reqs) != 3 || reqs[0].Method != http.MethodHead || !strings.Contains(reqs[0].Accept, torrentType) ||
+			reqs[1].Method != http.MethodGet || !strings.Contains(reqs[1].Accept, torrentType) ||
+			reqs[2].Method != http.MethodHead || strings.Contains(reqs[2].Accept, torrentType) {
+			t.Fatalf("the origin saw %+v, want a HEAD for the torrent, its GET, and a plain HEAD", reqs)
 		}
 		st := p.status(t)
-		if st.Transformed != 0 || len(st.Transfers) != 0 {
+		if len(st.Transfers) != 0 {
 			t.Fatalf("HEAD started a transfer: %+v", st)
 		}
 		if w.file.plainGets.Load() != 0 {
@@ -850,8 +860,8 @@ func TestProxyRangeAndHead(t *testing.T) {
 		}
 	}
 	st := p.waitIdle(t)
-	if st.Transformed != 4 {
-		t.Errorf("requests_transformed = %d, want 4", st.Transformed)
+	if st.Transformed != 5 { // the HEAD and the four ranges
+		t.Errorf("requests_transformed = %d, want 5", st.Transformed)
 	}
 }
 

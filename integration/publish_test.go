@@ -400,6 +400,20 @@ func TestPublishThroughProxies(t *testing.T) {
 	if total >= 2*size {
 		t.Errorf("the publisher wrote %d bytes for two downloads of a %d-byte file, want less than twice the file", total, size)
 	}
+
+	// A HEAD gets what the GET got, from the metainfo and the publisher's
+	// word on its plain answer, and fetches nothing of the file.
+	head := curl(t, p2.proxyURL(), target, "-I")
+	if head.status != http.StatusOK || head.header.Get("ETag") != etag || head.header.Get("Content-Length") != fmt.Sprint(size) ||
+		head.header.Get("Content-Type") != res2.header.Get("Content-Type") || head.header.Get("Last-Modified") != res2.header.Get("Last-Modified") {
+		t.Errorf("HEAD: status %d, headers %v; the GET's were %v", head.status, head.header, res2.header)
+	}
+	if w := pub.written(t); w-after2 > 64<<10 {
+		t.Errorf("the publisher wrote %d bytes for a HEAD", w-after2)
+	}
+	if st := p2.status(t); len(st.Transfers) != 0 {
+		t.Errorf("a HEAD started a transfer: %+v", st.Transfers)
+	}
 }
 
 // TestPublishPlainTorrentClients: the metainfo a client gets by asking

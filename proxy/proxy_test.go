@@ -390,10 +390,10 @@ func TestPassThrough(t *testing.T) {
 	if !bytes.Equal(body, w.torrent) || resp.Header.Get("Content-Type") != "application/x-bittorrent" {
 		t.Fatalf("the torrent itself was not passed through: %d bytes", len(body))
 	}
-	// HEAD is never negotiated.
-	resp, _ = w.do(t, http.MethodHead, "/episode.mp3", nil)
-	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-file"` {
-		t.Fatalf("HEAD: %d %v", resp.StatusCode, resp.Header)
+	// A HEAD that asks for the torrent gets the torrent's headers.
+	resp, _ = w.do(t, http.MethodHead, "/episode.mp3", map[string]string{"Accept": "application/x-bittorrent"})
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-torrent"` {
+		t.Fatalf("HEAD for the torrent: %d %v", resp.StatusCode, resp.Header)
 	}
 	if _, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash); ok {
 		t.Fatal("a torrent was started without a GET")
@@ -972,4 +972,106 @@ func TestTransformedLogLine(t *testing.T) {
 			t.Errorf("log line %q lacks %q", line, want)
 		}
 	}
+}
+
+// TestHead: a HEAD gets the headers its GET would get (RFC 9110, section
+// 9.3.2): from the torrent when the GET would be answered from it, and
+// the origin's otherwise; no torrent is opened, and the file is never
+// fetched (HARDENING 60).
+func TestHead(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	type seen struct{ method, accept string }
+	var mu sync.Mutex
+	var reqs []seen
+	stale := append(bytes.Clone(w.content), 'x') // a file changed since its torrent was made
+	w.mux.HandleFunc("/stale.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reqs = append(reqs, seen{r.Method, r.Header.Get("Accept")})
+		mu.Unlock()
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(w.torrent)
+			return
+		}
+		rw.Header().Set("ETag", `"stale-file"`)
+		http.ServeContent(rw, r, "stale.mp3", time.Time{}, bytes.NewReader(stale))
+	})
+	getResp, body := w.get(t, "/episode.mp3", nil)
+	if !bytes.Equal(body, w.content) {
+		t.Fatal("GET: wrong bytes")
+	}
+	etag := getResp.Header.Get("ETag")
+	w2 := newWorld(t, 256<<10) // a proxy that has seen nothing yet
+	head := func(t *testing.T, path string, hdr map[string]string) *http.Response {
+		t.Helper()
+		resp, body := w.do(t, http.MethodHead, path, hdr)
+		if len(body) != 0 {
+			t.Fatalf("HEAD %s: a body of %d bytes", path, len(body))
+		}
+		return resp
+	}
+
+	t.Run("the GET's headers", func(t *testing.T) {
+		hits := w.originHit.Load()
+		resp := head(t, "/episode.mp3", nil)
+		for _, k := range []string{"ETag", "Content-Length", "Content-Type", "Last-Modified", "Accept-Ranges", "Content-Disposition"} {
+			if resp.Header.Get(k) != getResp.Header.Get(k) {
+				t.Errorf("%s: HEAD %q, GET %q", k, resp.Header.Get(k), getResp.Header.Get(k))
+			}
+		}
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(w.content)) {
+			t.Errorf("status %d, length %d", resp.StatusCode, resp.ContentLength)
+		}
+		if n := w.originHit.Load() - hits; n != 1 {
+			t.Errorf("the origin was asked plainly %d times, want one plain HEAD", n)
+		}
+	})
+	t.Run("conditional", func(t *testing.T) {
+		if resp := head(t, "/episode.mp3", map[string]string{"If-None-Match": etag}); resp.StatusCode != http.StatusNotModified {
+			t.Errorf("If-None-Match with the ETag: status %d", resp.StatusCode)
+		}
+		resp := head(t, "/episode.mp3", map[string]string{"Range": "bytes=10-19", "If-Range": etag})
+		if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 10-19/%d", len(w.content)) || resp.ContentLength != 10 {
+			t.Errorf("Range with If-Range: status %d, Content-Range %q, length %d", resp.StatusCode, resp.Header.Get("Content-Range"), resp.ContentLength)
+		}
+		if resp := head(t, "/episode.mp3", map[string]string{"Range": "bytes=10-19", "If-Range": `"other"`}); resp.StatusCode != 200 {
+			t.Errorf("Range with a stale If-Range: status %d", resp.StatusCode)
+		}
+	})
+	t.Run("not a torrent, or not usable", func(t *testing.T) {
+		if resp := head(t, "/page.html", nil); resp.StatusCode != 200 || resp.Header.Get("ETag") != `"page"` {
+			t.Errorf("page: %d %v", resp.StatusCode, resp.Header)
+		}
+		for _, path := range []string{"/broken.mp3", "/notransform.mp3"} {
+			if resp := head(t, path, nil); resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-file"` {
+				t.Errorf("%s: %d %v", path, resp.StatusCode, resp.Header)
+			}
+		}
+	})
+	t.Run("the origin's file differs", func(t *testing.T) {
+		resp := head(t, "/stale.mp3", nil)
+		if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"stale-file"` || resp.ContentLength != int64(len(stale)) {
+			t.Errorf("status %d, ETag %q, length %d: not the origin's own answer", resp.StatusCode, resp.Header.Get("ETag"), resp.ContentLength)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range reqs {
+			if r.method != http.MethodHead && !strings.Contains(r.accept, "application/x-bittorrent") {
+				t.Errorf("the origin's file was fetched: %+v", r)
+			}
+		}
+	})
+	t.Run("no torrent opened", func(t *testing.T) {
+		// w has the torrent from its GET; a fresh proxy must open none.
+		resp, _ := w2.do(t, http.MethodHead, "/episode.mp3", nil)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) {
+			t.Fatalf("fresh proxy: %d %v", resp.StatusCode, resp.Header)
+		}
+		if _, ok := w2.proxy.cfg.Engine.Torrent(w2.meta.InfoHash); ok {
+			t.Error("a HEAD opened the torrent")
+		}
+		if n := w2.originHit.Load(); n != 1 {
+			t.Errorf("the origin was asked plainly %d times, want one plain HEAD", n)
+		}
+	})
 }

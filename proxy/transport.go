@@ -164,6 +164,9 @@ func dropForOrigin(h http.Header) {
 // roundTrip is the seam: it sends the negotiation request and, when the
 // answer is a torrent, returns a response synthesised from the swarm.
 func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
+	if req.Method == http.MethodHead {
+		return p.head(req)
+	}
 	orig := req.Clone(req.Context())
 	injected, reason := negotiate.InjectAccept(req, negotiate.Config{ExcludeHosts: p.cfg.ExcludeHosts, ExcludeURLs: p.excludedURL})
 	if !injected {
