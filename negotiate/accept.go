@@ -54,8 +54,9 @@ const (
 	ReasonInjectedDefault = "injected into an absent or malformed accept"
 	// ReasonNoRequest: the request or its URL is nil.
 	ReasonNoRequest = "no request"
-	// ReasonNotGET: only GET is negotiated; HEAD and unsafe methods pass
-	// through as they are.
+	// ReasonNotGET: only GET is negotiated; unsafe methods pass through as
+	// they are. (The proxy answers a HEAD as its GET would be answered,
+	// asking InjectAccept about a GET copy of it.)
 	ReasonNotGET = "method is not get"
 	// ReasonUpgrade: the request asks for a protocol upgrade (websocket,
 	// h2c); it is never rewritten (HARDENING 53).
