@@ -777,13 +777,13 @@ func TestProxyRangeAndHead(t *testing.T) {
 		if et := res.header.Get("ETag"); et != w.etag {
 			t.Errorf("HEAD: ETag %q, want the GET's %q", et, w.etag)
 		}
-		// The probe, the metainfo, and the plain HEAD that shows the
-		// origin's file is the torrent's.
+		// The probe, the metainfo, and the confirmation that the
+		// origin's file is the torrent's (its first byte), as for a GET.
 		reqs := w.origin.requests(w.path)
 		if len(reqs) != 3 || reqs[0].Method != http.MethodHead || !strings.Contains(reqs[0].Accept, torrentType) ||
 			reqs[1].Method != http.MethodGet || !strings.Contains(reqs[1].Accept, torrentType) ||
-			reqs[2].Method != http.MethodHead || strings.Contains(reqs[2].Accept, torrentType) {
-			t.Fatalf("the origin saw %+v, want a HEAD for the torrent, its GET, and a plain HEAD", reqs)
+			reqs[2].Method != http.MethodGet || strings.Contains(reqs[2].Accept, torrentType) || reqs[2].Range != "bytes=0-0" {
+			t.Fatalf("the origin saw %+v, want a HEAD for the torrent, its GET, and a confirmation", reqs)
 		}
 		st := p.status(t)
 		if len(st.Transfers) != 0 {

@@ -131,3 +131,16 @@ func cacheControl(h http.Header) directives {
 }
 
 func (d directives) has(name string) bool { return d[name] }
+
+// VariesOn reports whether h's Vary lists field (in any case) or is "*":
+// the answer may depend on the request's field of that name.
+func VariesOn(h http.Header, field string) bool {
+	for _, line := range h.Values("Vary") {
+		for _, f := range splitList(line) {
+			if f == "*" || strings.EqualFold(f, field) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -3,6 +3,8 @@ package origin
 import (
 	"net/http"
 	"strings"
+
+	"github.com/tbproxy/tbproxy/negotiate"
 )
 
 // credentialed reports whether r carries credentials, so that the content
@@ -43,13 +45,7 @@ func noneMatch(h http.Header, etag string) bool {
 // addVaryAccept adds Accept to the Vary of h unless it is listed already,
 // or Vary is "*".
 func addVaryAccept(h http.Header) {
-	for _, line := range h["Vary"] {
-		for f := range strings.SplitSeq(line, ",") {
-			f = strings.TrimSpace(f)
-			if f == "*" || strings.EqualFold(f, "Accept") {
-				return
-			}
-		}
+	if !negotiate.VariesOn(h, "Accept") {
+		h.Add("Vary", "Accept")
 	}
-	h.Add("Vary", "Accept")
 }

@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"time"
 
+	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/negotiate"
 )
 
@@ -15,18 +17,21 @@ import (
 // (RFC 9110, section 9.3.2): for a URL whose GET tbproxy would answer
 // from a torrent, the file's synthesised headers (ETag "bt-…", its
 // length, type and date, and Range, If-Range and conditionals answered
-// from them), so that a client which learns the validators by HEAD can use
-// them with its GETs. No torrent is opened and nothing is downloaded
+// from them), so that a client which learns the validators by HEAD can
+// use them with its GETs. No torrent is opened and nothing is downloaded
 // (HARDENING 60). It asks the origin:
 //
 //  1. the client's HEAD with the BitTorrent Accept (InjectAccept, as for
-//     a GET); an answer that is not typed as metainfo is the answer;
-//  2. then the negotiation's GET, for the metainfo itself, and the
-//     client's plain HEAD, which shows the origin's file: the torrent's
-//     file must be that file (its size, and not modified after the
-//     torrent was made), as a GET's confirmation checks. Otherwise, or
-//     when the metainfo is not usable, the plain HEAD's answer is the
-//     answer.
+//     a GET), its Range and conditionals left off as in a negotiation.
+//     An answer typed as metainfo goes on to 2. One that is not is the
+//     answer when it is the answer to the client's own request: nothing
+//     was left off, and it does not vary on Accept. Otherwise (a HEAD
+//     shows no body that could sniff as metainfo) the answer to the
+//     client's plain HEAD is.
+//  2. the negotiation's GET, for the metainfo itself. The torrent's file
+//     must be the origin's, judged as for a GET (confirmHead). Only an
+//     origin that shows another file, or metainfo that is not usable,
+//     makes the answer to the plain HEAD the answer.
 func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	orig := req.Clone(req.Context())
 	get := req.Clone(req.Context())
@@ -52,11 +57,17 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); resp.StatusCode != http.StatusOK || mt != negotiate.MediaType {
-		if hadStripped {
-			resp.Body.Close()
-			return p.plain(orig)
-		}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode == http.StatusOK && mt == negotiate.MediaType:
+	case hadStripped:
+		resp.Body.Close()
+		return p.fallback(orig)
+	case resp.StatusCode == http.StatusOK && negotiate.VariesOn(resp.Header, "Accept"):
+		resp.Body.Close()
+		p.count(func(t *totals) { t.passed++ })
+		return p.plain(orig)
+	default:
 		p.count(func(t *totals) { t.passed++ })
 		return p.passOn(resp, resp.Body, up), nil
 	}
@@ -70,8 +81,8 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 }
 
 // headFromTorrent fetches the metainfo with get, the negotiation's GET,
-// and the origin's plain answer to orig, a HEAD, and answers orig from the
-// torrent when its file is the origin's.
+// and answers orig, a HEAD, from the torrent when its file is the
+// origin's.
 func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error) {
 	resp, err := p.upstream.RoundTrip(get)
 	if err != nil {
@@ -87,40 +98,54 @@ func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	if f, ok := p.confirmed.Get(orig.URL.String()); ok && f.bytesDiffer(m.InfoHash) {
-		return nil, errors.New("the origin's bytes failed this torrent's hashes lately")
-	}
-	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
-	if said := p.plainSaid(orig, resp.Header); said != nil {
-		err = sameFile(said.Size, said.LastModified, size, mod)
-	} else {
-		err = p.plainHeadShows(orig, size, mod)
-	}
-	if err != nil {
+	if err := p.confirmHead(orig, p.plainSaid(orig, resp.Header), m, idx); err != nil {
 		return nil, err
 	}
-	h := negotiate.Headers(m, idx, resp.Header)
-	pl := plan(orig, h, size, mod)
+	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
+	pl := plan(orig, negotiate.Headers(m, idx, resp.Header), size, mod)
 	p.count(func(t *totals) { t.transformed++ })
 	p.log.Info("answering a HEAD from the torrent", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
 		"size", size, "status", pl.status, "app", orig.UserAgent())
 	return pl.response(orig, nil), nil
 }
 
-// plainHeadShows asks the origin orig, a HEAD, plainly, and checks that
-// its answer shows a file of size bytes not modified after mod.
-func (p *Proxy) plainHeadShows(orig *http.Request, size int64, mod time.Time) error {
-	req := orig.Clone(orig.Context())
-	dropForOrigin(req.Header)
-	req.Header.Set("Accept-Encoding", "identity")
-	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
-	resp, err := p.upstream.RoundTrip(req)
-	if err != nil {
+// confirmHead judges, as confirmFor does for a GET, whether file idx of m
+// is the origin's file, for orig, a HEAD. It returns an error wrapping
+// errOriginDiffers when the origin's bytes failed the torrent's hashes
+// lately, or when it shows another file, by its word (said) or by a
+// confirmation asked now. The torrent complete here, or a recent
+// confirmation, needs no question. A confirmation that fails without
+// showing another file does not stop a GET, whose headers then wait for
+// verified bytes; nor does it stop the HEAD.
+func (p *Proxy) confirmHead(orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) error {
+	url := orig.URL.String()
+	f, known := p.confirmed.Get(url)
+	if known && f.bytesDiffer(m.InfoHash) {
+		return fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	}
+	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
+		return nil
+	}
+	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
+	if said != nil {
+		return sameFile(said.Size, said.LastModified, size, mod)
+	}
+	if known && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(orig.Context(), confirmTimeout)
+	defer cancel()
+	resp, err := p.confirmOrigin(ctx, orig)
+	if err == nil {
+		err = checkConfirmation(resp, size, mod)
+	}
+	switch {
+	case err == nil:
+		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
+	case errors.Is(err, errOriginDiffers):
 		return err
+	default:
+		p.log.Info("the origin does not confirm the torrent's file; the HEAD is answered from the torrent", "url", redact(orig.URL), "why", err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("its plain HEAD answered %q", resp.Status)
-	}
-	return checkConfirmation(resp, size, mod)
+	return nil
 }

@@ -980,17 +980,18 @@ func TestTransformedLogLine(t *testing.T) {
 // fetched (HARDENING 60).
 func TestHead(t *testing.T) {
 	w := newWorld(t, 256<<10)
-	type seen struct{ method, accept string }
+	type seen struct{ method, accept, rng string }
 	var mu sync.Mutex
 	var reqs []seen
-	stale := append(bytes.Clone(w.content), 'x') // a file changed since its torrent was made
-	w.mux.HandleFunc("/stale.mp3", func(rw http.ResponseWriter, r *http.Request) {
+	w2 := newWorld(t, 256<<10)                    // a proxy that has seen nothing yet
+	stale := append(bytes.Clone(w2.content), 'x') // a file changed since its torrent was made
+	w2.mux.HandleFunc("/stale.mp3", func(rw http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		reqs = append(reqs, seen{r.Method, r.Header.Get("Accept")})
+		reqs = append(reqs, seen{r.Method, r.Header.Get("Accept"), r.Header.Get("Range")})
 		mu.Unlock()
 		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
 			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Write(w.torrent)
+			rw.Write(w2.torrent)
 			return
 		}
 		rw.Header().Set("ETag", `"stale-file"`)
@@ -1001,7 +1002,6 @@ func TestHead(t *testing.T) {
 		t.Fatal("GET: wrong bytes")
 	}
 	etag := getResp.Header.Get("ETag")
-	w2 := newWorld(t, 256<<10) // a proxy that has seen nothing yet
 	head := func(t *testing.T, path string, hdr map[string]string) *http.Response {
 		t.Helper()
 		resp, body := w.do(t, http.MethodHead, path, hdr)
@@ -1012,7 +1012,7 @@ func TestHead(t *testing.T) {
 	}
 
 	t.Run("the GET's headers", func(t *testing.T) {
-		hits := w.originHit.Load()
+		hits, confirms := w.originHit.Load(), w.confirms.Load()
 		resp := head(t, "/episode.mp3", nil)
 		for _, k := range []string{"ETag", "Content-Length", "Content-Type", "Last-Modified", "Accept-Ranges", "Content-Disposition"} {
 			if resp.Header.Get(k) != getResp.Header.Get(k) {
@@ -1022,8 +1022,8 @@ func TestHead(t *testing.T) {
 		if resp.StatusCode != 200 || resp.ContentLength != int64(len(w.content)) {
 			t.Errorf("status %d, length %d", resp.StatusCode, resp.ContentLength)
 		}
-		if n := w.originHit.Load() - hits; n != 1 {
-			t.Errorf("the origin was asked plainly %d times, want one plain HEAD", n)
+		if n, c := w.originHit.Load()-hits, w.confirms.Load()-confirms; n != 0 || c != 0 {
+			t.Errorf("the origin was asked plainly %d times and to confirm %d; the torrent is complete here", n, c)
 		}
 	})
 	t.Run("conditional", func(t *testing.T) {
@@ -1049,14 +1049,14 @@ func TestHead(t *testing.T) {
 		}
 	})
 	t.Run("the origin's file differs", func(t *testing.T) {
-		resp := head(t, "/stale.mp3", nil)
+		resp, _ := w2.do(t, http.MethodHead, "/stale.mp3", nil)
 		if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"stale-file"` || resp.ContentLength != int64(len(stale)) {
 			t.Errorf("status %d, ETag %q, length %d: not the origin's own answer", resp.StatusCode, resp.Header.Get("ETag"), resp.ContentLength)
 		}
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range reqs {
-			if r.method != http.MethodHead && !strings.Contains(r.accept, "application/x-bittorrent") {
+			if r.method != http.MethodHead && !strings.Contains(r.accept, "application/x-bittorrent") && r.rng != "bytes=0-0" {
 				t.Errorf("the origin's file was fetched: %+v", r)
 			}
 		}
@@ -1070,8 +1070,123 @@ func TestHead(t *testing.T) {
 		if _, ok := w2.proxy.cfg.Engine.Torrent(w2.meta.InfoHash); ok {
 			t.Error("a HEAD opened the torrent")
 		}
-		if n := w2.originHit.Load(); n != 1 {
-			t.Errorf("the origin was asked plainly %d times, want one plain HEAD", n)
+		if n, c := w2.originHit.Load(), w2.confirms.Load(); n != 0 || c != 1 {
+			t.Errorf("the origin was asked plainly %d times and to confirm %d; want one confirmation", n, c)
 		}
 	})
+}
+
+// headMatchesGet GETs path through the proxy, checks that the GET was
+// answered from the torrent, then HEADs it and reports every header the
+// two answers disagree on.
+func headMatchesGet(t *testing.T, w *world, path string) {
+	t.Helper()
+	getResp, body := w.get(t, path, nil)
+	if getResp.StatusCode != 200 || !bytes.Equal(body, w.content) || !strings.HasPrefix(getResp.Header.Get("ETag"), `"bt-`) {
+		t.Fatalf("GET %s: status %d, ETag %q, %d bytes: not answered from the torrent", path, getResp.StatusCode, getResp.Header.Get("ETag"), len(body))
+	}
+	headResp, _ := w.do(t, http.MethodHead, path, nil)
+	if headResp.StatusCode != getResp.StatusCode {
+		t.Errorf("HEAD %s: status %d, the GET's %d", path, headResp.StatusCode, getResp.StatusCode)
+	}
+	for _, k := range []string{"ETag", "Content-Length", "Content-Type", "Last-Modified"} {
+		if headResp.Header.Get(k) != getResp.Header.Get(k) {
+			t.Errorf("HEAD %s: %s %q, the GET's %q", path, k, headResp.Header.Get(k), getResp.Header.Get(k))
+		}
+	}
+}
+
+// TestHeadSniffedMetainfo: an origin that answers the negotiation with
+// metainfo not typed as application/x-bittorrent, which a GET sniffs and
+// serves from the torrent. A HEAD shows no body to sniff: it gets the
+// origin's own answer to the plain HEAD, never the headers of the metainfo
+// document (its length, its ETag) as if they were the file's.
+func TestHeadSniffedMetainfo(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	w.mux.HandleFunc("/sniffed.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/octet-stream")
+			rw.Header().Set("Vary", "Accept")
+			rw.Header().Set("ETag", `"origin-torrent"`)
+			http.ServeContent(rw, r, "", time.Time{}, bytes.NewReader(w.torrent))
+			return
+		}
+		rw.Header().Set("ETag", `"origin-file"`)
+		http.ServeContent(rw, r, "sniffed.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	resp, _ := w.do(t, http.MethodHead, "/sniffed.mp3", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-file"` || resp.ContentLength != int64(len(w.content)) {
+		t.Errorf("HEAD: status %d, ETag %q, length %d; want the origin's plain answer", resp.StatusCode, resp.Header.Get("ETag"), resp.ContentLength)
+	}
+}
+
+// TestHeadOriginBusy: an origin that still hands out the metainfo
+// but answers plain requests 503 (the load tbproxy exists to take off it).
+// The GET is served from the swarm (a confirmation that fails without
+// showing another file only delays the headers); the HEAD must say what
+// the GET says.
+func TestHeadOriginBusy(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	w.mux.HandleFunc("/busy.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Header().Set("Vary", "Accept")
+			rw.Write(w.torrent)
+			return
+		}
+		rw.Header().Set("Retry-After", "60")
+		http.Error(rw, "busy", http.StatusServiceUnavailable)
+	})
+	headMatchesGet(t, w, "/busy.mp3")
+}
+
+// TestHeadPlainHeadWithoutLength: an origin whose plain HEAD gives
+// no Content-Length (its GETs do, and its Range GETs give the size in
+// Content-Range, which is how a GET's confirmation asks). The GET is
+// served from the torrent; the HEAD must carry the same validators.
+func TestHeadPlainHeadWithoutLength(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	w.mux.HandleFunc("/nolength.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Header().Set("Vary", "Accept")
+			rw.Write(w.torrent)
+			return
+		}
+		rw.Header().Set("ETag", `"origin-file"`)
+		if r.Method == http.MethodHead {
+			rw.Header().Set("Content-Type", "audio/mpeg")
+			rw.WriteHeader(http.StatusOK) // no body written: no Content-Length
+			return
+		}
+		http.ServeContent(rw, r, "nolength.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	headMatchesGet(t, w, "/nolength.mp3")
+}
+
+// TestHeadCountedLikeGet: a HEAD with a validator for a URL that is
+// no torrent goes out plainly again, as its GET does; the GET is counted
+// (fallback), and so must the HEAD be, as every other HEAD is.
+func TestHeadCountedLikeGet(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	snap := func() totals {
+		w.proxy.mu.Lock()
+		defer w.proxy.mu.Unlock()
+		return w.proxy.totals
+	}
+	hdr := map[string]string{"If-None-Match": `"other"`}
+	before := snap()
+	w.get(t, "/page.html", hdr)
+	afterGet := snap()
+	w.do(t, http.MethodHead, "/page.html", hdr)
+	afterHead := snap()
+	counted := func(a, b totals) int64 {
+		return (b.transformed - a.transformed) + (b.passed - a.passed) + (b.fallbacks - a.fallbacks)
+	}
+	if n := counted(before, afterGet); n != 1 {
+		t.Fatalf("the GET was counted %d times", n)
+	}
+	if n := counted(afterGet, afterHead); n != 1 {
+		t.Errorf("the HEAD was counted %d times (GET: %+v, HEAD: %+v)", n, afterGet, afterHead)
+	}
 }
