@@ -1367,3 +1367,63 @@ func TestConcurrentWritesAreTheCachesOwn(t *testing.T) {
 		}
 	}
 }
+
+// TestOutsideChangeBeforeMarkVerified: the engine writes a piece
+// and marks it verified later (a web seed's piece is written by its reader
+// and marked by a hash worker after the torrent's loop has taken it). When
+// another program changes that piece in between, and the cache looks at
+// the file in between (another piece's write, or the flusher), the change
+// must not be taken for the cache's own: the piece must not be served,
+// nor recorded, with the changed bytes.
+func TestOutsideChangeBeforeMarkVerified(t *testing.T) {
+	const pieceLen = 64 << 10
+	f := newFixture(t, 1<<20, pieceLen)
+	dir := t.TempDir()
+	s := openStore(t, Config{Dir: dir, FlushInterval: time.Hour})
+	h := handle(t, s, f.meta, TorrentOptions{})
+	f.put(t, h, 0, 1)
+	if err := s.flush(h.e, false); err != nil {
+		t.Fatal(err)
+	}
+	const target = 2
+	if err := h.WritePiece(target, f.piece(target)); err != nil { // written; MarkVerified pending
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // another mtime
+	w, err := os.OpenFile(filepath.Join(entryDir(s, f.meta), dataName), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(make([]byte, 100), target*pieceLen+10); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	time.Sleep(5 * time.Millisecond)
+	f.put(t, h, 3) // another piece's write looks at the file first
+	if err := h.MarkVerified(target); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, pieceLen)
+	_, rerr := h.ReadAt(buf, target*pieceLen)
+	if rerr == nil && !bytes.Equal(buf, f.piece(target)) {
+		t.Errorf("ReadAt of piece %d served bytes changed behind the cache's back", target)
+	} else if rerr != nil && !errors.Is(rerr, ErrChangedOnDisk) {
+		t.Fatalf("ReadAt: %v", rerr)
+	}
+	if h.OnDisk(target*pieceLen, pieceLen) {
+		t.Errorf("OnDisk vouches for piece %d (sendfile would serve the changed bytes)", target)
+	}
+	if err := s.flush(h.e, false); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	s.Close()
+	s2 := openStore(t, Config{Dir: dir})
+	h2 := handle(t, s2, f.meta, TorrentOptions{})
+	if h2.Verified(target) {
+		got := make([]byte, pieceLen)
+		if _, err := h2.ReadAt(got, target*pieceLen); err == nil && !bytes.Equal(got, f.piece(target)) {
+			t.Errorf("after a restart piece %d is trusted and read with the changed bytes (rechecks %d)", target, s2.Stats().Rechecks)
+		}
+	}
+}

@@ -81,9 +81,10 @@ type entry struct {
 	// data again. seenSize and seenMtime are as checkOutside last saw them.
 	ownSize, ownMtime   int64
 	seenSize, seenMtime int64
-	// suspect holds durable pieces whose file changed behind the cache's
-	// back (checkOutside): each is hashed again before it is read, and no
-	// record vouches for it until then.
+	// suspect holds written pieces whose file changed behind the cache's
+	// back (checkOutside), durable or still to be marked verified: each is
+	// hashed again before it is read, and no record vouches for it until
+	// then.
 	suspect bitset
 }
 
@@ -302,7 +303,7 @@ func (t *Torrent) verifySuspect(i int, f *os.File) error {
 
 // checkOutside compares the data file with what the cache last saw of
 // it. A change the cache did not make (another program, a disk tool)
-// makes every durable piece suspect. It reports how many pieces became
+// makes every written piece suspect. It reports how many pieces became
 // so.
 func (e *entry) checkOutside() int {
 	e.fileMu.Lock()
@@ -329,9 +330,11 @@ func (e *entry) checkOutsideLocked() int {
 		return 0
 	}
 	e.seenSize, e.seenMtime = size, mtime
+	// Pieces written but not yet marked verified too: MarkVerified keeps
+	// the mark.
 	n := 0
 	for i := range e.info.NumPieces() {
-		if e.durable.has(i) && e.suspect.set(i) {
+		if e.written.has(i) && e.suspect.set(i) {
 			n++
 		}
 	}
