@@ -221,6 +221,31 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	return u, nil
 }
 
+// ownLocation rewrites a Location that points into the upstream (an
+// upstream's absolute redirects name itself, from the Host the proxy sent
+// it) as an absolute path on the publisher, which clients resolve against
+// the URL they asked, as nginx's proxy_redirect default does: a client
+// that follows it stays with the publisher and its torrents.
+func (u *Upstream) ownLocation(h http.Header) {
+	loc, err := url.Parse(h.Get("Location"))
+	if err != nil || !loc.IsAbs() || !strings.EqualFold(loc.Scheme, u.base.Scheme) || !strings.EqualFold(loc.Host, u.base.Host) {
+		return
+	}
+	base := strings.TrimSuffix(u.base.EscapedPath(), "/")
+	rest, ok := strings.CutPrefix(loc.EscapedPath(), base)
+	if !ok || rest != "" && rest[0] != '/' || strings.HasPrefix(rest, "//") {
+		return // "//host/…" alone would name another host
+	}
+	if rest == "" {
+		rest = "/"
+	}
+	own := &url.URL{Path: rest, RawQuery: loc.RawQuery, Fragment: loc.Fragment}
+	if p, err := url.PathUnescape(rest); err == nil {
+		own.Path, own.RawPath = p, rest
+	}
+	h.Set("Location", own.String())
+}
+
 // Handler is the reverse proxy to the upstream: the handler the Publisher
 // wraps. It adds Vary: Accept to a GET or HEAD answered 200 or 206 with a
 // representation of at least MinSize bytes, and to a 304 for one, unless the
@@ -554,6 +579,7 @@ func removeTemps(root string) {
 // modifyResponse adds Vary: Accept to large GET and HEAD answers, which the
 // Publisher would negotiate, and to 304s for them, unless it already added it.
 func (u *Upstream) modifyResponse(resp *http.Response) error {
+	u.ownLocation(resp.Header)
 	req := resp.Request
 	if req == nil || varyAdded(req.Context()) || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
 		return nil
