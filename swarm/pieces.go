@@ -203,6 +203,18 @@ func (t *Torrent) resetPiece(i int) {
 	}
 }
 
+// smooth is a rate in bytes per second, smoothed over seconds, after a
+// second that moved n bytes. What decays below a byte per second is 0,
+// not a tail of ever smaller fractions.
+func smooth(rate float64, n int64) float64 {
+	const alpha = 0.4 // weight of the newest second
+	rate = alpha*float64(n) + (1-alpha)*rate
+	if rate < 1 {
+		return 0
+	}
+	return rate
+}
+
 // errInactive drops a peer that neither side wanted anything from for
 // Config.InactivityTimeout.
 var errInactive = errors.New("swarm: neither side interested for the inactivity timeout")
@@ -211,9 +223,8 @@ var errInactive = errors.New("swarm: neither side interested for the inactivity 
 // inactive peers, the choke round and new connections.
 func (t *Torrent) onTick(now time.Time) {
 	t.s.rounds++
-	const alpha = 0.4 // weight of the newest second in the smoothed rates
 	timeout := t.client.cfg.RequestTimeout
-	t.s.webRate = alpha*float64(t.s.fromWeb-t.s.lastFromWeb) + (1-alpha)*t.s.webRate
+	t.s.webRate = smooth(t.s.webRate, t.s.fromWeb-t.s.lastFromWeb)
 	t.s.lastFromWeb = t.s.fromWeb
 	var inactive []*peer
 	for _, p := range t.s.peers {
@@ -223,8 +234,8 @@ func (t *Torrent) onTick(now time.Time) {
 		} else if now.Sub(p.activeAt) >= t.client.cfg.InactivityTimeout {
 			inactive = append(inactive, p)
 		}
-		p.rateDown = alpha*float64(down-p.lastDown) + (1-alpha)*p.rateDown
-		p.rateUp = alpha*float64(up-p.lastUp) + (1-alpha)*p.rateUp
+		p.rateDown = smooth(p.rateDown, down-p.lastDown)
+		p.rateUp = smooth(p.rateUp, up-p.lastUp)
 		p.lastDown, p.lastUp = down, up
 		p.depth = queueDepth(p)
 		var expired []picker.Block

@@ -858,3 +858,16 @@ func TestOriginSeedOutlivesAnOutage(t *testing.T) {
 		t.Fatalf("%d requests", n)
 	}
 }
+
+func TestSmoothedRateSettlesToZero(t *testing.T) {
+	r := smooth(0, 1<<20)
+	if r <= 0 {
+		t.Fatalf("rate %v after a busy second", r)
+	}
+	for range 60 {
+		r = smooth(r, 0)
+	}
+	if r != 0 {
+		t.Errorf("rate %v after a minute of nothing, want 0", r)
+	}
+}
