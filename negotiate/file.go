@@ -161,11 +161,13 @@ var keptHeaders = [...]string{
 // nil). It returns nil when index names no file.
 //
 // Set here:
-//   - Content-Type from the file name's extension through
-//     mime.TypeByExtension, or application/octet-stream; an extension that
-//     is not plain ASCII letters, digits, "-", "_" or "+" is not looked up,
-//     and the result is reparsed and reformatted, so no text from the
-//     torrent reaches the header;
+//   - Content-Type: the one the origin says its plain answer has
+//     (PlainContentTypeHeader, through ParsePlainFile), else from the file
+//     name's extension through mime.TypeByExtension, or
+//     application/octet-stream; an extension that is not plain ASCII
+//     letters, digits, "-", "_" or "+" is not looked up, and the result is
+//     reparsed and reformatted, so no text from the torrent reaches the
+//     header;
 //   - X-Content-Type-Options: nosniff, so that a browser does not second
 //     guess that type;
 //   - Accept-Ranges: bytes;
@@ -210,6 +212,9 @@ func Headers(m *metainfo.MetaInfo, index int, origin http.Header) http.Header {
 		}
 	}
 	h.Set("Content-Type", contentType(name))
+	if pf, err := ParsePlainFile(origin); err == nil && pf.ContentType != "" {
+		h.Set("Content-Type", pf.ContentType) // the origin's word on its file's type
+	}
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Accept-Ranges", "bytes")
 	h.Set("ETag", ETag(m, index))

@@ -185,6 +185,16 @@ func TestHeaders(t *testing.T) {
 			t.Fatalf("headers %v", h)
 		}
 	})
+	t.Run("the origin's word on the file's type", func(t *testing.T) {
+		said := http.Header{PlainLengthHeader: {"40000"}, PlainContentTypeHeader: {"video/mp4"}}
+		if ct := Headers(m, 0, said).Get("Content-Type"); ct != "video/mp4" {
+			t.Errorf("Content-Type %q, want the origin's", ct)
+		}
+		said.Set(PlainContentTypeHeader, MediaType)
+		if ct := Headers(m, 0, said).Get("Content-Type"); ct != "image/png" {
+			t.Errorf("Content-Type %q for a word that is no file's type, want the name's", ct)
+		}
+	})
 	t.Run("bad index", func(t *testing.T) {
 		if Headers(m, 1, nil) != nil || Headers(m, -1, nil) != nil || Headers(nil, 0, nil) != nil {
 			t.Fatal("headers for a missing file")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -306,6 +307,31 @@ func FuzzServeRange(f *testing.F) {
 			if rec.Code != http.StatusPartialContent || !strings.HasPrefix(rec.Header().Get("Content-Type"), "multipart/byteranges") {
 				t.Fatalf("Range %q (size %d): status %d, type %q; want a multipart of %v", header, n, rec.Code, rec.Header().Get("Content-Type"), ranges)
 			}
+		}
+	})
+}
+
+// FuzzPlainType runs ParsePlainFile on arbitrary values of the plain
+// answer's Content-Type: no panic; a type it keeps is a media type of
+// printable ASCII, not the metainfo type, and reads back the same once
+// written again by SetPlainType.
+func FuzzPlainType(f *testing.F) {
+	f.Fuzz(func(t *testing.T, v string) {
+		pf, err := ParsePlainFile(http.Header{PlainLengthHeader: {"5"}, PlainContentTypeHeader: {v}})
+		if err != nil {
+			t.Fatalf("a good length, yet %v", err)
+		}
+		if pf.ContentType == "" {
+			return
+		}
+		mt, _, err := mime.ParseMediaType(pf.ContentType)
+		if err != nil || mt == MediaType || strings.ContainsFunc(pf.ContentType, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+			t.Fatalf("kept %q from %q", pf.ContentType, v)
+		}
+		h := http.Header{PlainLengthHeader: {"5"}}
+		SetPlainType(h, pf.ContentType)
+		if pf2, err := ParsePlainFile(h); err != nil || pf2.ContentType != pf.ContentType {
+			t.Fatalf("round trip of %q: %+v, %v", pf.ContentType, pf2, err)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package negotiate
 import (
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,10 +18,18 @@ import (
 // The statement is the origin's own, as a plain answer's headers would be:
 // it is trusted as far as they are, and the bytes are verified all the
 // same.
+//
+// It may say the plain answer's Content-Type too: the file's own type,
+// which the proxy's answer then carries, where the file's name alone may
+// not tell it (a name without an extension, a type the origin sets).
 const (
 	PlainLengthHeader       = "Tbp-Plain-Length"
 	PlainLastModifiedHeader = "Tbp-Plain-Last-Modified"
+	PlainContentTypeHeader  = "Tbp-Plain-Content-Type"
 )
+
+// maxMediaType bounds a PlainContentTypeHeader value.
+const maxMediaType = 256
 
 // ErrNoPlainFile reports a header without PlainLengthHeader.
 var ErrNoPlainFile = errors.New("negotiate: the origin does not say what its plain answer is")
@@ -33,6 +42,9 @@ const maxHTTPDate = 64
 type PlainFile struct {
 	Size         int64     // > 0
 	LastModified time.Time // zero when not said
+	// ContentType is the plain answer's type, "" when not said or not
+	// usable (see ParsePlainFile).
+	ContentType string
 }
 
 // SetPlainFile says in h that the plain answer is a file of size bytes
@@ -44,11 +56,22 @@ func SetPlainFile(h http.Header, size int64, mod time.Time) {
 	}
 }
 
+// SetPlainType says in h that the plain answer's Content-Type is ctype
+// (an empty ctype is not said).
+func SetPlainType(h http.Header, ctype string) {
+	if ctype != "" {
+		h.Set(PlainContentTypeHeader, ctype)
+	}
+}
+
 // ParsePlainFile reads what h says of the plain answer. It fails with
 // ErrNoPlainFile when h says nothing, and with another error when what it
 // says is malformed: not exactly one length, given in at most 19 digits
 // and over zero; or a date that is repeated, over 64 bytes, or not an
-// HTTP date.
+// HTTP date. A Content-Type is kept only when it is said once, in at most
+// maxMediaType bytes of printable ASCII, parses as a media type, and is
+// not MediaType (a metainfo document is no file's plain answer); any
+// other is ignored, not an error: the name's type serves then.
 func ParsePlainFile(h http.Header) (PlainFile, error) {
 	lengths := h.Values(PlainLengthHeader)
 	if len(lengths) == 0 {
@@ -76,5 +99,27 @@ func ParsePlainFile(h http.Header) (PlainFile, error) {
 		}
 		pf.LastModified = mod.UTC()
 	}
+	pf.ContentType = plainType(h.Values(PlainContentTypeHeader))
 	return pf, nil
+}
+
+// plainType is the usable Content-Type among vs, or "".
+func plainType(vs []string) string {
+	if len(vs) != 1 {
+		return ""
+	}
+	v := strings.Trim(vs[0], " \t")
+	if v == "" || len(v) > maxMediaType {
+		return ""
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return ""
+		}
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil || mt == MediaType {
+		return ""
+	}
+	return mime.FormatMediaType(mt, params) // "" for what it cannot write back
 }

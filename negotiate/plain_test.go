@@ -85,3 +85,34 @@ func TestParsePlainFile(t *testing.T) {
 		})
 	}
 }
+
+func TestPlainContentType(t *testing.T) {
+	for _, tc := range []struct {
+		types []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"audio/mpeg"}, "audio/mpeg"},
+		{[]string{" Text/HTML; Charset=UTF-8 "}, "text/html; charset=UTF-8"},
+		{[]string{"audio/mpeg", "audio/mp4"}, ""},
+		{[]string{"application/x-bittorrent"}, ""},
+		{[]string{"not a type"}, ""},
+		{[]string{"audio/mpeg\r\nX-Evil: 1"}, ""},
+		{[]string{"audio/" + strings.Repeat("x", 300)}, ""},
+	} {
+		h := http.Header{PlainLengthHeader: {"5"}}
+		for _, v := range tc.types {
+			h.Add(PlainContentTypeHeader, v)
+		}
+		pf, err := ParsePlainFile(h)
+		if err != nil || pf.ContentType != tc.want {
+			t.Errorf("%q: %+v, %v; want type %q", tc.types, pf, err, tc.want)
+		}
+	}
+	h := http.Header{}
+	SetPlainFile(h, 5, time.Time{})
+	SetPlainType(h, "audio/mpeg")
+	if pf, err := ParsePlainFile(h); err != nil || pf.ContentType != "audio/mpeg" {
+		t.Errorf("round trip: %+v, %v", pf, err)
+	}
+}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"mime"
 	"net/http"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -24,7 +27,8 @@ import (
 //     URL; If-None-Match is answered with 304;
 //   - Cache-Control: no-cache, so that caches store it and revalidate it;
 //   - with Config.PlainIsFile, what a plain request gets: the file's length
-//     and Last-Modified date (negotiate.SetPlainFile).
+//     and Last-Modified date (negotiate.SetPlainFile), and its
+//     Content-Type as http.FileServer gives it (negotiate.SetPlainType).
 //
 // Every other request is served by next, untouched but for Vary: Accept,
 // which is added for negotiable resources.
@@ -120,6 +124,7 @@ func (p *Publisher) serveMetainfo(w http.ResponseWriter, r *http.Request, e *ent
 	h.Set("Cache-Control", "no-cache")
 	if p.cfg.PlainIsFile {
 		negotiate.SetPlainFile(h, e.res.Size, e.res.ModTime)
+		negotiate.SetPlainType(h, fileServerType(e.res))
 	}
 	if noneMatch(r.Header, rd.etag) {
 		w.WriteHeader(http.StatusNotModified)
@@ -152,4 +157,24 @@ func (p *Publisher) render(e *entry, url string) (*rendered, error) {
 		etag:   `"mi-` + m.InfoHash.HexString() + "-" + hex.EncodeToString(sum[:4]) + `"`,
 		length: strconv.Itoa(len(body)),
 	}, nil
+}
+
+// fileServerType is the Content-Type http.FileServer gives res's file:
+// by the extension of its URL's last element, else by sniffing its first
+// 512 bytes; "" when the file cannot be read.
+func fileServerType(res Resource) string {
+	if t := mime.TypeByExtension(path.Ext(res.Key)); t != "" {
+		return t
+	}
+	f, err := os.Open(res.Path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	buf := make([]byte, 512)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && n == 0 {
+		return ""
+	}
+	return http.DetectContentType(buf[:n])
 }

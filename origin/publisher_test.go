@@ -295,8 +295,10 @@ func TestPlainFileSaid(t *testing.T) {
 	for _, says := range []bool{true, false} {
 		t.Run(fmt.Sprint("PlainIsFile=", says), func(t *testing.T) {
 			f := newFixture(t, Config{PlainIsFile: says})
+			// A name without an extension: the file server sniffs its type.
+			writeFile(t, f.dir, "track", append([]byte("ID3\x03\x00"), content(2<<20, 9)...), baseTime)
 			c := f.srv.Client()
-			for _, name := range []string{"/big.bin", "/inlink.bin", "/sub/big.iso"} {
+			for _, name := range []string{"/big.bin", "/inlink.bin", "/sub/big.iso", "/track"} {
 				r, m := waitTorrent(t, c, f.srv.URL+name)
 				pf, err := negotiate.ParsePlainFile(r.Header)
 				if !says {
@@ -310,8 +312,12 @@ func TestPlainFileSaid(t *testing.T) {
 				}
 				plain := get(t, c, "GET", f.srv.URL+name)
 				lm, err := http.ParseTime(plain.Header.Get("Last-Modified"))
-				if err != nil || pf.Size != plain.ContentLength || !pf.LastModified.Equal(lm) {
-					t.Errorf("%s: said %+v; the plain answer has length %d, Last-Modified %q", name, pf, plain.ContentLength, plain.Header.Get("Last-Modified"))
+				if err != nil || pf.Size != plain.ContentLength || !pf.LastModified.Equal(lm) || pf.ContentType != plain.Header.Get("Content-Type") {
+					t.Errorf("%s: said %+v; the plain answer has length %d, Last-Modified %q, Content-Type %q",
+						name, pf, plain.ContentLength, plain.Header.Get("Last-Modified"), plain.Header.Get("Content-Type"))
+				}
+				if name == "/track" && pf.ContentType != "audio/mpeg" {
+					t.Errorf("%s: said type %q, want the sniffed audio/mpeg", name, pf.ContentType)
 				}
 				if pf.Size != m.Info.TotalLength || !pf.LastModified.Equal(negotiate.ModTime(m)) {
 					t.Errorf("%s: said %+v; the torrent has %d bytes, made %v", name, pf, m.Info.TotalLength, negotiate.ModTime(m))
