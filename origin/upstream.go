@@ -276,7 +276,10 @@ func (u *Upstream) setsVary() {}
 // Resolve implements Resolver. Only a negotiating request (fetch) is
 // resolved: it asks the upstream (a HEAD, at most once per Revalidate)
 // which version is current, and answers with the stored copy of that
-// version, or queues its fetch and answers not ok.
+// version, or queues its fetch and answers not ok. An upstream that cannot
+// answer (unreachable, or a 5xx) leaves the version it said last standing,
+// so that a copy stored here is still published, and seeded, while it is
+// down; it is asked again at the next request.
 func (u *Upstream) Resolve(r *http.Request, fetch bool) (Resource, bool) {
 	if !fetch || r.URL.RawQuery != "" || r.URL.RawPath != "" {
 		return Resource{}, false
@@ -287,12 +290,17 @@ func (u *Upstream) Resolve(r *http.Request, fetch bool) (Resource, bool) {
 	}
 	v, known := u.seen.Get(key)
 	if !known || u.cfg.Revalidate <= 0 || u.cfg.Now().Sub(v.checked) >= u.cfg.Revalidate {
-		var err error
-		if v, err = u.head(r.Context(), key); err != nil {
+		cur, status, err := u.head(r.Context(), key)
+		switch {
+		case (err != nil || status >= 500) && known && v.ok:
+			u.cfg.Logger.Debug("upstream cannot say which version is current; the last one it said stands", "key", key, "status", status, "err", err)
+		case err != nil:
 			u.cfg.Logger.Debug("upstream head failed", "key", key, "err", err)
 			return Resource{}, false
+		default:
+			v = cur
+			u.seen.Add(key, v)
 		}
-		u.seen.Add(key, v)
 	}
 	if !v.ok {
 		return Resource{}, false
@@ -327,23 +335,23 @@ func (u *Upstream) target(key string) string {
 }
 
 // head asks the upstream, without any of the client's headers, what the
-// current version of key is.
-func (u *Upstream) head(ctx context.Context, key string) (version, error) {
+// current version of key is, and the status of its answer.
+func (u *Upstream) head(ctx context.Context, key string) (version, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, headTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.target(key), nil)
 	if err != nil {
-		return version{}, err
+		return version{}, 0, err
 	}
 	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return version{}, err
+		return version{}, 0, err
 	}
 	resp.Body.Close()
 	v := u.versionOf(resp)
 	v.checked = u.cfg.Now()
-	return v, nil
+	return v, resp.StatusCode, nil
 }
 
 // versionOf reads the version a 200 response describes, and whether it may

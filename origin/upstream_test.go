@@ -28,6 +28,7 @@ type fakeUpstream struct {
 	fetches map[string]int // GETs from the fetcher (no X-Forwarded-For)
 	proxied map[string]int // requests through the reverse proxy
 	heads   atomic.Int32
+	failing atomic.Bool // every request answered 503
 }
 
 type upFile struct {
@@ -68,6 +69,10 @@ func (u *fakeUpstream) serve(w http.ResponseWriter, r *http.Request) {
 		u.proxied[r.URL.Path]++
 	}
 	u.mu.Unlock()
+	if u.failing.Load() {
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
+		return
+	}
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -257,6 +262,37 @@ func TestUpstreamDown(t *testing.T) {
 	r := get(t, f.srv.Client(), "GET", f.srv.URL+"/x", "Accept", negotiate.MediaType)
 	if r.StatusCode != http.StatusBadGateway || bytes.Contains(r.body, []byte("127.0.0.1")) {
 		t.Errorf("status %d body %q", r.StatusCode, r.body)
+	}
+}
+
+// TestUpstreamDownKeepsPublishing: an upstream that fails (503) or is
+// gone leaves the version it said last standing: the stored copy's
+// torrent is still answered, so proxies get it from the publisher's seed,
+// while plain requests get the upstream's failure.
+func TestUpstreamDownKeepsPublishing(t *testing.T) {
+	f := newUpFixture(t)
+	f.up.set("/a.iso", upFile{data: content(2<<20, 47), etag: `"v1"`})
+	c := f.srv.Client()
+	url := f.srv.URL + "/a.iso"
+	_, m := waitTorrent(t, c, url)
+
+	f.up.failing.Store(true)
+	if r := get(t, c, "GET", url, "Accept", negotiate.MediaType); !r.torrent() {
+		t.Fatalf("upstream answering 503: status %d, type %q", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	if r := get(t, c, "GET", url); r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a plain request while the upstream answers 503: status %d", r.StatusCode)
+	}
+	f.up.srv.Close()
+	r := get(t, c, "GET", url, "Accept", negotiate.MediaType)
+	if !r.torrent() {
+		t.Fatalf("upstream gone: status %d, type %q", r.StatusCode, r.Header.Get("Content-Type"))
+	}
+	if m2, err := metainfo.Parse(r.body); err != nil || m2.InfoHash != m.InfoHash {
+		t.Errorf("upstream gone: another torrent (%v)", err)
+	}
+	if r := get(t, c, "GET", url); r.StatusCode != http.StatusBadGateway {
+		t.Errorf("a plain request with the upstream gone: status %d", r.StatusCode)
 	}
 }
 
