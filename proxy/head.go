@@ -36,20 +36,10 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	orig := req.Clone(req.Context())
 	get := req.Clone(req.Context())
 	get.Method = http.MethodGet
-	injected, reason := negotiate.InjectAccept(get, negotiate.Config{ExcludeHosts: p.cfg.ExcludeHosts, ExcludeURLs: p.excludedURL})
+	injected, hadStripped := p.prepareNegotiation(get)
 	if !injected {
-		p.count(func(t *totals) { t.passed++ })
-		p.log.Debug("passing through", "url", redact(req.URL), "why", reason)
 		return p.plain(orig)
 	}
-	hadStripped := false
-	for _, h := range stripped {
-		if get.Header.Get(h) != "" {
-			hadStripped = true
-			get.Header.Del(h)
-		}
-	}
-	negotiate.AddVia(get.Header, get.ProtoMajor, get.ProtoMinor)
 	probe := get.Clone(get.Context())
 	probe.Method = http.MethodHead
 	var up *upstreamConn

@@ -1127,16 +1127,10 @@ func TestHeadSniffedMetainfo(t *testing.T) {
 // the GET says.
 func TestHeadOriginBusy(t *testing.T) {
 	w := newWorld(t, 256<<10)
-	w.mux.HandleFunc("/busy.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
-			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Header().Set("Vary", "Accept")
-			rw.Write(w.torrent)
-			return
-		}
+	w.mux.HandleFunc("/busy.mp3", w.torrentOr(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Retry-After", "60")
 		http.Error(rw, "busy", http.StatusServiceUnavailable)
-	})
+	}))
 	headMatchesGet(t, w, "/busy.mp3")
 }
 
@@ -1146,13 +1140,7 @@ func TestHeadOriginBusy(t *testing.T) {
 // served from the torrent; the HEAD must carry the same validators.
 func TestHeadPlainHeadWithoutLength(t *testing.T) {
 	w := newWorld(t, 256<<10)
-	w.mux.HandleFunc("/nolength.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
-			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Header().Set("Vary", "Accept")
-			rw.Write(w.torrent)
-			return
-		}
+	w.mux.HandleFunc("/nolength.mp3", w.torrentOr(func(rw http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("ETag", `"origin-file"`)
 		if r.Method == http.MethodHead {
 			rw.Header().Set("Content-Type", "audio/mpeg")
@@ -1160,7 +1148,7 @@ func TestHeadPlainHeadWithoutLength(t *testing.T) {
 			return
 		}
 		http.ServeContent(rw, r, "nolength.mp3", time.Time{}, bytes.NewReader(w.content))
-	})
+	}))
 	headMatchesGet(t, w, "/nolength.mp3")
 }
 
@@ -1188,5 +1176,19 @@ func TestHeadCountedLikeGet(t *testing.T) {
 	}
 	if n := counted(afterGet, afterHead); n != 1 {
 		t.Errorf("the HEAD was counted %d times (GET: %+v, HEAD: %+v)", n, afterGet, afterHead)
+	}
+}
+
+// torrentOr answers a request that accepts the torrent with the world's
+// metainfo, and any other with plain.
+func (w *world) torrentOr(plain http.HandlerFunc) http.HandlerFunc {
+	return func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Header().Set("Vary", "Accept")
+			rw.Write(w.torrent)
+			return
+		}
+		plain(rw, r)
 	}
 }

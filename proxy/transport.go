@@ -168,20 +168,10 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.head(req)
 	}
 	orig := req.Clone(req.Context())
-	injected, reason := negotiate.InjectAccept(req, negotiate.Config{ExcludeHosts: p.cfg.ExcludeHosts, ExcludeURLs: p.excludedURL})
+	injected, hadStripped := p.prepareNegotiation(req)
 	if !injected {
-		p.count(func(t *totals) { t.passed++ })
-		p.log.Debug("passing through", "url", redact(req.URL), "why", reason)
 		return p.plain(orig)
 	}
-	hadStripped := false
-	for _, h := range stripped {
-		if req.Header.Get(h) != "" {
-			hadStripped = true
-			req.Header.Del(h)
-		}
-	}
-	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
 	p.log.Debug("negotiating", "url", redact(req.URL))
 	var up *upstreamConn
 	resp, err := p.upstream.RoundTrip(connOf(req, &up))
@@ -223,6 +213,28 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.fallback(orig)
 	}
 	return p.transform(orig, resp, m, idx, nil, c, said)
+}
+
+// prepareNegotiation makes req, a GET, the negotiation request: the
+// BitTorrent Accept injected (InjectAccept), the client's Range and
+// conditionals left off (hadStripped says whether it had any), and Via
+// added. When InjectAccept declines, req is left as it was and the request
+// is counted as passed: the caller sends the client's own.
+func (p *Proxy) prepareNegotiation(req *http.Request) (injected, hadStripped bool) {
+	injected, reason := negotiate.InjectAccept(req, negotiate.Config{ExcludeHosts: p.cfg.ExcludeHosts, ExcludeURLs: p.excludedURL})
+	if !injected {
+		p.count(func(t *totals) { t.passed++ })
+		p.log.Debug("passing through", "url", redact(req.URL), "why", reason)
+		return false, false
+	}
+	for _, h := range stripped {
+		if req.Header.Get(h) != "" {
+			hadStripped = true
+			req.Header.Del(h)
+		}
+	}
+	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
+	return true, hadStripped
 }
 
 // pickFromAnswer reads the metainfo an origin answered u with, and picks
