@@ -101,7 +101,7 @@ func (t *Torrent) onHashed(res hashResult) {
 		t.s.picker.Failed(res.piece)
 		t.fillAll()
 	default:
-		t.s.stats.hashFailures++
+		t.hashFailures.Add(1)
 		t.pieceFailed(res.piece, res.buf, senders)
 		t.client.putPiece(res.buf)
 		t.fillAll()
@@ -224,8 +224,9 @@ var errInactive = errors.New("swarm: neither side interested for the inactivity 
 func (t *Torrent) onTick(now time.Time) {
 	t.s.rounds++
 	timeout := t.client.cfg.RequestTimeout
-	t.s.webRate = smooth(t.s.webRate, t.s.fromWeb-t.s.lastFromWeb)
-	t.s.lastFromWeb = t.s.fromWeb
+	fromWeb := t.fromWeb.Load()
+	t.s.webRate = smooth(t.s.webRate, fromWeb-t.s.lastFromWeb)
+	t.s.lastFromWeb = fromWeb
 	var inactive []*peer
 	for _, p := range t.s.peers {
 		down, up := p.conn.Downloaded.Load(), p.conn.Uploaded.Load()

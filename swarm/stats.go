@@ -77,9 +77,7 @@ func (t *Torrent) Stats() Stats {
 			})
 		}
 		s.Wasted = t.s.stats.wasted
-		s.FromWebSeeds = t.s.fromWeb
 		s.WebSeedRate = t.s.webRate
-		s.HashFailures = t.s.stats.hashFailures
 		s.Bans = t.s.stats.bans
 		s.StorageErrors = t.s.stats.storageErrs
 		s.LostPieces = t.s.stats.lost
@@ -102,5 +100,7 @@ func (t *Torrent) Stats() Stats {
 	s.Complete = s.PiecesVerified == s.Pieces
 	s.Downloaded = t.downloaded.Load()
 	s.Uploaded = t.uploaded.Load()
+	s.FromWebSeeds = t.fromWeb.Load()
+	s.HashFailures = int(t.hashFailures.Load())
 	return s
 }

@@ -105,6 +105,10 @@ type Torrent struct {
 	nextReader atomic.Int64 // last Reader ID handed out
 	downloaded atomic.Int64 // verified payload bytes from peers
 	uploaded   atomic.Int64 // payload bytes sent to peers
+	// fromWeb and hashFailures are kept outside the loop's state too, so
+	// that Stats still reports them once the torrent has closed.
+	fromWeb      atomic.Int64 // block bytes accepted from web seeds
+	hashFailures atomic.Int64 // pieces that failed their hash
 
 	s loopState // owned by the run loop
 }
@@ -135,9 +139,8 @@ type loopState struct {
 	racing          int                  // first-piece races queued or in flight (webJob.race)
 	readers         map[int]*readerState // where each Reader waits, for rescue
 	memCharged      int64                // piece memory counted in Client.pieceMem
-	fromWeb         int64                // block bytes accepted from web seeds
 	webRate         float64              // bytes per second accepted from web seeds, smoothed
-	lastFromWeb     int64                // fromWeb at the last tick
+	lastFromWeb     int64                // Torrent.fromWeb at the last tick
 	started         time.Time            // when the torrent was added
 	sourcesAnswered bool                 // a peer source reported, even if it found no one
 	yourIP4         netip.Addr           // our IPv4 address as the last peer saw it (BEP 10 yourip), for BEP 40
@@ -145,16 +148,15 @@ type loopState struct {
 }
 
 type counters struct {
-	lost         int // pieces storage lost after they were verified
-	wasted       int64
-	hashFailures int
-	bans         int
-	storageErrs  int
-	pexSent      int // ut_pex messages sent
-	pexTaken     int // ut_pex messages taken
-	pexIgnored   int // ut_pex messages ignored: too frequent or malformed
-	pexPeers     int // addresses learned through ut_pex
-	lsdPeers     int // addresses learned through LSD
+	lost        int // pieces storage lost after they were verified
+	wasted      int64
+	bans        int
+	storageErrs int
+	pexSent     int // ut_pex messages sent
+	pexTaken    int // ut_pex messages taken
+	pexIgnored  int // ut_pex messages ignored: too frequent or malformed
+	pexPeers    int // addresses learned through ut_pex
+	lsdPeers    int // addresses learned through LSD
 }
 
 type candidate struct {

@@ -474,7 +474,7 @@ func (t *Torrent) onWebPiece(wp webPiece) {
 			whole = false
 			continue
 		}
-		t.s.fromWeb += int64(b.Length)
+		t.fromWeb.Add(int64(b.Length))
 		t.cancelOthers(b, others)
 		got = append(got, taken{b, done})
 	}

@@ -830,7 +830,13 @@ func TestWebSeedRate(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	fromWeb := tor.Stats().FromWebSeeds
 	tor.Close()
+	// A closed torrent still reports what web seeds gave it: the proxy's
+	// totals read it once more after it closes.
+	if st := tor.Stats(); st.FromWebSeeds < fromWeb {
+		t.Errorf("after Close, %d bytes from web seeds; %d before", st.FromWebSeeds, fromWeb)
+	}
 }
 
 // TestOriginSeedOutlivesAnOutage: the URL the client asked for is kept as
