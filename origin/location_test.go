@@ -23,6 +23,12 @@ func TestOwnLocation(t *testing.T) {
 		{"http://up.example:8080", "http://elsewhere.example/x", "http://elsewhere.example/x"},
 		{"http://up.example:8080", "/relative", "/relative"},
 		{"http://up.example:8080", "http://up.example:8080//evil.example/x", "http://up.example:8080//evil.example/x"},
+		// A scheme's default port, written or left out, is the same port.
+		{"http://up.example:80/", "http://up.example/sub/", "/sub/"},
+		{"https://up.example:443/", "https://up.example/sub/", "/sub/"},
+		{"http://up.example/", "http://up.example:80/sub/", "/sub/"},
+		{"http://up.example/", "http://up.example:8080/sub/", "http://up.example:8080/sub/"},
+		{"http://[::1]:8080/", "http://[::1]:8080/sub/", "/sub/"},
 	}
 	for _, tc := range tests {
 		base, err := url.Parse(tc.base)

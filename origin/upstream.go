@@ -228,7 +228,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 // that follows it stays with the publisher and its torrents.
 func (u *Upstream) ownLocation(h http.Header) {
 	loc, err := url.Parse(h.Get("Location"))
-	if err != nil || !loc.IsAbs() || !strings.EqualFold(loc.Scheme, u.base.Scheme) || !strings.EqualFold(loc.Host, u.base.Host) {
+	if err != nil || !loc.IsAbs() || !strings.EqualFold(loc.Scheme, u.base.Scheme) || !sameServer(loc, u.base) {
 		return
 	}
 	base := strings.TrimSuffix(u.base.EscapedPath(), "/")
@@ -244,6 +244,22 @@ func (u *Upstream) ownLocation(h http.Header) {
 		own.Path, own.RawPath = p, rest
 	}
 	h.Set("Location", own.String())
+}
+
+// sameServer reports whether a and b, of one scheme, name the same host
+// (in any case) and port, a missing port being the scheme's default: nginx
+// leaves :80 and :443 out of its redirects.
+func sameServer(a, b *url.URL) bool {
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if strings.EqualFold(u.Scheme, "https") {
+			return "443"
+		}
+		return "80"
+	}
+	return strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
 }
 
 // Handler is the reverse proxy to the upstream: the handler the Publisher
