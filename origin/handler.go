@@ -124,7 +124,7 @@ func (p *Publisher) serveMetainfo(w http.ResponseWriter, r *http.Request, e *ent
 	h.Set("Cache-Control", "no-cache")
 	if p.cfg.PlainIsFile {
 		negotiate.SetPlainFile(h, e.res.Size, e.res.ModTime)
-		negotiate.SetPlainType(h, fileServerType(e.res))
+		negotiate.SetPlainType(h, rd.plainType)
 	}
 	if noneMatch(r.Header, rd.etag) {
 		w.WriteHeader(http.StatusNotModified)
@@ -151,12 +151,16 @@ func (p *Publisher) render(e *entry, url string) (*rendered, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(body)
-	return &rendered{
+	rd := &rendered{
 		url:    url,
 		body:   body,
 		etag:   `"mi-` + m.InfoHash.HexString() + "-" + hex.EncodeToString(sum[:4]) + `"`,
 		length: strconv.Itoa(len(body)),
-	}, nil
+	}
+	if p.cfg.PlainIsFile {
+		rd.plainType = fileServerType(e.res)
+	}
+	return rd, nil
 }
 
 // fileServerType is the Content-Type http.FileServer gives res's file:

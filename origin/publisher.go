@@ -77,10 +77,11 @@ func (e *entry) is(s entryState) bool { return entryState(e.state.Load()) == s }
 
 // rendered is a metainfo body for one url-list.
 type rendered struct {
-	url    string
-	body   []byte
-	etag   string
-	length string
+	url       string
+	body      []byte
+	etag      string
+	length    string
+	plainType string // with Config.PlainIsFile, the file's type as http.FileServer gives it
 }
 
 // seeding holds the ready versions that share an info-hash: the same bytes
