@@ -149,29 +149,14 @@ func (p *Proxy) remember(url string, f confirmedFile) {
 // otherwise by c, or by a question asked now. The caller must release
 // what it returns.
 func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) *confirmation {
-	url := orig.URL.String()
-	if f, ok := p.confirmed.Get(url); ok && f.bytesDiffer(m.InfoHash) {
+	if decided, atHand, err := p.known(orig.URL.String(), said, m, idx); decided {
 		p.release(c, false)
-		return settled(fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers))
-	}
-	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
-		p.release(c, false)
-		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
-		return nil
+		if atHand {
+			return nil
+		}
+		return settled(err)
 	}
 	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
-	if said != nil {
-		p.release(c, false)
-		if err := sameFile(said.Size, said.LastModified, exp.size, exp.mod); err != nil {
-			return settled(err)
-		}
-		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
-		return settled(nil)
-	}
-	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
-		p.release(c, false)
-		return settled(nil)
-	}
 	if c == nil {
 		c = p.ask(orig, true)
 	}
@@ -190,6 +175,33 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 		c.want <- exp
 	}
 	return c
+}
+
+// known tells, without asking the origin, whether file idx of m is the
+// origin's file for url. decided is false when only a question can tell.
+// Otherwise err wraps errOriginDiffers when the origin's bytes failed the
+// torrent's hashes lately or its word (said) shows another file, and is
+// nil when its word matches, it confirmed the file within confirmedFor,
+// or the whole file is at hand (atHand), which needs no confirmation.
+func (p *Proxy) known(url string, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) (decided, atHand bool, err error) {
+	if f, ok := p.confirmed.Get(url); ok && f.bytesDiffer(m.InfoHash) {
+		return true, false, fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	}
+	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
+		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
+		return true, true, nil
+	}
+	if said != nil {
+		if err := sameFile(said.Size, said.LastModified, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)); err != nil {
+			return true, false, err
+		}
+		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
+		return true, false, nil
+	}
+	if f, ok := p.confirmed.Get(url); ok && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
+		return true, false, nil
+	}
+	return false, false, nil
 }
 
 // settled is a confirmation already answered: the origin confirmed the

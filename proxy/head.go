@@ -100,29 +100,17 @@ func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error)
 }
 
 // confirmHead judges, as confirmFor does for a GET, whether file idx of m
-// is the origin's file, for orig, a HEAD. It returns an error wrapping
-// errOriginDiffers when the origin's bytes failed the torrent's hashes
-// lately, or when it shows another file, by its word (said) or by a
-// confirmation asked now. The torrent complete here, or a recent
-// confirmation, needs no question. A confirmation that fails without
-// showing another file does not stop a GET, whose headers then wait for
-// verified bytes; nor does it stop the HEAD.
+// is the origin's file, for orig, a HEAD: by what the proxy knows (known),
+// else by a confirmation asked now. It returns an error wrapping
+// errOriginDiffers when the origin shows another file. A confirmation
+// that fails without showing another file does not stop a GET, whose
+// headers then wait for verified bytes; nor does it stop the HEAD.
 func (p *Proxy) confirmHead(orig *http.Request, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) error {
 	url := orig.URL.String()
-	f, known := p.confirmed.Get(url)
-	if known && f.bytesDiffer(m.InfoHash) {
-		return fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
-	}
-	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
-		return nil
+	if decided, _, err := p.known(url, said, m, idx); decided {
+		return err
 	}
 	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
-	if said != nil {
-		return sameFile(said.Size, said.LastModified, size, mod)
-	}
-	if known && f.asked && f.ih == m.InfoHash && time.Since(f.at) < confirmedFor {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(orig.Context(), confirmTimeout)
 	defer cancel()
 	resp, err := p.confirmOrigin(ctx, orig)
