@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"crypto/sha1"
 	"fmt"
 	"path/filepath"
 	"runtime"
@@ -257,11 +256,7 @@ func (s *Store) recheck(e *entry) bool {
 				if i >= n {
 					return
 				}
-				b := buf[:e.info.PieceLen(i)]
-				if _, err := e.f.ReadAt(b, int64(i)*e.info.PieceLength); err != nil {
-					continue
-				}
-				if sha1.Sum(b) == e.info.PieceHash(i) {
+				if ok, _ := e.matchesOnDisk(e.f, i, buf[:e.info.PieceLen(i)]); ok {
 					e.mu.Lock()
 					e.durable.set(i)
 					e.written.set(i)

@@ -288,17 +288,26 @@ var ErrChangedOnDisk = errors.New("cache: piece changed on disk behind the cache
 // that does not is dropped as lost, so that it is fetched again.
 func (t *Torrent) verifySuspect(i int, f *os.File) error {
 	e := t.e
-	buf := make([]byte, e.info.PieceLen(i))
-	if _, err := f.ReadAt(buf, int64(i)*e.info.PieceLength); err != nil {
+	ok, err := e.matchesOnDisk(f, i, make([]byte, e.info.PieceLen(i)))
+	if err != nil {
 		return t.readFailed(i, err)
 	}
-	if sha1.Sum(buf) != e.info.PieceHash(i) {
+	if !ok {
 		return t.readFailed(i, ErrChangedOnDisk)
 	}
 	e.mu.Lock()
 	e.suspect.clear(i)
 	e.mu.Unlock()
 	return nil
+}
+
+// matchesOnDisk reads piece i from f into buf, which is the piece's
+// length, and reports whether it matches the piece's hash.
+func (e *entry) matchesOnDisk(f *os.File, i int, buf []byte) (bool, error) {
+	if _, err := f.ReadAt(buf, int64(i)*e.info.PieceLength); err != nil {
+		return false, err
+	}
+	return sha1.Sum(buf) == e.info.PieceHash(i), nil
 }
 
 // checkOutside compares the data file with what the cache last saw of
