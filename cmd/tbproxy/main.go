@@ -131,11 +131,8 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 				fmt.Fprintf(fs.Output(), "%s: %v\n", fs.Name(), err)
 				err = usageError{err}
 			}
-			if fs.Usage != nil {
+			if fs.Usage != nil { // newFlagSet always sets it
 				fs.Usage()
-			} else {
-				fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
-				fs.PrintDefaults()
 			}
 			return nil, err
 		}
