@@ -77,6 +77,10 @@ type proxyResult struct {
 
 	direct, tiny, cold, web, warm *fetchRow
 	metaPub, metaNginx            *fetchRow // the metainfo fetched directly, for its first byte
+	// nginx's metainfo asked for with its own type, so passed through:
+	// by tinyproxy, and by a fresh tbproxy (one origin round trip and
+	// nothing transformed, the floor of any answer of a fresh proxy).
+	metaTiny, metaTB *fetchRow
 
 	lt       *row // the libtorrent leecher alone, on the same torrent
 	ltReused bool // lt is comparison 1's row, not measured here
@@ -103,6 +107,8 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 		warm:      &fetchRow{name: "tbproxy, warm cache (second download)", proxied: true},
 		metaPub:   &fetchRow{name: "tbproxy publish"},
 		metaNginx: &fetchRow{name: "nginx"},
+		metaTiny:  &fetchRow{name: "nginx, through tinyproxy"},
+		metaTB:    &fetchRow{name: "nginx, through a fresh tbproxy (passed through)"},
 	}
 	env, err := newRunEnv(ws, torrent{})
 	if err != nil {
@@ -267,6 +273,14 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("fetching the metainfo: %w", err)
 	}
+	mt, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: pc.tp.url(""), want: -1})
+	if err != nil {
+		return fmt.Errorf("fetching the metainfo through tinyproxy: %w", err)
+	}
+	mtb, err := metainfoThroughFresh(ctx, env, pc.ws, url)
+	if err != nil {
+		return err
+	}
 	px, err := startTBProxy(ctx, env, pc.ws)
 	if err != nil {
 		return err
@@ -276,8 +290,27 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 		return err
 	}
 	pc.res.metaNginx.samples = append(pc.res.metaNginx.samples, fetchSample{ttfb: m.ttfb, total: m.total, seedUp: -1})
+	pc.res.metaTiny.samples = append(pc.res.metaTiny.samples, fetchSample{ttfb: mt.ttfb, total: mt.total, seedUp: -1})
+	pc.res.metaTB.samples = append(pc.res.metaTB.samples, fetchSample{ttfb: mtb.ttfb, total: mtb.total, seedUp: -1})
 	pc.res.web.samples = append(pc.res.web.samples, s)
 	return nil
+}
+
+// metainfoThroughFresh fetches the metainfo at url, asking for it by its
+// type, through a tbproxy of its own, started for it and stopped after:
+// the proxy passes the answer through, so its first byte is what a fresh
+// proxy adds to one origin round trip.
+func metainfoThroughFresh(ctx context.Context, env *runEnv, ws *workspace, url string) (curlResult, error) {
+	px, err := startTBProxy(ctx, env, ws)
+	if err != nil {
+		return curlResult{}, err
+	}
+	defer px.proc.stop()
+	r, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: px.url(""), want: -1})
+	if err != nil {
+		return curlResult{}, fmt.Errorf("fetching the metainfo through a fresh tbproxy: %w", err)
+	}
+	return r, nil
 }
 
 // directFetch downloads url with curl, no proxy.

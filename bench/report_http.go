@@ -45,8 +45,8 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 	fmt.Fprintf(b, "\nIn the publisher case the libtorrent seed sent %s× the file (its `total_upload`); "+
 		"the publisher sent the rest. The warm case's peak RSS is the proxy's over both downloads.\n\n", share.format("%.2f"))
 
-	fmt.Fprintf(b, "| metainfo fetched directly (curl, `Accept: %s`) | runs | first byte (ms) |\n|---|---|---|\n", btType)
-	for _, row := range []*fetchRow{r.metaPub, r.metaNginx} {
+	fmt.Fprintf(b, "| metainfo, asked for by its type (curl, `Accept: %s`) | runs | first byte (ms) |\n|---|---|---|\n", btType)
+	for _, row := range []*fetchRow{r.metaPub, r.metaNginx, r.metaTiny, r.metaTB} {
 		fmt.Fprintf(b, "| %s | %d | %s |\n", row.name, len(row.samples), row.ttfbMS().format("%.2f"))
 	}
 	ltTP := r.lt.throughput(r.size)
@@ -69,6 +69,12 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 		r.web.ttfbMS(), r.metaNginx.ttfbMS(), func(x float64) bool { return x <= targetProxyTTFB }, fmt.Sprintf("≤ %.0f×", targetProxyTTFB))
 	ratioRow(b, "first byte, warm ÷ the publisher's metainfo first byte (no target)",
 		r.warm.ttfbMS(), r.metaPub.ttfbMS(), nil, "—")
+	ratioRow(b, "nginx's metainfo through a fresh tbproxy, passed through ÷ directly (first byte, no target)",
+		r.metaTB.ttfbMS(), r.metaNginx.ttfbMS(), nil, "—")
+	ratioRow(b, "nginx's metainfo through tinyproxy ÷ directly (first byte, no target)",
+		r.metaTiny.ttfbMS(), r.metaNginx.ttfbMS(), nil, "—")
+	ratioRow(b, "first byte, cold, web seed only ÷ nginx's metainfo through a fresh tbproxy (no target)",
+		r.web.ttfbMS(), r.metaTB.ttfbMS(), nil, "—")
 	fmt.Fprintln(b)
 	rows := []named{}
 	for _, row := range []*fetchRow{r.direct, r.tiny, r.cold, r.web} {
