@@ -51,7 +51,7 @@ type world struct {
 }
 
 // newWorld builds a world; opts adjust the proxy's configuration.
-func newWorld(t *testing.T, size int, opts ...func(*Config)) *world {
+func newWorld(t testing.TB, size int, opts ...func(*Config)) *world {
 	t.Helper()
 	w := &world{content: make([]byte, size)}
 	rand.Read(w.content)
@@ -182,7 +182,7 @@ func (w *world) fetchEquals(path string) error {
 
 // serveProxy serves p on a loopback port until the test ends, and
 // returns the port's address.
-func serveProxy(t *testing.T, p *Proxy) string {
+func serveProxy(t testing.TB, p *Proxy) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
