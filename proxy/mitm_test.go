@@ -134,3 +134,33 @@ func TestMITMUpgrade(t *testing.T) {
 		t.Fatalf("after the upgrade: %q, %v", line, err)
 	}
 }
+
+// TestMITMBrokenChunkedBody: an origin's chunked answer that breaks off
+// inside an intercepted tunnel reaches the client unterminated, and the
+// proxy lives on (the abort that a client of the proxy's own server gets,
+// see TestChunkedPassThroughTruncated, has no server to catch it here).
+func TestMITMBrokenChunkedBody(t *testing.T) {
+	addr, target, ca := mitmProxyFor(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte(strings.Repeat("x", 5000)))
+		w.(http.Flusher).Flush()
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
+	}, 0)
+	for range 2 {
+		tc := mitmTunnel(t, addr, target, ca)
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(tc, "GET /stream HTTP/1.1\r\nHost: %s\r\nAccept: text/plain\r\n\r\n", target)
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		tc.Close()
+		if err == nil {
+			t.Fatalf("%d bytes of a broken body ended cleanly in the tunnel", len(body))
+		}
+	}
+}

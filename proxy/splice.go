@@ -71,12 +71,18 @@ type passBody struct {
 	up      *upstreamConn
 	left    int64
 	spliced *atomic.Int64 // counts the bytes spliced
+	// abort: the answer goes to a client of the proxy's own HTTP server
+	// (not through a MITM tunnel), whose connection is aborted when the
+	// origin's body breaks off (see WriteTo).
+	abort bool
+	// broke is the error that ended reading the origin's body early.
+	broke error
 }
 
 // passBody is resp's body, read through r, to be passed through;
 // spliced from up when resp is a large plain body of known length.
 func (p *Proxy) passBody(r io.Reader, resp *http.Response, up *upstreamConn) *passBody {
-	b := &passBody{r: r, c: resp.Body, spliced: &p.spliced}
+	b := &passBody{r: r, c: resp.Body, spliced: &p.spliced, abort: fromServer(resp.Request)}
 	if up != nil && resp.ContentLength >= spliceMin && len(resp.TransferEncoding) == 0 && !resp.Uncompressed &&
 		resp.Request != nil && resp.Request.Method != http.MethodHead {
 		b.up, b.left = up, resp.ContentLength
@@ -84,19 +90,44 @@ func (p *Proxy) passBody(r io.Reader, resp *http.Response, up *upstreamConn) *pa
 	return b
 }
 
+// fromServer reports whether req, or the request it was cloned from, came
+// to the proxy's own HTTP server: a request read inside a MITM tunnel
+// carries none of its context.
+func fromServer(req *http.Request) bool {
+	return req != nil && req.Context().Value(http.ServerContextKey) != nil
+}
+
 func (b *passBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
+	if err != nil && err != io.EOF && b.broke == nil {
+		b.broke = err
+	}
 	return n, err
 }
 
 func (b *passBody) Close() error { return b.c.Close() }
 
-// WriteTo copies the body to w in 256 KiB steps, so goproxy's io.Copy of
+// WriteTo passes the body on to w (writeTo). When the origin's body
+// breaks off, a client of the proxy's own server has its connection
+// aborted (http.ErrAbortHandler): goproxy only logs the error, and a
+// chunked answer would otherwise end with a clean last chunk, a shorter
+// body than the origin's passed off as whole. Inside a MITM tunnel,
+// goproxy leaves such an answer unterminated itself.
+func (b *passBody) WriteTo(w io.Writer) (int64, error) {
+	n, err := b.writeTo(w)
+	if err != nil && b.abort && b.broke != nil {
+		b.c.Close() // goproxy's own Close is skipped by the panic
+		panic(http.ErrAbortHandler)
+	}
+	return n, err
+}
+
+// writeTo copies the body to w in 256 KiB steps, so goproxy's io.Copy of
 // a large body makes an eighth of the syscalls that the 32 KiB buffer of
 // the socket's own ReadFrom would; or splices it, when it can, once the
 // buffers above the socket are empty.
-func (b *passBody) WriteTo(w io.Writer) (int64, error) {
+func (b *passBody) writeTo(w io.Writer) (int64, error) {
 	buf := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(buf)
 	rf, ok := w.(io.ReaderFrom)
@@ -130,6 +161,11 @@ func (b *passBody) WriteTo(w io.Writer) (int64, error) {
 			b.spliced.Add(m)
 			if err == nil && b.left > 0 {
 				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
+				// Which side failed is not told apart here: aborting
+				// a client that has gone costs nothing.
+				b.broke = err
 			}
 			return written, err
 		}

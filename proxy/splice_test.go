@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -183,4 +184,41 @@ func getSome(t *testing.T, client *http.Client, url string) *http.Response {
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// TestChunkedPassThroughTruncated: an origin whose chunked answer
+// breaks off mid-body (its connection closed before the last chunk) must
+// reach the client as a broken body, as it would without the proxy; the
+// proxy must never end it with a clean last chunk.
+func TestChunkedPassThroughTruncated(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	w.mux.HandleFunc("/stream.txt", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain")
+		rw.WriteHeader(http.StatusOK)
+		rw.Write([]byte(strings.Repeat("x", 5000)))
+		rw.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(rw).Hijack()
+		if err == nil {
+			conn.Close() // no terminating chunk: the body is cut short
+		}
+	})
+	// Without the proxy: the client sees the break.
+	direct, err := http.Get(w.origin.URL + "/stream.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, derr := io.ReadAll(direct.Body)
+	direct.Body.Close()
+	if derr == nil {
+		t.Fatal("the test origin's answer is not broken")
+	}
+	resp, err := w.client.Get(w.origin.URL + "/stream.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("through the proxy: %d of a broken body's bytes ended cleanly (direct: %v); want a read error", len(body), derr)
+	}
 }
