@@ -58,6 +58,10 @@ const (
 	// they are. (The proxy answers a HEAD as its GET would be answered,
 	// asking InjectAccept about a GET copy of it.)
 	ReasonNotGET = "method is not get"
+	// ReasonBody: a GET that carries a body (a search API's query). Its
+	// answer is no file to fetch from a swarm, and the body, read once,
+	// could not be sent again to ask the origin plainly.
+	ReasonBody = "get carries a body"
 	// ReasonUpgrade: the request asks for a protocol upgrade (websocket,
 	// h2c); it is never rewritten (HARDENING 53).
 	ReasonUpgrade = "request carries upgrade"
@@ -130,6 +134,9 @@ func InjectAccept(r *http.Request, cfg Config) (injected bool, reason string) {
 	}
 	if r.Method != http.MethodGet && r.Method != "" { // "" means GET for a client request
 		return false, ReasonNotGET
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return false, ReasonBody
 	}
 	h := r.Header
 	if has(h, "Upgrade") {

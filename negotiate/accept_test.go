@@ -22,6 +22,8 @@ func TestInjectAccept(t *testing.T) {
 		want     bool
 		reason   string
 		wantAcc  string // the Accept afterwards; "-" means absent
+		length   int64  // the request's ContentLength
+		chunked  bool   // the request's body is chunked
 		noChange bool   // Accept must be unchanged
 	}{
 		{name: "no accept", target: "http://a.example/f.iso", want: true, reason: ReasonInjectedDefault,
@@ -62,6 +64,8 @@ func TestInjectAccept(t *testing.T) {
 			reason: ReasonCredentials, wantAcc: "-"},
 		{name: "cookie", target: "http://a.example/", hdr: []string{"Cookie", "s=1"}, reason: ReasonCredentials, wantAcc: "-"},
 		{name: "empty cookie still counts", target: "http://a.example/", hdr: []string{"Cookie", ""}, reason: ReasonCredentials, wantAcc: "-"},
+		{name: "body", target: "http://a.example/search", length: 9, reason: ReasonBody, wantAcc: "-"},
+		{name: "chunked body", target: "http://a.example/search", length: -1, chunked: true, reason: ReasonBody, wantAcc: "-"},
 		{name: "upgrade", target: "http://a.example/", hdr: []string{"Upgrade", "websocket"}, reason: ReasonUpgrade, wantAcc: "-"},
 		{name: "no-transform", target: "http://a.example/", hdr: []string{"Cache-Control", "max-age=0, No-Transform"},
 			reason: ReasonNoTransform, wantAcc: "-"},
@@ -89,6 +93,10 @@ func TestInjectAccept(t *testing.T) {
 			r := getRequest(t, tc.target, tc.hdr...)
 			if tc.method != "" {
 				r.Method = tc.method
+			}
+			r.ContentLength = tc.length
+			if tc.chunked {
+				r.TransferEncoding = []string{"chunked"}
 			}
 			before := strings.Join(r.Header.Values("Accept"), "|")
 			got, reason := InjectAccept(r, cfg)
