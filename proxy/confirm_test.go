@@ -617,3 +617,48 @@ func TestOriginBytesDifferAnsweredPlainly(t *testing.T) {
 		t.Fatalf("fallbacks %d, want %d", got, fallbacks+1)
 	}
 }
+
+// TestDisownedOpeningOwnedByTheProxy: when the origin's confirmation
+// shows another file while the torrent is still opening, the client is
+// answered plainly at once, and the opening, left to finish on its own,
+// is the proxy's: Close returns only after it has ended (DESIGN §4).
+func TestDisownedOpeningOwnedByTheProxy(t *testing.T) {
+	gate := make(chan error)
+	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+	newer := append(append([]byte{}, w.content...), 'z') // another file: one byte longer
+	w.lonely(t, "/changed.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, "changed.mp3", time.Time{}, bytes.NewReader(newer))
+	})
+	resp, err := w.client.Get(w.origin.URL + "/changed.mp3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(body, newer) {
+		t.Fatalf("%d bytes, %v: want the origin's file, plainly", len(body), err)
+	}
+	// Let any opening in its store's Open go, half a second from now.
+	released, helper := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(helper)
+		time.Sleep(500 * time.Millisecond)
+		select {
+		case gate <- nil:
+			close(released)
+		case <-time.After(5 * time.Second):
+		}
+	}()
+	w.client.Transport.(*http.Transport).CloseIdleConnections()
+	w.proxy.Close()
+	stillOpening := false
+	select {
+	case <-released:
+	default:
+		stillOpening = true
+	}
+	<-helper
+	if stillOpening {
+		t.Fatal("Close returned while the torrent's opening was still running (blocked in its store's Open), after its response had ended")
+	}
+}

@@ -36,8 +36,12 @@ func (p *Proxy) open(orig *http.Request, m *metainfo.MetaInfo, idx int, mg *meta
 	}
 	if _, ok := p.cfg.Engine.Torrent(m.InfoHash); ok {
 		run()
-	} else {
-		go run()
+	} else if !p.goFlight(run) {
+		// A response may let go of the opening without waiting (the
+		// origin disowned the torrent meanwhile): the proxy owns the
+		// goroutine, and Close waits for it.
+		op.err = errProxyClosed
+		close(op.done)
 	}
 	return op
 }
