@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -233,14 +234,7 @@ const maxHeaderBytes = 64 << 10
 // Serve answers proxy clients on ln until Close. After Close it closes ln
 // and returns nil at once.
 func (p *Proxy) Serve(ln net.Listener) error {
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		p.mu.Lock()
-		p.self.add(ap)
-		if !p.proxyAddr.IsValid() {
-			p.proxyAddr = ap
-		}
-		p.mu.Unlock()
-	}
+	p.AddListener(ln.Addr().String())
 	ln = trackedListener{Listener: ln, conns: &p.conns} // for tunnels (tunnel.go)
 	srv := &http.Server{
 		Handler:           p.checkClient(p.gp),
@@ -309,7 +303,29 @@ func (p *Proxy) clientAllowed(a netip.Addr) bool {
 // selfAddrs are the addresses the proxy listens on.
 type selfAddrs struct{ addrs []netip.AddrPort }
 
-func (s *selfAddrs) add(a netip.AddrPort) { s.addrs = append(s.addrs, a) }
+func (s *selfAddrs) add(a netip.AddrPort) {
+	if !slices.Contains(s.addrs, a) {
+		s.addrs = append(s.addrs, a)
+	}
+}
+
+// AddListener records addr (host:port) as a listener of the proxy's own,
+// as Serve does: no proxied request may reach it, and the first one is
+// the proxy the PAC file names. Calling it before Serve's goroutine runs
+// lets a status page that starts first name the proxy at once. An addr
+// that is no host:port is ignored.
+func (p *Proxy) AddListener(addr string) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.self.add(ap)
+	if !p.proxyAddr.IsValid() {
+		p.proxyAddr = ap
+	}
+}
 
 // AddSelf adds addr (host:port), such as the status page's listener, to
 // the addresses the proxy refuses to forward to, so that no proxied

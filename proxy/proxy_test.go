@@ -188,6 +188,7 @@ func serveProxy(t testing.TB, p *Proxy) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.AddListener(ln.Addr().String()) // before the test asks anything of it
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -725,6 +726,32 @@ func TestPACNamesTheProxyPort(t *testing.T) {
 	resp.Body.Close()
 	if want := "PROXY 127.0.0.1:" + w.proxyURL.Port() + ";"; !strings.Contains(string(body), want) {
 		t.Fatalf("PAC from the status listener:\n%s\nwant %q", body, want)
+	}
+}
+
+// TestPACBeforeServe: a status page that starts before the proxy's Serve
+// goroutine runs (as `tbproxy run` starts them) names the proxy's port,
+// once AddListener has recorded it, never its own.
+func TestPACBeforeServe(t *testing.T) {
+	p, err := New(Config{Engine: newEngine(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.AddListener("127.0.0.1:18765")
+	ui := httptest.NewServer(p.LocalHandler())
+	defer ui.Close()
+	resp, err := http.Get(ui.URL + "/proxy.pac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "PROXY 127.0.0.1:18765;") {
+		t.Fatalf("PAC before Serve:\n%s", body)
+	}
+	if !p.isSelf("127.0.0.1:18765") {
+		t.Fatal("a listener AddListener recorded is not refused as a target")
 	}
 }
 

@@ -196,6 +196,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 	wg.Go(func() { store.reseed(ctx, engine, log) })
 	wg.Go(func() { store.account(ctx, engine) })
+	p.AddListener(ln.Addr().String()) // before the status page, whose PAC file names it
 	var ui *http.Server
 	uiAddr := ""
 	if o.uiListen != "" {
