@@ -306,6 +306,29 @@ func (p *Proxy) release(c *confirmation, detach bool) {
 	c.wait()
 }
 
+// verdict waits, while ctx lasts, for what c tells of the file: nil when
+// the origin confirmed it or could not tell (a nil c, the file at hand,
+// needs no question); an error wrapping errOriginDiffers when it showed
+// another file; ctx's error when ctx ended first.
+func (c *confirmation) verdict(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.ok.Done():
+		return nil
+	case <-c.differs.Done():
+		return context.Cause(c.differs)
+	case <-c.done:
+		if isDone(c.differs.Done()) {
+			return context.Cause(c.differs)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // wait waits for the confirmation to end. It settles nothing: only the
 // origin's answer fires ok or differs, so that a response that joined the
 // question (ask) and waits on them still falls back, or waits for verified

@@ -662,3 +662,55 @@ func TestDisownedOpeningOwnedByTheProxy(t *testing.T) {
 		t.Fatal("Close returned while the torrent's opening was still running (blocked in its store's Open), after its response had ended")
 	}
 }
+
+// TestNoBodyAnswerHeedsTheOrigin: when the origin's metainfo answer says
+// its plain answer is another file (Tbp-Plain-Length), a GET is answered
+// plainly (TestOriginSaysAnotherFile). So is a GET whose answer would
+// have no body (416, 304): the torrent is stale, and its 416 or 304
+// would describe a file the origin no longer serves. A HEAD of the same
+// request falls back too (confirmHead).
+func TestNoBodyAnswerHeedsTheOrigin(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	size := int64(len(w.content))
+	newer := append(append([]byte{}, w.content...), 'z') // the origin's file now: one byte longer
+	said := http.Header{}
+	negotiate.SetPlainFile(said, size+1, time.Unix(1_700_000_000, 0))
+	w.lonelySaying(t, "/grown.mp3", said, func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, "grown.mp3", time.Time{}, bytes.NewReader(newer))
+	})
+	t.Run("range past the torrent's file", func(t *testing.T) {
+		rg := fmt.Sprintf("bytes=%d-", size)
+		head, _ := w.do(t, http.MethodHead, "/grown.mp3", map[string]string{"Range": rg})
+		resp, body := w.get(t, "/grown.mp3", map[string]string{"Range": rg})
+		if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, []byte("z")) {
+			t.Fatalf("GET %s: status %d, body %q, ETag %q (HEAD: %d); want the origin's 206 of its last byte",
+				rg, resp.StatusCode, body, resp.Header.Get("ETag"), head.StatusCode)
+		}
+	})
+	t.Run("if-none-match of the stale torrent", func(t *testing.T) {
+		etag := `"bt-` + metaOf(t, w, "/grown.mp3") + `-0"`
+		resp, body := w.get(t, "/grown.mp3", map[string]string{"If-None-Match": etag})
+		if resp.StatusCode != http.StatusOK || !bytes.Equal(body, newer) {
+			t.Fatalf("GET If-None-Match %s: status %d, %d bytes; want the origin's file (200, %d bytes)",
+				etag, resp.StatusCode, len(body), len(newer))
+		}
+	})
+}
+
+// metaOf is the info-hash (hex) of the metainfo the origin answers path
+// with.
+func metaOf(t *testing.T, w *world, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, w.origin.URL+path, nil)
+	req.Header.Set("Accept", negotiate.MediaType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	m, _, err := negotiate.ReadMetainfo(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.InfoHash.HexString()
+}

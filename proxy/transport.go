@@ -339,14 +339,25 @@ func (p *Proxy) connectFailed(w io.Writer, ctx *goproxy.ProxyCtx, err error) {
 func (p *Proxy) transform(orig *http.Request, originResp *http.Response, m *metainfo.MetaInfo, idx int, mg *metainfo.Magnet, c *confirmation, said *negotiate.PlainFile) (*http.Response, error) {
 	h := negotiate.Headers(m, idx, originResp.Header)
 	pl := plan(orig, h, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m))
+	c = p.confirmFor(c, orig, said, m, idx)
 	if !pl.stream && !pl.multipart {
 		// No body to send (a 304, 412 or 416): the answer is known from
-		// the metainfo alone, and no torrent is opened or announced.
+		// the metainfo alone, and no torrent is opened or announced; but
+		// only once the torrent is known to describe the origin's file,
+		// as for a HEAD (confirmHead). A 304 or 416 about a stale torrent
+		// would keep a client's outdated copy, or refuse a range the
+		// origin serves.
+		why := c.verdict(orig.Context())
 		p.release(c, false)
+		switch {
+		case errors.Is(why, errOriginDiffers):
+			return p.originDiffers(orig, why)
+		case why != nil:
+			return nil, why
+		}
 		p.transformed(orig, m, idx, mg != nil)
 		return pl.response(orig, nil), nil
 	}
-	c = p.confirmFor(c, orig, said, m, idx)
 	if c != nil && isDone(c.differs.Done()) {
 		// The origin's own answer disowned the torrent: none is opened.
 		p.release(c, false)
