@@ -18,20 +18,26 @@ import (
 // from a torrent, the file's synthesised headers (ETag "bt-…", its
 // length, type and date, and Range, If-Range and conditionals answered
 // from them), so that a client which learns the validators by HEAD can
-// use them with its GETs. No torrent is opened and nothing is downloaded
-// (HARDENING 60). It asks the origin:
+// use them with its GETs. No torrent is opened, no peer is asked for a
+// magnet's metadata, and nothing is downloaded (HARDENING 60). It asks
+// the origin:
 //
 //  1. the client's HEAD with the BitTorrent Accept (InjectAccept, as for
 //     a GET), its Range and conditionals left off as in a negotiation.
-//     An answer typed as metainfo goes on to 2. One that is not is the
-//     answer when it is the answer to the client's own request: nothing
-//     was left off, and it does not vary on Accept. Otherwise (a HEAD
-//     shows no body that could sniff as metainfo) the answer to the
-//     client's plain HEAD is.
-//  2. the negotiation's GET, for the metainfo itself. The torrent's file
-//     must be the origin's, judged as for a GET (confirmHead). Only an
-//     origin that shows another file, or metainfo that is not usable,
-//     makes the answer to the plain HEAD the answer.
+//     An answer typed as metainfo, or one whose body a GET could sniff as
+//     metainfo (small enough to be a metainfo document, whatever its
+//     type), goes on to 2. So does an answer whose Link names a magnet.
+//     Any other is the answer, as the GET's would be passed on; unless
+//     the client's Range or conditionals were left off, when the
+//     client's plain HEAD is asked, as the GET would be asked again.
+//  2. the negotiation's GET, for the metainfo itself, or a magnet whose
+//     torrent the proxy already knows (a magnet in a Link needs no GET).
+//     The torrent's file must be the origin's, judged as for a GET
+//     (confirmHead). A GET whose answer is no torrent after all makes the
+//     HEAD's answer of 1 the answer (it said what the GET's says). Only
+//     an origin that shows another file, metainfo that is not usable, or
+//     a magnet whose torrent is unknown makes the answer to the plain
+//     HEAD the answer.
 func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	orig := req.Clone(req.Context())
 	get := req.Clone(req.Context())
@@ -47,32 +53,48 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
+	resp.Body.Close() // a HEAD's answer has none
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	ok := resp.StatusCode == http.StatusOK
+	mg, link := negotiate.MagnetLink(resp.Header)
+	var out *http.Response
 	switch {
-	case resp.StatusCode == http.StatusOK && mt == negotiate.MediaType:
+	case ok && link && mt != negotiate.MediaType:
+		out, err = p.headFromMagnet(orig, resp, mg, negotiate.KindMagnetLink)
+	case ok && mt == negotiate.MediaType, ok && mayBeMetainfo(resp):
+		out, err = p.headFromTorrent(orig, get)
 	case hadStripped:
-		resp.Body.Close()
 		return p.fallback(orig)
-	case resp.StatusCode == http.StatusOK && negotiate.VariesOn(resp.Header, "Accept"):
-		resp.Body.Close()
-		p.count(func(t *totals) { t.passed++ })
-		return p.plain(orig)
 	default:
 		p.count(func(t *totals) { t.passed++ })
 		return p.passOn(resp, resp.Body, up), nil
 	}
-	resp.Body.Close()
-	out, err := p.headFromTorrent(orig, get)
-	if err != nil {
-		p.log.Info("HEAD not answered from the torrent; asking plainly", "url", redact(orig.URL), "why", err)
-		return p.fallback(orig)
+	switch {
+	case err == nil:
+		return out, nil
+	case errors.Is(err, errNoTorrent) && !hadStripped:
+		p.count(func(t *totals) { t.passed++ })
+		return p.passOn(resp, resp.Body, up), nil
 	}
-	return out, nil
+	p.log.Info("HEAD not answered from the torrent; asking plainly", "url", redact(orig.URL), "why", err)
+	return p.fallback(orig)
+}
+
+// errNoTorrent is the negotiation's GET answered with no torrent at all:
+// the GET's answer would be passed on, as the HEAD's then is.
+var errNoTorrent = errors.New("proxy: the GET's answer names no torrent")
+
+// mayBeMetainfo reports whether resp, an origin's 200 to a HEAD, may stand
+// for a body its GET would sniff as metainfo (negotiate.Decide): one of
+// unknown length, or no longer than a metainfo document may be.
+func mayBeMetainfo(resp *http.Response) bool {
+	return resp.ContentLength <= negotiate.MaxMetainfoSize
 }
 
 // headFromTorrent fetches the metainfo with get, the negotiation's GET,
 // and answers orig, a HEAD, from the torrent when its file is the
-// origin's.
+// origin's. An answer that is no torrent returns errNoTorrent; a magnet in
+// its body is answered by headFromMagnet.
 func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error) {
 	resp, err := p.upstream.RoundTrip(get)
 	if err != nil {
@@ -81,18 +103,62 @@ func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error)
 	defer resp.Body.Close()
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
 	d := negotiate.Decide(resp, true, negotiate.Prefix(br, resp.Header.Get("Content-Type")))
-	if !d.Transform || d.Kind != negotiate.KindMetainfo {
-		return nil, fmt.Errorf("the GET's answer is not metainfo to use (%s)", d.Reason)
+	switch {
+	case !d.Transform && !d.Refetch:
+		return nil, fmt.Errorf("%w (%s)", errNoTorrent, d.Reason)
+	case !d.Transform:
+		return nil, fmt.Errorf("the GET's answer is a torrent not to use (%s)", d.Reason)
+	case d.Kind == negotiate.KindMagnetBody:
+		mg, err := negotiate.ReadMagnet(br)
+		if err != nil {
+			return nil, err
+		}
+		return p.headFromMagnet(orig, resp, mg, d.Kind)
+	case d.Kind == negotiate.KindMagnetLink:
+		mg, _ := negotiate.MagnetLink(resp.Header) // Decide found it
+		return p.headFromMagnet(orig, resp, mg, d.Kind)
+	case d.Kind != negotiate.KindMetainfo:
+		return nil, fmt.Errorf("the GET's answer is no metainfo to use (%s)", d.Reason)
 	}
 	m, idx, err := pickFromAnswer(get.URL, br)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.confirmHead(orig, p.plainSaid(orig, resp.Header), m, idx); err != nil {
+	return p.headFrom(orig, resp.Header, m, idx)
+}
+
+// headFromMagnet answers orig, a HEAD, from the torrent of mg, named by
+// resp (in its body, or in its Link header when kind says so), when the
+// proxy already knows that torrent (knownMagnet): a HEAD asks no peer
+// for metadata.
+func (p *Proxy) headFromMagnet(orig *http.Request, resp *http.Response, mg metainfo.Magnet, kind negotiate.Kind) (*http.Response, error) {
+	m := p.knownMagnet(mg.InfoHash)
+	if m == nil {
+		return nil, errors.New("the magnet's torrent is not known here, and a HEAD asks no peer for it")
+	}
+	m, err := checkMagnetMeta(m, mg)
+	if err != nil {
+		return nil, err
+	}
+	idx, ok := negotiate.PickFile(&m.Info, orig.URL)
+	if !ok || negotiate.FileSize(&m.Info, idx) <= 0 {
+		return nil, errors.New("no file in the magnet's torrent matches the URL")
+	}
+	if size := negotiate.FileSize(&m.Info, idx); kind == negotiate.KindMagnetLink && resp.ContentLength >= 0 &&
+		resp.Header.Get("Content-Encoding") == "" && resp.ContentLength != size {
+		return nil, fmt.Errorf("%w: the torrent's file has %d bytes, the origin's %d", errOriginDiffers, size, resp.ContentLength)
+	}
+	return p.headFrom(orig, resp.Header, m, idx)
+}
+
+// headFrom answers orig, a HEAD, from file idx of m, named by an origin's
+// answer with headers h, once the file is judged the origin's.
+func (p *Proxy) headFrom(orig *http.Request, h http.Header, m *metainfo.MetaInfo, idx int) (*http.Response, error) {
+	if err := p.confirmHead(orig, p.plainSaid(orig, h), m, idx); err != nil {
 		return nil, err
 	}
 	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
-	pl := plan(orig, negotiate.Headers(m, idx, resp.Header), size, mod)
+	pl := plan(orig, negotiate.Headers(m, idx, h), size, mod)
 	p.count(func(t *totals) { t.transformed++ })
 	p.log.Info("answering a HEAD from the torrent", "url", redact(orig.URL), "infohash", m.InfoHash.String(), "file", idx,
 		"size", size, "status", pl.status, "app", orig.UserAgent())

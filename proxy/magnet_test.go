@@ -324,3 +324,37 @@ func TestMagnetTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadOfMagnetAnswer: a HEAD gets the headers its GET would get (RFC
+// 9110, section 9.3.2). For a URL whose origin names its torrent by a
+// magnet in the negotiation's body, the GET is answered from the torrent
+// (ETag "bt-…"); the HEAD, asked right after, when the torrent is running
+// and its metadata known, carries the same validators.
+func TestHeadOfMagnetAnswer(t *testing.T) {
+	w, _ := magnetWorld(t, 256<<10)
+	want := fmt.Sprintf(`"bt-%s-0"`, w.meta.InfoHash)
+	for _, path := range []string{"/mb/good/episode.mp3", "/ml/good/episode.mp3"} {
+		get, _ := w.get(t, path, nil)
+		if get.Header.Get("ETag") != want {
+			t.Fatalf("GET %s: ETag %q, want %q", path, get.Header.Get("ETag"), want)
+		}
+		head, _ := w.do(t, http.MethodHead, path, nil)
+		for _, k := range []string{"ETag", "Last-Modified", "Content-Length", "Content-Type"} {
+			if head.Header.Get(k) != get.Header.Get(k) {
+				t.Errorf("HEAD %s: %s %q, the GET's %q", path, k, head.Header.Get(k), get.Header.Get(k))
+			}
+		}
+	}
+	// A magnet whose torrent the proxy does not know: no peer is asked,
+	// and the HEAD gets the origin's plain answer.
+	w2, _ := magnetWorld(t, 64<<10)
+	for _, path := range []string{"/mb/hold/episode.mp3", "/ml/hold/episode.mp3"} {
+		head, _ := w2.do(t, http.MethodHead, path, nil)
+		if head.StatusCode != http.StatusOK || head.Header.Get("ETag") != `"origin-file"` {
+			t.Errorf("HEAD %s, its magnet's torrent unknown: status %d, ETag %q", path, head.StatusCode, head.Header.Get("ETag"))
+		}
+	}
+	if n := w2.peerDials.Load(); n != 0 {
+		t.Errorf("HEADs dialled the magnet's peer %d times", n)
+	}
+}

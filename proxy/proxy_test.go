@@ -1125,25 +1125,37 @@ func headMatchesGet(t *testing.T, w *world, path string) {
 
 // TestHeadSniffedMetainfo: an origin that answers the negotiation with
 // metainfo not typed as application/x-bittorrent, which a GET sniffs and
-// serves from the torrent. A HEAD shows no body to sniff: it gets the
-// origin's own answer to the plain HEAD, never the headers of the metainfo
-// document (its length, its ETag) as if they were the file's.
+// serves from the torrent; with Vary: Accept, and without (HARDENING 59:
+// "or fails to send Vary"). A HEAD shows no body to sniff, so the proxy's
+// GET of the metainfo tells: the HEAD says what the GET says, and never
+// passes the headers of the metainfo document (its length, its ETag) off
+// as the file's.
 func TestHeadSniffedMetainfo(t *testing.T) {
 	w := newWorld(t, 256<<10)
-	w.mux.HandleFunc("/sniffed.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
-			rw.Header().Set("Content-Type", "application/octet-stream")
-			rw.Header().Set("Vary", "Accept")
-			rw.Header().Set("ETag", `"origin-torrent"`)
-			http.ServeContent(rw, r, "", time.Time{}, bytes.NewReader(w.torrent))
-			return
+	sniffed := func(vary bool) http.HandlerFunc {
+		return func(rw http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+				rw.Header().Set("Content-Type", "application/octet-stream")
+				if vary {
+					rw.Header().Set("Vary", "Accept")
+				}
+				rw.Header().Set("ETag", `"origin-torrent"`)
+				http.ServeContent(rw, r, "", time.Time{}, bytes.NewReader(w.torrent))
+				return
+			}
+			rw.Header().Set("ETag", `"origin-file"`)
+			http.ServeContent(rw, r, "sniffed.mp3", time.Time{}, bytes.NewReader(w.content))
 		}
-		rw.Header().Set("ETag", `"origin-file"`)
-		http.ServeContent(rw, r, "sniffed.mp3", time.Time{}, bytes.NewReader(w.content))
-	})
-	resp, _ := w.do(t, http.MethodHead, "/sniffed.mp3", nil)
-	if resp.StatusCode != 200 || resp.Header.Get("ETag") != `"origin-file"` || resp.ContentLength != int64(len(w.content)) {
-		t.Errorf("HEAD: status %d, ETag %q, length %d; want the origin's plain answer", resp.StatusCode, resp.Header.Get("ETag"), resp.ContentLength)
+	}
+	w.mux.HandleFunc("/sniffed.mp3", sniffed(true))
+	w.mux.HandleFunc("/novary/sniffed.mp3", sniffed(false))
+	for _, path := range []string{"/sniffed.mp3", "/novary/sniffed.mp3"} {
+		headMatchesGet(t, w, path)
+	}
+	// A small answer that is no torrent is passed on as its GET's is.
+	head, _ := w.do(t, http.MethodHead, "/page.html", nil)
+	if head.StatusCode != http.StatusOK || head.Header.Get("ETag") != `"page"` || head.Header.Get("Content-Type") != "text/html" {
+		t.Errorf("HEAD of a page: status %d, ETag %q, type %q", head.StatusCode, head.Header.Get("ETag"), head.Header.Get("Content-Type"))
 	}
 }
 
