@@ -193,6 +193,27 @@ func (s gatedStore) Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, e
 	return s.memoryStore.Open(m, transient)
 }
 
+// enteringStore is a gatedStore that tells entered when an Open begins,
+// and left when it has returned.
+type enteringStore struct {
+	gatedStore
+	entered, left chan struct{}
+}
+
+func (s enteringStore) Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	defer func() {
+		select {
+		case s.left <- struct{}{}:
+		default:
+		}
+	}()
+	return s.gatedStore.Open(m, transient)
+}
+
 // getAsync starts a GET of path through the proxy; the response (or the
 // error) arrives on the channel once its headers have.
 func (w *world) getAsync(path string) <-chan any {
@@ -623,10 +644,21 @@ func TestOriginBytesDifferAnsweredPlainly(t *testing.T) {
 // answered plainly at once, and the opening, left to finish on its own,
 // is the proxy's: Close returns only after it has ended (DESIGN §4).
 func TestDisownedOpeningOwnedByTheProxy(t *testing.T) {
-	gate := make(chan error)
-	w := newWorld(t, 512<<10, func(c *Config) { c.Store = gatedStore{gate: gate} })
+	gate, entered, left := make(chan error), make(chan struct{}, 1), make(chan struct{}, 1)
+	w := newWorld(t, 512<<10, func(c *Config) {
+		c.Store = enteringStore{gatedStore: gatedStore{gate: gate}, entered: entered, left: left}
+	})
 	newer := append(append([]byte{}, w.content...), 'z') // another file: one byte longer
 	w.lonely(t, "/changed.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") == "bytes=0-0" {
+			// The confirmation shows another file only once the
+			// torrent is opening.
+			select {
+			case <-entered:
+			case <-time.After(5 * time.Second):
+				t.Error("the torrent did not start opening")
+			}
+		}
 		http.ServeContent(rw, r, "changed.mp3", time.Time{}, bytes.NewReader(newer))
 	})
 	resp, err := w.client.Get(w.origin.URL + "/changed.mp3")
@@ -638,14 +670,14 @@ func TestDisownedOpeningOwnedByTheProxy(t *testing.T) {
 	if err != nil || !bytes.Equal(body, newer) {
 		t.Fatalf("%d bytes, %v: want the origin's file, plainly", len(body), err)
 	}
-	// Let any opening in its store's Open go, half a second from now.
-	released, helper := make(chan struct{}), make(chan struct{})
+	// Let the opening, blocked in its store's Open, go half a second from
+	// now.
+	helper := make(chan struct{})
 	go func() {
 		defer close(helper)
 		time.Sleep(500 * time.Millisecond)
 		select {
 		case gate <- nil:
-			close(released)
 		case <-time.After(5 * time.Second):
 		}
 	}()
@@ -653,7 +685,7 @@ func TestDisownedOpeningOwnedByTheProxy(t *testing.T) {
 	w.proxy.Close()
 	stillOpening := false
 	select {
-	case <-released:
+	case <-left:
 	default:
 		stillOpening = true
 	}
