@@ -63,7 +63,7 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 		out, err = p.headFromMagnet(orig, resp, mg, negotiate.KindMagnetLink)
 	case ok && mt == negotiate.MediaType, ok && mayBeMetainfo(resp):
 		out, err = p.headFromTorrent(orig, get)
-	case hadStripped:
+	case hadStripped || acceptRedirect(resp):
 		return p.fallback(orig)
 	default:
 		p.count(func(t *totals) { t.passed++ })

@@ -1264,3 +1264,29 @@ func TestGetWithBody(t *testing.T) {
 		t.Fatalf("through the proxy: %d %q; directly: %d %q", resp.StatusCode, got, direct.StatusCode, want)
 	}
 }
+
+// TestAcceptRedirectNotFollowed: an origin that sends torrent-seeking
+// clients to its .torrent with a redirect (Vary: Accept) must not send the
+// proxy's client there: a GET and a HEAD get the origin's answer to the
+// client's own request, the file.
+func TestAcceptRedirectNotFollowed(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	w.mux.HandleFunc("/redirected.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Vary", "Accept")
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			http.Redirect(rw, r, "/redirected.mp3.torrent", http.StatusFound)
+			return
+		}
+		rw.Header().Set("ETag", `"origin-file"`)
+		http.ServeContent(rw, r, "redirected.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	w.client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		resp, body := w.do(t, method, "/redirected.mp3", nil)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") != `"origin-file"` ||
+			(method == http.MethodGet && !bytes.Equal(body, w.content)) {
+			t.Errorf("%s: status %d, Location %q, ETag %q, %d bytes; want the file", method, resp.StatusCode,
+				resp.Header.Get("Location"), resp.Header.Get("ETag"), len(body))
+		}
+	}
+}

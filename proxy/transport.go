@@ -187,9 +187,10 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		p.log.Info("torrent answer not used; fetching plainly", "url", redact(req.URL), "why", d.Reason)
 		return p.fallback(orig)
 	case !d.Transform:
-		if hadStripped {
+		if hadStripped || acceptRedirect(resp) {
 			// Not a torrent, but the client's range or validators were
-			// left off to ask for one: ask again as the client did.
+			// left off to ask for one, or the origin sent the injected
+			// Accept elsewhere: ask again as the client did.
 			resp.Body.Close()
 			return p.fallback(orig)
 		}
@@ -213,6 +214,15 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.fallback(orig)
 	}
 	return p.transform(orig, resp, m, idx, nil, c, said)
+}
+
+// acceptRedirect reports whether resp is a redirect chosen by the Accept
+// it was asked with (Vary): one the injected Accept may have earned, such
+// as a Transparent BitTorrent origin sending torrent-seeking clients to
+// its .torrent, which the client, who never asked for a torrent, must not
+// follow.
+func acceptRedirect(resp *http.Response) bool {
+	return resp.StatusCode >= 300 && resp.StatusCode < 400 && negotiate.VariesOn(resp.Header, "Accept")
 }
 
 // prepareNegotiation makes req, a GET, the negotiation request: the
