@@ -1,9 +1,11 @@
 package negotiate
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -332,6 +334,42 @@ func FuzzPlainType(f *testing.F) {
 		SetPlainType(h, pf.ContentType)
 		if pf2, err := ParsePlainFile(h); err != nil || pf2.ContentType != pf.ContentType {
 			t.Fatalf("round trip of %q: %+v, %v", pf.ContentType, pf2, err)
+		}
+	})
+}
+
+// FuzzPrefixOf runs PrefixOf on any body, encoded in any coding the proxy
+// decodes (or labelled with one it is not in): no panic, at most SniffLen
+// bytes, the body left unread, and a prefix of the decoded body whenever
+// the coding is true; Decide never takes a body for a torrent that
+// SniffTorrent would not.
+func FuzzPrefixOf(f *testing.F) {
+	f.Add([]byte("d8:announce3:x:y4:infod6:lengthi1eee"), uint8(1), false)
+	f.Add([]byte("<!doctype html>"), uint8(2), false)
+	f.Add([]byte("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"), uint8(3), true)
+	f.Add([]byte("d4:infod"), uint8(4), false)
+	f.Fuzz(func(t *testing.T, data []byte, which uint8, typed bool) {
+		codings := []string{"", "gzip", "deflate", "raw-deflate", "gzip"}
+		c := codings[int(which)%len(codings)]
+		enc := data
+		lie := int(which)%len(codings) == 4 // plain bytes labelled gzip
+		if !lie {
+			enc = encode(t, c, data)
+		}
+		ctype := "application/octet-stream"
+		if typed {
+			ctype = MediaType
+		}
+		br := bufio.NewReaderSize(bytes.NewReader(enc), SniffLen)
+		p := PrefixOf(br, answerHeader(ctype, c))
+		if len(p) > SniffLen {
+			t.Fatalf("prefix of %d bytes", len(p))
+		}
+		if rest, _ := io.ReadAll(br); !bytes.Equal(rest, enc) {
+			t.Fatal("PrefixOf consumed the body")
+		}
+		if !lie && !bytes.HasPrefix(data, p) {
+			t.Fatalf("prefix %q is not the start of the decoded body", p)
 		}
 	})
 }

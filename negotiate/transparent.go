@@ -110,8 +110,9 @@ type Decision struct {
 // A torrent that fails any further rule is refetched: a status other than
 // 200, Cache-Control no-transform, private or no-store, or a
 // Content-Disposition naming a ".torrent" file. Content-Encoding is not
-// examined: a compressed body that cannot be decoded fails ReadMetainfo
-// and is refetched then.
+// examined here: PrefixOf gives the decoded start of a gzip or deflate
+// body, and metainfo in another coding fails ReadMetainfo (read through
+// Decoded) and is refetched then.
 func Decide(resp *http.Response, injected bool, prefix []byte) Decision {
 	if resp == nil {
 		return Decision{Reason: DecideNoResponse}
@@ -164,11 +165,17 @@ func Prefix(br *bufio.Reader, contentType string) []byte {
 		return b
 	}
 	b, _ := br.Peek(2)
-	if len(b) < 2 || b[0] != 'd' || (b[1] != 'e' && (b[1] < '0' || b[1] > '9')) {
+	if len(b) < 2 || !mayStartDict(b) {
 		return b
 	}
 	b, _ = br.Peek(SniffLen)
 	return b
+}
+
+// mayStartDict reports whether b, at least two bytes, can start a
+// bencoded dictionary: "de", or "d" and a key's length.
+func mayStartDict(b []byte) bool {
+	return b[0] == 'd' && (b[1] == 'e' || (b[1] >= '0' && b[1] <= '9'))
 }
 
 // IsTransparent reports whether resp may be served from the swarm, judging

@@ -102,25 +102,31 @@ func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error)
 	}
 	defer resp.Body.Close()
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
-	d := negotiate.Decide(resp, true, negotiate.Prefix(br, resp.Header.Get("Content-Type")))
+	d := negotiate.Decide(resp, true, negotiate.PrefixOf(br, resp.Header))
 	switch {
 	case !d.Transform && !d.Refetch:
 		return nil, fmt.Errorf("%w (%s)", errNoTorrent, d.Reason)
 	case !d.Transform:
 		return nil, fmt.Errorf("the GET's answer is a torrent not to use (%s)", d.Reason)
+	case d.Kind == negotiate.KindMagnetLink:
+		mg, _ := negotiate.MagnetLink(resp.Header) // Decide found it
+		return p.headFromMagnet(orig, resp, mg, d.Kind)
+	}
+	body, err := negotiate.Decoded(br, resp.Header)
+	if err != nil {
+		return nil, err
+	}
+	switch {
 	case d.Kind == negotiate.KindMagnetBody:
-		mg, err := negotiate.ReadMagnet(br)
+		mg, err := negotiate.ReadMagnet(body)
 		if err != nil {
 			return nil, err
 		}
 		return p.headFromMagnet(orig, resp, mg, d.Kind)
-	case d.Kind == negotiate.KindMagnetLink:
-		mg, _ := negotiate.MagnetLink(resp.Header) // Decide found it
-		return p.headFromMagnet(orig, resp, mg, d.Kind)
 	case d.Kind != negotiate.KindMetainfo:
 		return nil, fmt.Errorf("the GET's answer is no metainfo to use (%s)", d.Reason)
 	}
-	m, idx, err := pickFromAnswer(get.URL, br)
+	m, idx, err := pickFromAnswer(get.URL, body)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -1288,5 +1289,49 @@ func TestAcceptRedirectNotFollowed(t *testing.T) {
 			t.Errorf("%s: status %d, Location %q, ETag %q, %d bytes; want the file", method, resp.StatusCode,
 				resp.Header.Get("Location"), resp.Header.Get("ETag"), len(body))
 		}
+	}
+}
+
+// TestCompressedMetainfo: an origin that compresses its metainfo answer
+// (mod_deflate, for a client whose Accept-Encoding allows it), typed as
+// BitTorrent's or, without Vary, as application/octet-stream: the proxy
+// reads it decoded, and the client gets the file from the torrent, never
+// the compressed torrent as the file. A compressed answer that is no
+// torrent goes on as it came.
+func TestCompressedMetainfo(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(w.torrent)
+	zw.Close()
+	compressed := func(ctype string) http.HandlerFunc {
+		return func(rw http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+				rw.Header().Set("Content-Type", ctype)
+				rw.Header().Set("Content-Encoding", "gzip")
+				rw.Write(gz.Bytes())
+				return
+			}
+			rw.Header().Set("ETag", `"origin-file"`)
+			http.ServeContent(rw, r, "episode.mp3", time.Time{}, bytes.NewReader(w.content))
+		}
+	}
+	w.mux.HandleFunc("/gz/typed/episode.mp3", compressed("application/x-bittorrent"))
+	w.mux.HandleFunc("/gz/octet/episode.mp3", compressed("application/octet-stream"))
+	for _, path := range []string{"/gz/typed/episode.mp3", "/gz/octet/episode.mp3"} {
+		headMatchesGet(t, w, path)
+	}
+	var page bytes.Buffer
+	zw = gzip.NewWriter(&page)
+	zw.Write([]byte("<p>compressed</p>"))
+	zw.Close()
+	w.mux.HandleFunc("/gz/page.html", func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/html")
+		rw.Header().Set("Content-Encoding", "gzip")
+		rw.Write(page.Bytes())
+	})
+	resp, body := w.get(t, "/gz/page.html", nil)
+	if resp.Header.Get("Content-Encoding") != "gzip" || !bytes.Equal(body, page.Bytes()) {
+		t.Errorf("a compressed page: Content-Encoding %q, %d bytes; want it as it came", resp.Header.Get("Content-Encoding"), len(body))
 	}
 }

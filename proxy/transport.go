@@ -179,8 +179,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.upstreamFailed(orig, err), nil
 	}
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
-	prefix := negotiate.Prefix(br, resp.Header.Get("Content-Type"))
-	d := negotiate.Decide(resp, true, prefix)
+	d := negotiate.Decide(resp, true, negotiate.PrefixOf(br, resp.Header))
 	switch {
 	case d.Refetch:
 		resp.Body.Close()
@@ -196,8 +195,17 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		}
 		p.count(func(t *totals) { t.passed++ })
 		return p.passOn(resp, br, up), nil
-	case d.Kind != negotiate.KindMetainfo:
+	case d.Kind == negotiate.KindMagnetLink:
 		return p.fromMagnet(orig, resp, br, d.Kind, hadStripped)
+	}
+	body, err := negotiate.Decoded(br, resp.Header)
+	if err != nil {
+		resp.Body.Close()
+		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
+		return p.fallback(orig)
+	}
+	if d.Kind == negotiate.KindMagnetBody {
+		return p.fromMagnet(orig, resp, body, d.Kind, hadStripped)
 	}
 	// The origin is asked to confirm the file while its metainfo is read,
 	// unless its answer says what its plain answer is (confirmFor).
@@ -206,7 +214,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	if said == nil {
 		c = p.askEarly(orig)
 	}
-	m, idx, err := pickFromAnswer(req.URL, br)
+	m, idx, err := pickFromAnswer(req.URL, body)
 	resp.Body.Close()
 	if err != nil {
 		p.release(c, false)
