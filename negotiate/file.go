@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,18 +74,8 @@ func PickFile(info *metainfo.Info, u *url.URL) (index int, ok bool) {
 	// encoding: only it keeps a "%2F" apart from a "/". (EscapedPath would
 	// drop it for a byte Go escapes but clients send raw, such as "|".)
 	// Without it, Path holds no escaped slash.
-	segs := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if u.RawPath != "" {
-		segs = strings.Split(strings.TrimPrefix(u.RawPath, "/"), "/")
-		for i, s := range segs {
-			seg, err := url.PathUnescape(s)
-			if err != nil {
-				return 0, false
-			}
-			segs[i] = seg
-		}
-	}
-	if segs[len(segs)-1] == "" {
+	segs, ok := pathSegments(u)
+	if !ok {
 		return 0, false
 	}
 	best, bestIdx, tie := 0, -1, false
@@ -92,10 +83,7 @@ func PickFile(info *metainfo.Info, u *url.URL) (index int, ok bool) {
 		if f.Padding() {
 			continue
 		}
-		k := 0
-		for k < len(f.Path) && k < len(segs) && f.Path[len(f.Path)-1-k] == segs[len(segs)-1-k] {
-			k++
-		}
+		k := matched(f.Path, segs)
 		switch {
 		case k == 0:
 		case k > best:
@@ -108,6 +96,80 @@ func PickFile(info *metainfo.Info, u *url.URL) (index int, ok bool) {
 		return 0, false
 	}
 	return bestIdx, true
+}
+
+// pathSegments splits the path of u at "/" into its segments, each
+// unescaped on its own, as PickFile compares them. ok is false for a path
+// that ends in "/" or does not unescape.
+func pathSegments(u *url.URL) (segs []string, ok bool) {
+	// The path as the client wrote it, when that differs from Path's own
+	// encoding: only it keeps a "%2F" apart from a "/". (EscapedPath would
+	// drop it for a byte Go escapes but clients send raw, such as "|".)
+	// Without it, Path holds no escaped slash.
+	segs = strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
+	if u.RawPath != "" {
+		segs = strings.Split(strings.TrimPrefix(u.RawPath, "/"), "/")
+		for i, s := range segs {
+			seg, err := url.PathUnescape(s)
+			if err != nil {
+				return nil, false
+			}
+			segs[i] = seg
+		}
+	}
+	return segs, segs[len(segs)-1] != ""
+}
+
+// matched is how many of the last components of path equal the last
+// segments of segs.
+func matched(path, segs []string) int {
+	k := 0
+	for k < len(path) && k < len(segs) && path[len(path)-1-k] == segs[len(segs)-1-k] {
+		k++
+	}
+	return k
+}
+
+// FileRoot finds, for file index of a multi-file torrent named by the
+// request URL u (PickFile), where the origin serves the torrent's other
+// files: root, a URL ending in "/" under which each file's path follows
+// from its component skip on (BEP 19 with the first skip components,
+// the torrent's name first, already in root). A piece that spans two files
+// needs the other's bytes, which u itself cannot give. ok is false for a
+// single-file torrent, a URL that names no file of it, or files that do
+// not all share the components that u leaves out.
+func FileRoot(info *metainfo.Info, index int, u *url.URL) (root string, skip int, ok bool) {
+	if info == nil || !info.MultiFile || u == nil || index < 0 || index >= len(info.Files) {
+		return "", 0, false
+	}
+	segs, ok := pathSegments(u)
+	if !ok {
+		return "", 0, false
+	}
+	path := info.Files[index].Path
+	k := matched(path, segs)
+	if k == 0 {
+		return "", 0, false
+	}
+	skip = len(path) - k
+	for _, f := range info.Files {
+		if f.Padding() {
+			continue
+		}
+		if len(f.Path) <= skip || !slices.Equal(f.Path[:skip], path[:skip]) {
+			return "", 0, false
+		}
+	}
+	esc := strings.Split(strings.TrimPrefix(u.EscapedPath(), "/"), "/")
+	if len(esc) != len(segs) {
+		return "", 0, false
+	}
+	r := url.URL{Scheme: u.Scheme, Host: u.Host}
+	dir := strings.Join(esc[:len(esc)-k], "/")
+	if dir != "" {
+		dir += "/"
+	}
+	return r.String() + "/" + dir, skip, true
 }
 
 // FileSize is the length in bytes of file index of info, or -1 when there

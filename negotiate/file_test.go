@@ -301,3 +301,37 @@ func TestPickFileEscapedSlashWithRawByte(t *testing.T) {
 		}
 	}
 }
+
+// TestFileRoot: where the origin serves the other files of the torrent
+// whose file the URL names, and how much of their paths it stands for.
+func TestFileRoot(t *testing.T) {
+	single := parseTorrent(t, torrentBytes(t, "movie.mkv", []fileSpec{{length: 40000}}, nil))
+	multi := multiTorrent(t)
+	tests := []struct {
+		name   string
+		m      *metainfo.MetaInfo
+		idx    int
+		target string
+		root   string
+		skip   int
+		ok     bool
+	}{
+		{"whole path with the name", multi, 0, "http://a.example/media/show/s1/ep1.mkv", "http://a.example/media/", 0, true},
+		{"the name left out", multi, 1, "http://a.example/media/s2/ep1.mkv?x=1", "http://a.example/media/", 1, true},
+		{"at the root", multi, 4, "http://a.example/notes%20file.txt", "http://a.example/", 1, true},
+		{"escaped slash", multi, 5, "http://a.example/d/a%252Fb", "http://a.example/d/", 1, true},
+		{"port and scheme kept", multi, 0, "https://a.example:8443/m/s1/ep1.mkv", "https://a.example:8443/m/", 1, true},
+		{"a directory left out that not all share", multi, 3, "http://a.example/x/ep2.mkv", "", 0, false},
+		{"another file's URL", multi, 4, "http://a.example/x/ep2.mkv", "", 0, false},
+		{"single-file torrent", single, 0, "http://a.example/movie.mkv", "", 0, false},
+		{"no such file", multi, 99, "http://a.example/show/s1/ep1.mkv", "", 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root, skip, ok := FileRoot(&tc.m.Info, tc.idx, mustURL(t, tc.target))
+			if root != tc.root || skip != tc.skip || ok != tc.ok {
+				t.Fatalf("FileRoot = %q, %d, %v; want %q, %d, %v", root, skip, ok, tc.root, tc.skip, tc.ok)
+			}
+		})
+	}
+}

@@ -186,6 +186,21 @@ func FuzzPickFile(f *testing.F) {
 				t.Fatalf("picked %d but %d matches as well", i, j)
 			}
 		}
+		// FileRoot, when it finds one, names the picked file by the
+		// very path the client asked for.
+		root, skip, ok := FileRoot(&m.Info, i, u)
+		if !ok {
+			return
+		}
+		parts := m.Info.Files[i].Path[skip:]
+		esc := make([]string, len(parts))
+		for k, c := range parts {
+			esc[k] = url.PathEscape(c)
+		}
+		again, err := url.Parse(root + strings.Join(esc, "/"))
+		if err != nil || !strings.HasSuffix(root, "/") || again.Host != u.Host || again.Path != u.Path {
+			t.Fatalf("FileRoot(%q) = %q, %d: names %v, not the picked file's path %q", u, root, skip, again, u.Path)
+		}
 	})
 }
 

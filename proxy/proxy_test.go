@@ -1335,3 +1335,44 @@ func TestCompressedMetainfo(t *testing.T) {
 		t.Errorf("a compressed page: Content-Encoding %q, %d bytes; want it as it came", resp.Header.Get("Content-Encoding"), len(body))
 	}
 }
+
+// TestMultiFileSiblings: a multi-file torrent with no url-list and no
+// peers, whose origin serves its files side by side, as the URL's path
+// says. A file whose first and last pieces span into its neighbours is
+// delivered whole: those pieces' other bytes come from the neighbours'
+// URLs, which the URL itself cannot give. With the torrent's name in the
+// URL and without.
+func TestMultiFileSiblings(t *testing.T) {
+	for _, path := range []string{"/with/album/b.mp3", "/without/b.mp3"} {
+		w := newWorld(t, 64<<10)
+		dir := filepath.Join(t.TempDir(), "album")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		files := map[string][]byte{"a.mp3": make([]byte, 100_000), "b.mp3": make([]byte, 150_000), "c.mp3": make([]byte, 70_000)}
+		for name, data := range files {
+			rand.Read(data)
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		m, err := metainfo.Build(context.Background(), dir, metainfo.BuildOptions{PieceLength: 32 << 10, CreationDate: time.Now().Add(time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		torrent, _ := m.Marshal()
+		prefix := path[:strings.LastIndex(path, "/")+1]
+		w.mux.HandleFunc(prefix, func(rw http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+				rw.Header().Set("Content-Type", "application/x-bittorrent")
+				rw.Write(torrent)
+				return
+			}
+			http.StripPrefix(strings.TrimSuffix(prefix, "/"), http.FileServer(http.Dir(dir))).ServeHTTP(rw, r)
+		})
+		resp, body := w.get(t, path, nil)
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("ETag"), `"bt-`) || !bytes.Equal(body, files["b.mp3"]) {
+			t.Errorf("GET %s: status %d, ETag %q, %d bytes; want b.mp3 from the torrent", path, resp.StatusCode, resp.Header.Get("ETag"), len(body))
+		}
+	}
+}

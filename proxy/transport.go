@@ -407,6 +407,14 @@ func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 	if err := t.AddWebSeed(swarm.WebSeed{URL: u.String(), Origin: true, File: idx, Header: seedHeader, Dropped: dropped}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)
 	}
+	// A piece that spans two files of a multi-file torrent needs bytes
+	// of a file the URL does not serve: the origin serves the torrent's
+	// files side by side, where the URL's path says (FileRoot).
+	if root, skip, ok := negotiate.FileRoot(&m.Info, idx, orig.URL); ok {
+		if err := t.AddWebSeed(swarm.WebSeed{URL: root, Skip: skip}); err != nil {
+			p.log.Debug("the origin's web seed of the torrent's other files not added", "err", err)
+		}
+	}
 	return t, nil
 }
 

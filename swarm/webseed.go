@@ -29,6 +29,12 @@ type WebSeed struct {
 	// appended.
 	Origin bool
 	File   int
+	// Skip, for a multi-file torrent's seed that is not Origin, is how
+	// many leading components of each file's path URL already stands for:
+	// 0 is BEP 19 (URL is the parent of the torrent's directory), 1 a URL
+	// that is the torrent's directory itself. Every file's path must be
+	// longer than Skip.
+	Skip int
 	// Header is sent with every request. Only an Origin seed gets one,
 	// since it came from a request to that same origin; it must not carry
 	// the BitTorrent Accept.
@@ -183,6 +189,14 @@ func (t *Torrent) AddWebSeed(ws WebSeed) error {
 	}
 	if ws.Origin && (ws.File < 0 || ws.File >= len(t.info.Files)) {
 		return fmt.Errorf("swarm: web seed for file %d: no such file", ws.File)
+	}
+	if ws.Skip != 0 && (ws.Origin || !t.info.MultiFile || ws.Skip < 0) {
+		return fmt.Errorf("swarm: web seed %q: Skip %d is for a multi-file torrent's seed", redactURL(ws.URL), ws.Skip)
+	}
+	for _, f := range t.info.Files {
+		if t.info.MultiFile && len(f.Path) <= ws.Skip {
+			return fmt.Errorf("swarm: web seed %q: Skip %d leaves no path of %q", redactURL(ws.URL), ws.Skip, strings.Join(f.Path, "/"))
+		}
 	}
 	if !ws.Origin {
 		ws.Header = nil
@@ -542,8 +556,9 @@ func (t *Torrent) fileURL(s *webSeed, i int) string {
 	if !strings.HasSuffix(base, "/") {
 		base += "/"
 	}
-	parts := make([]string, len(t.info.Files[i].Path))
-	for k, c := range t.info.Files[i].Path {
+	path := t.info.Files[i].Path[s.ws.Skip:]
+	parts := make([]string, len(path))
+	for k, c := range path {
 		parts[k] = url.PathEscape(c)
 	}
 	return base + strings.Join(parts, "/")

@@ -172,6 +172,47 @@ func TestWebSeedMultiFile(t *testing.T) {
 	checkBytes(t, st, want)
 }
 
+// TestWebSeedSkip: a seed whose URL is the torrent's directory itself
+// (Skip 1: the torrent's name is not in its paths) serves every file; a
+// Skip that leaves a file no path, or that a single-file torrent or an
+// origin seed is given, is refused.
+func TestWebSeedSkip(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "album")
+	var all []byte
+	for _, f := range []struct {
+		name string
+		size int
+	}{{"a track.mp3", 700_000}, {"disc 2/b.mp3", 1 << 20}} {
+		data := bytes.Repeat([]byte(f.name), f.size/len(f.name)+1)[:f.size]
+		path := filepath.Join(root, f.name)
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, data...)
+	}
+	m, err := metainfo.Build(context.Background(), root, metainfo.BuildOptions{PieceLength: 32 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, http.FileServer(http.Dir(root)))
+	tor, st := leechWith(t, m, Config{}, TorrentOptions{StallBudget: time.Millisecond})
+	for _, bad := range []WebSeed{
+		{URL: srv.URL + "/", Skip: 2},
+		{URL: srv.URL + "/", Skip: -1},
+		{URL: srv.URL + "/a%20track.mp3", Origin: true, Skip: 1},
+	} {
+		if err := tor.AddWebSeed(bad); err == nil {
+			t.Errorf("AddWebSeed(%+v) accepted", bad)
+		}
+	}
+	if err := tor.AddWebSeed(WebSeed{URL: srv.URL + "/", Skip: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitComplete(t, tor, 30*time.Second)
+	checkBytes(t, st, all)
+}
+
 // TestBadWebSeeds: a seed that lies is caught by the hashes and dropped; one
 // that ignores Range is still used; one that fails is retried, then
 // dropped; the file is still correct.
