@@ -1376,3 +1376,62 @@ func TestMultiFileSiblings(t *testing.T) {
 		}
 	}
 }
+
+// TestPassedOnAsItCame: an answer with no Content-Type reaches the client
+// with none (Go's server would sniff one), and a client that sends no
+// User-Agent reaches the origin with none (Go's client would name
+// itself), for the negotiation, a plain refetch and the engine's web seed.
+func TestPassedOnAsItCame(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	var mu sync.Mutex
+	var agents []string
+	w.mux.HandleFunc("/untyped", func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		agents = append(agents, strings.Join(r.Header.Values("User-Agent"), ","))
+		mu.Unlock()
+		rw.Header()["Content-Type"] = nil
+		io.WriteString(rw, "<html><body>not a page</body></html>")
+	})
+	req, _ := http.NewRequest(http.MethodGet, w.origin.URL+"/untyped", nil)
+	req.Header["User-Agent"] = []string{""}
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if ct, ok := resp.Header["Content-Type"]; ok {
+		t.Errorf("Content-Type %q added to an answer that had none", ct)
+	}
+	// A torrent's web seed and confirmation, and a plain refetch.
+	w.lonely(t, "/agentless.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		agents = append(agents, strings.Join(r.Header.Values("User-Agent"), ","))
+		mu.Unlock()
+		http.ServeContent(rw, r, "agentless.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	for _, hdr := range []map[string]string{nil, {"If-None-Match": `"x"`}} {
+		req, _ = http.NewRequest(http.MethodGet, w.origin.URL+"/agentless.mp3", nil)
+		req.Header["User-Agent"] = []string{""}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err = w.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(agents) < 2 {
+		t.Fatalf("the origin was asked %d times", len(agents))
+	}
+	for _, a := range agents {
+		if a != "" {
+			t.Errorf("the origin saw User-Agent %q from a client that sent none (all: %q)", a, agents)
+			break
+		}
+	}
+}

@@ -48,6 +48,12 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 		// Upgrades (websockets) pass through untouched, Connection and all.
 		negotiate.RemoveHopByHop(r.Header)
 	}
+	if _, ok := r.Header["User-Agent"]; !ok {
+		// Go's client would name itself to the origin, and the engine's
+		// web seed requests after it: a client that sends no User-Agent
+		// reaches the origin with none.
+		r.Header["User-Agent"] = []string{""}
+	}
 	ctx.RoundTripper = goproxy.RoundTripperFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Response, error) {
 		resp, err := p.roundTrip(req, ctx)
 		return guardTunnel(tc, closeAfterChunked(chunked, resp), p.tunnelIdle), err
@@ -295,6 +301,12 @@ func (p *Proxy) passOn(resp *http.Response, r io.Reader, up *upstreamConn) *http
 	}
 	negotiate.RemoveHopByHop(resp.Header)
 	negotiate.AddVia(resp.Header, resp.ProtoMajor, resp.ProtoMinor)
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		// Go's server would sniff one from the body (RFC 9110, section
+		// 8.3: the recipient may, an intermediary must not add it): the
+		// field, present and empty, stops it and is never sent.
+		resp.Header["Content-Type"] = nil
+	}
 	if resp.Body != nil && resp.Body != http.NoBody {
 		resp.Body = p.passBody(r, resp, up)
 	}
