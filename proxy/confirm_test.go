@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -745,4 +747,38 @@ func metaOf(t *testing.T, w *world, path string) string {
 		t.Fatal(err)
 	}
 	return m.InfoHash.HexString()
+}
+
+// TestConvictedOriginAbortsAtOnce: an origin whose file changed but kept
+// its size, with no date to tell (so its confirmation passes and the
+// headers go out), is convicted by its first piece, which fails the
+// torrent's hashes. With no peer to serve the torrent's bytes, the stream
+// that has sent nothing is aborted then, not when its first-byte budget
+// (here a minute) runs out; the next request is answered plainly.
+func TestConvictedOriginAbortsAtOnce(t *testing.T) {
+	w := newWorld(t, 512<<10, func(c *Config) { c.FirstByte = time.Minute })
+	other := make([]byte, len(w.content))
+	rand.Read(other)
+	w.lonely(t, "/changed-same-size.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		http.ServeContent(rw, r, "changed-same-size.mp3", time.Time{}, bytes.NewReader(other))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/changed-same-size.mp3", nil)
+	resp, err := w.client.Do(req)
+	if err == nil {
+		var body []byte
+		body, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil && !bytes.Equal(body, other) {
+			t.Fatalf("status %d, %d bytes: neither the origin's file nor a broken answer", resp.StatusCode, len(body))
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the stream was not aborted when the origin was convicted")
+	}
+	resp, body := w.get(t, "/changed-same-size.mp3", nil)
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, other) {
+		t.Fatalf("then: status %d, %d bytes; want the origin's file, plainly", resp.StatusCode, len(body))
+	}
 }

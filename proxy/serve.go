@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -35,6 +36,9 @@ type transfer struct {
 	sent     atomic.Int64
 	torrent  *swarm.Torrent
 	infohash metainfo.Hash
+	url      string // the URL asked for, unredacted
+	// abort ends a single span's stream, when set (newSpan).
+	abort context.CancelFunc
 }
 
 // serve answers orig with file idx of the torrent op opens, as pl, the
@@ -122,6 +126,10 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 // newSpan opens a reader of the planned span of file idx of t, and
 // registers the transfer. Closing the body releases both.
 func (p *Proxy) newSpan(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, pl planned) (*spanBody, error) {
+	if f, ok := p.confirmed.Get(orig.URL.String()); ok && f.bytesDiffer(m.InfoHash) {
+		// Convicted while the torrent opened (originBytesDiffer).
+		return nil, fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	}
 	ctx, cancel := context.WithCancel(orig.Context())
 	stopBase := context.AfterFunc(p.base, cancel)
 	rd, err := t.NewRangeReader(ctx, idx, pl.start, pl.length)
@@ -132,6 +140,7 @@ func (p *Proxy) newSpan(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaIn
 	}
 	release := p.store.Pin(m.InfoHash)
 	tr := newTransfer(orig, t, m, idx)
+	tr.abort = cancel
 	id := p.addTransfer(tr)
 	b := &spanBody{rd: rd, ctx: ctx, cancel: cancel, left: pl.length, sent: &tr.sent}
 	b.stop = func() {
@@ -635,7 +644,8 @@ func (r startingReader) Read(p []byte) (int, error) {
 // newTransfer describes the response to orig from file idx of t.
 func newTransfer(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int) *transfer {
 	f := m.Info.Files[idx]
-	return &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(), torrent: t, infohash: m.InfoHash}
+	return &transfer{App: orig.UserAgent(), URL: redact(orig.URL), File: f.DisplayPath(), Size: f.Length, Started: time.Now(),
+		torrent: t, infohash: m.InfoHash, url: orig.URL.String()}
 }
 
 func (p *Proxy) addTransfer(tr *transfer) int64 {
