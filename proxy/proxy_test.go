@@ -715,9 +715,10 @@ func (w *world) lonelySaying(t *testing.T, path string, said http.Header, file h
 	})
 }
 
-func TestPACNamesTheProxyPort(t *testing.T) {
-	w := newWorld(t, 64<<10)
-	ui := httptest.NewServer(w.proxy.LocalHandler())
+// pacFromStatusPage is the PAC file p's status page serves.
+func pacFromStatusPage(t *testing.T, p *Proxy) string {
+	t.Helper()
+	ui := httptest.NewServer(p.LocalHandler())
 	defer ui.Close()
 	resp, err := http.Get(ui.URL + "/proxy.pac")
 	if err != nil {
@@ -725,7 +726,12 @@ func TestPACNamesTheProxyPort(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := "PROXY 127.0.0.1:" + w.proxyURL.Port() + ";"; !strings.Contains(string(body), want) {
+	return string(body)
+}
+
+func TestPACNamesTheProxyPort(t *testing.T) {
+	w := newWorld(t, 64<<10)
+	if body, want := pacFromStatusPage(t, w.proxy), "PROXY 127.0.0.1:"+w.proxyURL.Port()+";"; !strings.Contains(body, want) {
 		t.Fatalf("PAC from the status listener:\n%s\nwant %q", body, want)
 	}
 }
@@ -740,15 +746,7 @@ func TestPACBeforeServe(t *testing.T) {
 	}
 	defer p.Close()
 	p.AddListener("127.0.0.1:18765")
-	ui := httptest.NewServer(p.LocalHandler())
-	defer ui.Close()
-	resp, err := http.Get(ui.URL + "/proxy.pac")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "PROXY 127.0.0.1:18765;") {
+	if body := pacFromStatusPage(t, p); !strings.Contains(body, "PROXY 127.0.0.1:18765;") {
 		t.Fatalf("PAC before Serve:\n%s", body)
 	}
 	if !p.isSelf("127.0.0.1:18765") {

@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,15 +138,17 @@ func TestWebSeedOnly(t *testing.T) {
 	}
 }
 
-func TestWebSeedMultiFile(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "album")
-	var all []byte
-	for _, f := range []struct {
-		name string
-		size int
-	}{{"a track.mp3", 700_000}, {"disc 2/b.mp3", 1 << 20}, {"c.txt", 10}} {
-		data := bytes.Repeat([]byte(f.name), f.size/len(f.name)+1)[:f.size]
-		path := filepath.Join(root, f.name)
+// album writes a directory "album" of files named by sizes (each filled
+// with its own name) and builds its torrent, with 32 KiB pieces; all is
+// the files' bytes in the torrent's order, which is the names' lexical
+// order.
+func album(t *testing.T, sizes map[string]int) (root string, m *metainfo.MetaInfo, all []byte) {
+	t.Helper()
+	root = filepath.Join(t.TempDir(), "album")
+	for _, name := range slices.Sorted(maps.Keys(sizes)) {
+		size := sizes[name]
+		data := bytes.Repeat([]byte(name), size/len(name)+1)[:size]
+		path := filepath.Join(root, name)
 		os.MkdirAll(filepath.Dir(path), 0o755)
 		if err := os.WriteFile(path, data, 0o644); err != nil {
 			t.Fatal(err)
@@ -155,6 +159,11 @@ func TestWebSeedMultiFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return root, m, all
+}
+
+func TestWebSeedMultiFile(t *testing.T) {
+	root, m, all := album(t, map[string]int{"a track.mp3": 700_000, "disc 2/b.mp3": 1 << 20, "c.txt": 10})
 	srv := serve(t, http.FileServer(http.Dir(filepath.Dir(root))))
 	f := &fixture{content: all, meta: m}
 	m = f.withURLList(t, srv.URL+"/")
@@ -177,24 +186,7 @@ func TestWebSeedMultiFile(t *testing.T) {
 // Skip that leaves a file no path, or that a single-file torrent or an
 // origin seed is given, is refused.
 func TestWebSeedSkip(t *testing.T) {
-	root := filepath.Join(t.TempDir(), "album")
-	var all []byte
-	for _, f := range []struct {
-		name string
-		size int
-	}{{"a track.mp3", 700_000}, {"disc 2/b.mp3", 1 << 20}} {
-		data := bytes.Repeat([]byte(f.name), f.size/len(f.name)+1)[:f.size]
-		path := filepath.Join(root, f.name)
-		os.MkdirAll(filepath.Dir(path), 0o755)
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, data...)
-	}
-	m, err := metainfo.Build(context.Background(), root, metainfo.BuildOptions{PieceLength: 32 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, m, all := album(t, map[string]int{"a track.mp3": 700_000, "disc 2/b.mp3": 1 << 20})
 	srv := serve(t, http.FileServer(http.Dir(root)))
 	tor, st := leechWith(t, m, Config{}, TorrentOptions{StallBudget: time.Millisecond})
 	for _, bad := range []WebSeed{
