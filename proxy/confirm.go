@@ -36,6 +36,11 @@ type confirmation struct {
 	// how, once the origin has shown another file.
 	differs context.Context
 	differ  context.CancelCauseFunc
+	// refused is done once the origin has answered the question with an
+	// error status: it will not serve the file plainly, so its web seed
+	// will not either.
+	refused context.Context
+	refuse  context.CancelFunc
 	cancel  context.CancelFunc
 	done    chan struct{}
 	want    chan expected // what the answer must show, once the metainfo is read
@@ -230,7 +235,9 @@ func settled(why error) *confirmation {
 	}
 	done := make(chan struct{})
 	close(done)
-	return &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: func() {}, done: done, users: 1}
+	refused, refuse := context.WithCancel(context.Background())
+	return &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused, refuse: refuse,
+		cancel: func() {}, done: done, users: 1}
 }
 
 // ask starts confirmOrigin for orig; its answer is checked once the file
@@ -250,7 +257,9 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 	// Not the client's context: a confirmation that the response no longer
 	// waits for may finish on its own (release).
 	ctx, cancel := context.WithTimeout(p.base, confirmTimeout)
-	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
+	refused, refuse := context.WithCancel(context.Background())
+	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused, refuse: refuse,
+		cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
 	if shared {
 		c.url = url
 		if p.asking == nil {
@@ -283,6 +292,9 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 			fire()
 		case errors.Is(err, errOriginDiffers):
 			differ(err)
+		case resp != nil && resp.StatusCode >= 400:
+			p.log.Info("the origin does not serve the file plainly; headers wait for verified bytes, if any source is left", "url", redact(orig.URL), "status", resp.Status)
+			refuse()
 		case ctx.Err() == nil:
 			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
 		}

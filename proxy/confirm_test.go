@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -780,5 +782,43 @@ func TestConvictedOriginAbortsAtOnce(t *testing.T) {
 	resp, body := w.get(t, "/changed-same-size.mp3", nil)
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, other) {
 		t.Fatalf("then: status %d, %d bytes; want the origin's file, plainly", resp.StatusCode, len(body))
+	}
+}
+
+// TestNoSourceFallsBackAtOnce: a torrent with no tracker and no peer,
+// whose origin answers the file itself with 404: nothing can deliver it,
+// so the client gets the origin's plain 404 at once, not when its
+// first-byte budget (here a minute) runs out. With a tracker to ask, the
+// same origin's answer waits for peers (TestHeadOriginBusy's GET).
+func TestNoSourceFallsBackAtOnce(t *testing.T) {
+	w := newWorld(t, 256<<10, func(c *Config) { c.FirstByte = time.Minute })
+	src := filepath.Join(t.TempDir(), "gone.mp3")
+	if err := os.WriteFile(src, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	w.mux.HandleFunc("/gone.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(torrent)
+			return
+		}
+		http.NotFound(rw, r)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/gone.mp3", nil)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatalf("%v (the first-byte budget is a minute)", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("status %d; want the origin's plain 404", resp.StatusCode)
 	}
 }

@@ -105,6 +105,8 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 			return nil, errProxyClosed
 		case errors.Is(err, errOriginDiffers):
 			return p.originDiffers(orig, err)
+		case errors.Is(err, errNoSource):
+			p.log.Info("nothing but the origin could deliver the torrent's file, and it refuses it; fetching plainly", "url", redact(orig.URL))
 		case errors.Is(err, context.DeadlineExceeded):
 			p.log.Warn("no bytes from the swarm in time; fetching plainly", "url", redact(orig.URL), "after", p.firstByte())
 		default:
@@ -142,7 +144,7 @@ func (p *Proxy) newSpan(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaIn
 	tr := newTransfer(orig, t, m, idx)
 	tr.abort = cancel
 	id := p.addTransfer(tr)
-	b := &spanBody{rd: rd, ctx: ctx, cancel: cancel, left: pl.length, sent: &tr.sent}
+	b := &spanBody{rd: rd, t: t, ctx: ctx, cancel: cancel, left: pl.length, sent: &tr.sent}
 	b.stop = func() {
 		rd.Close()
 		cancel()
@@ -280,6 +282,7 @@ func (s sizeOnly) Seek(off int64, whence int) (int64, error) {
 // reader, the pin and the transfer.
 type spanBody struct {
 	rd     *swarm.Reader
+	t      *swarm.Torrent
 	ctx    context.Context // the reader's own: the response's
 	cancel context.CancelFunc
 	first  []byte // read before the response went out
@@ -309,6 +312,11 @@ func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([
 	if c != nil {
 		defer context.AfterFunc(c.ok, func() { stop(errOriginConfirmed) })()
 		defer context.AfterFunc(c.differs, func() { stop(context.Cause(c.differs)) })()
+		defer context.AfterFunc(c.refused, func() {
+			if b.t.Sourceless() {
+				stop(errNoSource)
+			}
+		})()
 	}
 	fctx, cancel := context.WithTimeout(fctx, p.firstByte())
 	defer cancel()
@@ -317,12 +325,19 @@ func (p *Proxy) awaitFirst(ctx context.Context, b *spanBody, c *confirmation) ([
 		switch cause := context.Cause(fctx); {
 		case errors.Is(cause, errOriginConfirmed):
 			return nil, nil
-		case errors.Is(cause, errOriginDiffers):
+		case errors.Is(cause, errOriginDiffers), errors.Is(cause, errNoSource):
 			return nil, cause
 		}
 	}
 	return first, err
 }
+
+// errNoSource ends the wait for a response's first verified bytes early:
+// the origin refused the file (its confirmation's status), and the
+// torrent has no other source (swarm.Torrent.Sourceless). A plain answer
+// is all there is, and waiting out the first-byte budget would only
+// delay it.
+var errNoSource = errors.New("proxy: no source but the origin, which refuses the file")
 
 // originDiffers answers orig plainly, its torrent being stale: the origin
 // has shown another file than the torrent describes (why) before the

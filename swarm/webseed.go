@@ -266,6 +266,27 @@ func (t *Torrent) peersStalled(now time.Time) bool {
 
 // hasPeerSources reports whether trackers or other sources may yet find
 // peers.
+// Sourceless reports whether nothing but the torrent's Origin web seeds
+// can still deliver it: no peer is connected, being dialled or known, the
+// torrent has no way to find any (trackers, peer sources), and every other
+// web seed (its url-list, or one added) has been dropped. A closed
+// torrent is not sourceless: it delivers nothing at all.
+func (t *Torrent) Sourceless() bool {
+	var none bool
+	t.do(func() {
+		if len(t.s.peers) > 0 || t.s.dialing > 0 || len(t.s.known) > 0 || t.hasPeerSources() {
+			return
+		}
+		for _, s := range t.s.webSeeds {
+			if !s.dropped && !s.ws.Origin {
+				return
+			}
+		}
+		none = true
+	})
+	return none
+}
+
 func (t *Torrent) hasPeerSources() bool {
 	return len(t.opts.PeerSources) > 0 || (!t.opts.NoTrackers && len(t.meta.Trackers()) > 0)
 }

@@ -910,3 +910,29 @@ func TestSmoothedRateSettlesToZero(t *testing.T) {
 		t.Errorf("rate %v after a minute of nothing, want 0", r)
 	}
 }
+
+// TestSourceless: a torrent with no trackers, no peer and only its origin
+// web seed is sourceless; a web seed of its own, or a peer it knows of,
+// is a source.
+func TestSourceless(t *testing.T) {
+	f := newFixture(t, 256<<10, 32<<10)
+	tor, _ := leechWith(t, f.meta, Config{}, TorrentOptions{Lazy: true})
+	if err := tor.AddWebSeed(WebSeed{URL: "http://127.0.0.1:9/f", Origin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if !tor.Sourceless() {
+		t.Fatal("a torrent with only its origin web seed is not sourceless")
+	}
+	if err := tor.AddWebSeed(WebSeed{URL: "http://127.0.0.1:9/mirror/f"}); err != nil {
+		t.Fatal(err)
+	}
+	if tor.Sourceless() {
+		t.Fatal("a torrent with a mirror is sourceless")
+	}
+	g := newFixture(t, 256<<10, 32<<10)
+	tor2, _ := leechWith(t, g.meta, Config{}, TorrentOptions{Lazy: true})
+	tor2.AddPeers(netip.MustParseAddrPort("127.0.0.1:9"))
+	if tor2.Sourceless() {
+		t.Fatal("a torrent that knows of a peer is sourceless")
+	}
+}
