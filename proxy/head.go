@@ -146,13 +146,9 @@ func (p *Proxy) headFromMagnet(orig *http.Request, resp *http.Response, mg metai
 	if err != nil {
 		return nil, err
 	}
-	idx, ok := negotiate.PickFile(&m.Info, orig.URL)
-	if !ok || negotiate.FileSize(&m.Info, idx) <= 0 {
-		return nil, errors.New("no file in the magnet's torrent matches the URL")
-	}
-	if size := negotiate.FileSize(&m.Info, idx); kind == negotiate.KindMagnetLink && resp.ContentLength >= 0 &&
-		resp.Header.Get("Content-Encoding") == "" && resp.ContentLength != size {
-		return nil, fmt.Errorf("%w: the torrent's file has %d bytes, the origin's %d", errOriginDiffers, size, resp.ContentLength)
+	idx, err := magnetFile(m, orig.URL, resp, kind)
+	if err != nil {
+		return nil, err
 	}
 	return p.headFrom(orig, resp.Header, m, idx)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -91,23 +92,33 @@ func (p *Proxy) fromMagnet(orig *http.Request, resp *http.Response, body io.Read
 	if err != nil {
 		return notUsed("falling back to plain HTTP", "infohash", mg.InfoHash.String(), "err", err)
 	}
-	idx, ok := negotiate.PickFile(&m.Info, orig.URL)
-	if !ok {
-		return notUsed("no file in the torrent matches the URL", "infohash", mg.InfoHash.String())
-	}
-	size := negotiate.FileSize(&m.Info, idx)
-	if size <= 0 {
-		return notUsed("the file is empty", "infohash", mg.InfoHash.String())
-	}
-	if kind == negotiate.KindMagnetLink && resp.ContentLength >= 0 && resp.Header.Get("Content-Encoding") == "" && resp.ContentLength != size {
-		// HARDENING 69: the origin's own answer says otherwise.
-		return notUsed("the torrent's file size differs from the origin's", "infohash", mg.InfoHash.String(),
-			"torrent", size, "origin", resp.ContentLength)
+	idx, err := magnetFile(m, orig.URL, resp, kind)
+	if err != nil {
+		return notUsed("falling back to plain HTTP", "infohash", mg.InfoHash.String(), "err", err)
 	}
 	if passThrough {
 		resp.Body.Close()
 	}
 	return p.transform(orig, resp, m, idx, &mg, nil, p.plainSaid(orig, resp.Header))
+}
+
+// magnetFile picks the file of m, a magnet's torrent, that u names: one
+// that is not empty and, for a magnet in a Link on the file's own answer
+// resp, of the size that answer shows (HARDENING 69: the origin's own
+// answer says otherwise; an error wrapping errOriginDiffers).
+func magnetFile(m *metainfo.MetaInfo, u *url.URL, resp *http.Response, kind negotiate.Kind) (int, error) {
+	idx, ok := negotiate.PickFile(&m.Info, u)
+	if !ok {
+		return 0, errors.New("no file in the torrent matches the URL")
+	}
+	size := negotiate.FileSize(&m.Info, idx)
+	if size <= 0 {
+		return 0, errors.New("the file is empty")
+	}
+	if kind == negotiate.KindMagnetLink && resp.ContentLength >= 0 && resp.Header.Get("Content-Encoding") == "" && resp.ContentLength != size {
+		return 0, fmt.Errorf("%w: the torrent's file has %d bytes, the origin's %d", errOriginDiffers, size, resp.ContentLength)
+	}
+	return idx, nil
 }
 
 // magnetMetadata turns mg into a torrent: the engine's own when it already
