@@ -40,7 +40,6 @@ type confirmation struct {
 	// error status: it will not serve the file plainly, so its web seed
 	// will not either.
 	refused context.Context
-	refuse  context.CancelFunc
 	cancel  context.CancelFunc
 	done    chan struct{}
 	want    chan expected // what the answer must show, once the metainfo is read
@@ -61,6 +60,11 @@ type expected struct {
 	ih   metainfo.Hash
 	size int64
 	mod  time.Time
+}
+
+// expectedOf is what confirms file idx of m.
+func expectedOf(m *metainfo.MetaInfo, idx int) expected {
+	return expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
 }
 
 func (e expected) equal(o expected) bool {
@@ -174,7 +178,7 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 		}
 		return settled(err)
 	}
-	exp := expected{ih: m.InfoHash, size: negotiate.FileSize(&m.Info, idx), mod: negotiate.ModTime(m)}
+	exp := expectedOf(m, idx)
 	if c == nil {
 		c = p.ask(orig, true)
 	}
@@ -202,8 +206,8 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 // nil when its word matches, it confirmed the file within confirmedFor,
 // or the whole file is at hand (atHand), which needs no confirmation.
 func (p *Proxy) known(url string, said *negotiate.PlainFile, m *metainfo.MetaInfo, idx int) (decided, atHand bool, err error) {
-	if f, ok := p.confirmed.Get(url); ok && f.bytesDiffer(m.InfoHash) {
-		return true, false, fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	if err := p.convicted(url, m.InfoHash); err != nil {
+		return true, false, err
 	}
 	if t, ok := p.cfg.Engine.Torrent(m.InfoHash); ok && isDone(t.Complete()) {
 		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now()})
@@ -222,6 +226,29 @@ func (p *Proxy) known(url string, said *negotiate.PlainFile, m *metainfo.MetaInf
 	return false, false, nil
 }
 
+// convicted returns an error wrapping errOriginDiffers when the origin's
+// bytes for url failed the hashes of torrent ih lately
+// (originBytesDiffer), else nil.
+func (p *Proxy) convicted(url string, ih metainfo.Hash) error {
+	if f, ok := p.confirmed.Get(url); ok && f.bytesDiffer(ih) {
+		return fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	}
+	return nil
+}
+
+// judge checks the origin's answer to confirmOrigin (resp, or the error
+// err that came instead) against want, and remembers for url a file it
+// confirms (checkConfirmation).
+func (p *Proxy) judge(url string, resp *http.Response, err error, want expected) error {
+	if err == nil {
+		err = checkConfirmation(resp, want.size, want.mod)
+	}
+	if err == nil {
+		p.remember(url, confirmedFile{ih: want.ih, at: time.Now(), asked: true})
+	}
+	return err
+}
+
 // settled is a confirmation already answered: the origin confirmed the
 // file when why is nil; otherwise it showed another file (why wraps
 // errOriginDiffers).
@@ -235,8 +262,7 @@ func settled(why error) *confirmation {
 	}
 	done := make(chan struct{})
 	close(done)
-	refused, refuse := context.WithCancel(context.Background())
-	return &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused, refuse: refuse,
+	return &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: context.Background(),
 		cancel: func() {}, done: done, users: 1}
 }
 
@@ -258,7 +284,7 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 	// waits for may finish on its own (release).
 	ctx, cancel := context.WithTimeout(p.base, confirmTimeout)
 	refused, refuse := context.WithCancel(context.Background())
-	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused, refuse: refuse,
+	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused,
 		cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
 	if shared {
 		c.url = url
@@ -283,12 +309,8 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 		case <-ctx.Done():
 			return
 		}
-		if err == nil {
-			err = checkConfirmation(resp, want.size, want.mod)
-		}
-		switch {
+		switch err := p.judge(orig.URL.String(), resp, err, want); {
 		case err == nil:
-			p.remember(orig.URL.String(), confirmedFile{ih: want.ih, at: time.Now(), asked: true})
 			fire()
 		case errors.Is(err, errOriginDiffers):
 			differ(err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
-	"time"
 
 	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/negotiate"
@@ -178,16 +177,11 @@ func (p *Proxy) confirmHead(orig *http.Request, said *negotiate.PlainFile, m *me
 	if decided, _, err := p.known(url, said, m, idx); decided {
 		return err
 	}
-	size, mod := negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)
 	ctx, cancel := context.WithTimeout(orig.Context(), confirmTimeout)
 	defer cancel()
 	resp, err := p.confirmOrigin(ctx, orig)
-	if err == nil {
-		err = checkConfirmation(resp, size, mod)
-	}
-	switch {
+	switch err := p.judge(url, resp, err, expectedOf(m, idx)); {
 	case err == nil:
-		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})
 	case errors.Is(err, errOriginDiffers):
 		return err
 	default:

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -128,9 +127,8 @@ func (p *Proxy) serve(orig *http.Request, op *opening, m *metainfo.MetaInfo, idx
 // newSpan opens a reader of the planned span of file idx of t, and
 // registers the transfer. Closing the body releases both.
 func (p *Proxy) newSpan(orig *http.Request, t *swarm.Torrent, m *metainfo.MetaInfo, idx int, pl planned) (*spanBody, error) {
-	if f, ok := p.confirmed.Get(orig.URL.String()); ok && f.bytesDiffer(m.InfoHash) {
-		// Convicted while the torrent opened (originBytesDiffer).
-		return nil, fmt.Errorf("%w: its bytes failed the torrent's hashes", errOriginDiffers)
+	if err := p.convicted(orig.URL.String(), m.InfoHash); err != nil {
+		return nil, err // convicted while the torrent opened
 	}
 	ctx, cancel := context.WithCancel(orig.Context())
 	stopBase := context.AfterFunc(p.base, cancel)
