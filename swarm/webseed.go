@@ -254,7 +254,7 @@ func (t *Torrent) webWake() {
 // peersStalled reports whether peers have delivered nothing for the stall
 // budget: then web seeds fetch freely.
 func (t *Torrent) peersStalled(now time.Time) bool {
-	if len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0 && (!t.hasPeerSources() || t.s.sourcesAnswered) {
+	if t.noPeers() && (!t.hasPeerSources() || t.s.sourcesAnswered) {
 		return true // no peer will come, or the sources found none: do not wait
 	}
 	last := t.s.lastDL
@@ -274,7 +274,7 @@ func (t *Torrent) peersStalled(now time.Time) bool {
 func (t *Torrent) Sourceless() bool {
 	var none bool
 	t.do(func() {
-		if len(t.s.peers) > 0 || t.s.dialing > 0 || len(t.s.known) > 0 || t.hasPeerSources() {
+		if !t.noPeers() || t.hasPeerSources() {
 			return
 		}
 		for _, s := range t.s.webSeeds {
@@ -285,6 +285,12 @@ func (t *Torrent) Sourceless() bool {
 		none = true
 	})
 	return none
+}
+
+// noPeers reports, on the loop, that no peer is connected, being
+// dialled or known.
+func (t *Torrent) noPeers() bool {
+	return len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0
 }
 
 func (t *Torrent) hasPeerSources() bool {
