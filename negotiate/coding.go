@@ -32,8 +32,8 @@ func coding(h http.Header) (string, error) {
 	vs := h.Values("Content-Encoding")
 	var cs []string
 	for _, v := range vs {
-		for c := range strings.SplitSeq(v, ",") {
-			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+		for _, c := range splitList(v) {
+			if c = strings.ToLower(c); c != "" && c != "identity" {
 				cs = append(cs, c)
 			}
 		}
