@@ -109,16 +109,21 @@ func (p *Proxy) originBytesDiffer(u *url.URL, ih metainfo.Hash) {
 	p.confirmed.Add(u.String(), confirmedFile{ih: ih, at: time.Now(), differs: true})
 	p.rememberMu.Unlock()
 	p.log.Warn("the origin's bytes fail the torrent's hashes; its URL will be answered plainly", "url", redact(u), "infohash", ih, "for", differsFor)
-	// A stream of that URL that has sent nothing yet has nothing to come
-	// from the origin, which served it so far: it is aborted now, not when
-	// its first-byte budget runs out. Before its headers that is a plain
-	// answer (serve falls back); after them, a broken one, which the
-	// client's retry turns into a plain answer.
+	p.abortUnsent(u.String(), ih, "its origin serves another file")
+}
+
+// abortUnsent aborts the streams of torrent ih for url that have sent
+// nothing yet, and have nothing to come from the origin, which served them
+// so far (why, logged with attrs): now, not when their first-byte budget
+// runs out. Before its headers that is a plain answer (serve falls back);
+// after them, a broken one, which the client's retry turns into a plain
+// answer.
+func (p *Proxy) abortUnsent(url string, ih metainfo.Hash, why string, attrs ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, tr := range p.transfers {
-		if tr.infohash == ih && tr.url == u.String() && tr.abort != nil && tr.sent.Load() == 0 {
-			p.log.Info("aborting a stream that has sent nothing: its origin serves another file", "url", redact(u))
+		if tr.infohash == ih && tr.url == url && tr.abort != nil && tr.sent.Load() == 0 {
+			p.log.Info("aborting a stream that has sent nothing: "+why, append([]any{"url", tr.URL}, attrs...)...)
 			tr.abort()
 		}
 	}

@@ -822,3 +822,53 @@ func TestNoSourceFallsBackAtOnce(t *testing.T) {
 		t.Fatalf("status %d; want the origin's plain 404", resp.StatusCode)
 	}
 }
+
+// An origin whose plain answers carry a Content-Range other than the
+// range asked for confirms nothing, and its web seed is dropped at its
+// first answer. With no other source, the client gets the plain answer at
+// once, not when the first-byte budget runs out.
+func TestBrokenOriginSeedFallsBackAtOnce(t *testing.T) {
+	w := newWorld(t, 256<<10, func(c *Config) { c.FirstByte = time.Minute })
+	src := filepath.Join(t.TempDir(), "odd.mp3")
+	if err := os.WriteFile(src, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	var ranged atomic.Int32
+	w.mux.HandleFunc("/odd.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(torrent)
+			return
+		}
+		if r.Header.Get("Range") != "" {
+			// Always the file's last byte, whatever was asked for.
+			ranged.Add(1)
+			n := len(w.content)
+			rw.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", n-1, n-1, n))
+			rw.WriteHeader(http.StatusPartialContent)
+			rw.Write(w.content[n-1:])
+			return
+		}
+		rw.Write(w.content)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/odd.mp3", nil)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatalf("%v (the first-byte budget is a minute)", err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, w.content) {
+		t.Fatalf("status %d, %d bytes, err %v; want the origin's plain file", resp.StatusCode, len(got), err)
+	}
+	if ranged.Load() < 2 {
+		t.Fatalf("%d range requests; want the confirmation's and the web seed's", ranged.Load())
+	}
+}

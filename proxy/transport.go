@@ -414,7 +414,19 @@ func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 	dropped := func(why error) {
 		if errors.Is(why, swarm.ErrWrongBytes) {
 			p.originBytesDiffer(&u, ih)
+			return
 		}
+		// The origin answers ranges in a way the engine cannot use (a
+		// Content-Range other than the one asked for, say), though it may
+		// well serve the file plainly. With no other source, nothing will
+		// deliver its streams: they fall back now, not when their
+		// first-byte budget runs out. This runs on the torrent's loop,
+		// which Sourceless needs.
+		p.goFlight(func() {
+			if t.Sourceless() {
+				p.abortUnsent(u.String(), ih, "nothing but the origin could deliver the torrent's file, and its answers to ranges are unusable", "why", why)
+			}
+		})
 	}
 	if err := t.AddWebSeed(swarm.WebSeed{URL: u.String(), Origin: true, File: idx, Header: seedHeader, Dropped: dropped}); err != nil {
 		p.log.Debug("origin web seed not added", "err", err)

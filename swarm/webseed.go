@@ -264,8 +264,6 @@ func (t *Torrent) peersStalled(now time.Time) bool {
 	return now.Sub(last) >= t.stallBudget()
 }
 
-// hasPeerSources reports whether trackers or other sources may yet find
-// peers.
 // Sourceless reports whether nothing but the torrent's Origin web seeds
 // can still deliver it: no peer is connected, being dialled or known, the
 // torrent has no way to find any (trackers, peer sources), and every other
@@ -293,6 +291,8 @@ func (t *Torrent) noPeers() bool {
 	return len(t.s.peers) == 0 && t.s.dialing == 0 && len(t.s.known) == 0
 }
 
+// hasPeerSources reports whether trackers or other sources may yet find
+// peers.
 func (t *Torrent) hasPeerSources() bool {
 	return len(t.opts.PeerSources) > 0 || (!t.opts.NoTrackers && len(t.meta.Trackers()) > 0)
 }
