@@ -265,8 +265,9 @@ func TestListeningPort(t *testing.T) {
 		"tbproxy is listening on 127.0.0.1:0":                 0,
 		"  use it:   export http_proxy=http://127.0.0.1:8080": 0,
 		"tbproxy is listening on nowhere":                     0,
+		"minproxy is listening on 127.0.0.1:40688":            0, // another server's line
 	} {
-		if got, ok := listeningPort(line); got != want || ok != (want != 0) {
+		if got, ok := listeningPort("tbproxy", line); got != want || ok != (want != 0) {
 			t.Errorf("listeningPort(%q) = %d, %v; want %d", line, got, ok, want)
 		}
 	}

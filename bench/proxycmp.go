@@ -81,6 +81,7 @@ type proxyResult struct {
 	// by tinyproxy, and by a fresh tbproxy (one origin round trip and
 	// nothing transformed, the floor of any answer of a fresh proxy).
 	metaTiny, metaTB *fetchRow
+	metaMin          *fetchRow // through bench/cmd/minproxy: the Go hop alone
 
 	lt       *row // the libtorrent leecher alone, on the same torrent
 	ltReused bool // lt is comparison 1's row, not measured here
@@ -109,6 +110,7 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 		metaNginx: &fetchRow{name: "nginx"},
 		metaTiny:  &fetchRow{name: "nginx, through tinyproxy"},
 		metaTB:    &fetchRow{name: "nginx, through a fresh tbproxy (passed through)"},
+		metaMin:   &fetchRow{name: "nginx, through a fresh minimal Go proxy (bench/cmd/minproxy)"},
 	}
 	env, err := newRunEnv(ws, torrent{})
 	if err != nil {
@@ -281,6 +283,10 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	mm, err := metainfoThroughMin(ctx, env, pc.ws, url)
+	if err != nil {
+		return err
+	}
 	px, err := startTBProxy(ctx, env, pc.ws)
 	if err != nil {
 		return err
@@ -292,6 +298,7 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 	pc.res.metaNginx.samples = append(pc.res.metaNginx.samples, fetchSample{ttfb: m.ttfb, total: m.total, seedUp: -1})
 	pc.res.metaTiny.samples = append(pc.res.metaTiny.samples, fetchSample{ttfb: mt.ttfb, total: mt.total, seedUp: -1})
 	pc.res.metaTB.samples = append(pc.res.metaTB.samples, fetchSample{ttfb: mtb.ttfb, total: mtb.total, seedUp: -1})
+	pc.res.metaMin.samples = append(pc.res.metaMin.samples, fetchSample{ttfb: mm.ttfb, total: mm.total, seedUp: -1})
 	pc.res.web.samples = append(pc.res.web.samples, s)
 	return nil
 }
@@ -309,6 +316,23 @@ func metainfoThroughFresh(ctx context.Context, env *runEnv, ws *workspace, url s
 	r, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: px.url(""), want: -1})
 	if err != nil {
 		return curlResult{}, fmt.Errorf("fetching the metainfo through a fresh tbproxy: %w", err)
+	}
+	return r, nil
+}
+
+// metainfoThroughMin fetches the metainfo at url, asking for it by its
+// type, through a minimal Go proxy of its own (bench/cmd/minproxy),
+// started for it and stopped after: what the Go hop alone adds to one
+// origin round trip, on this machine.
+func metainfoThroughMin(ctx context.Context, env *runEnv, ws *workspace, url string) (curlResult, error) {
+	px, err := startMinproxy(ctx, env, ws)
+	if err != nil {
+		return curlResult{}, err
+	}
+	defer px.proc.stop()
+	r, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: px.url(""), want: -1})
+	if err != nil {
+		return curlResult{}, fmt.Errorf("fetching the metainfo through minproxy: %w", err)
 	}
 	return r, nil
 }

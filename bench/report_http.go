@@ -46,7 +46,7 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 		"the publisher sent the rest. The warm case's peak RSS is the proxy's over both downloads.\n\n", share.format("%.2f"))
 
 	fmt.Fprintf(b, "| metainfo, asked for by its type (curl, `Accept: %s`) | runs | first byte (ms) |\n|---|---|---|\n", btType)
-	for _, row := range []*fetchRow{r.metaPub, r.metaNginx, r.metaTiny, r.metaTB} {
+	for _, row := range []*fetchRow{r.metaPub, r.metaNginx, r.metaTiny, r.metaTB, r.metaMin} {
 		fmt.Fprintf(b, "| %s | %d | %s |\n", row.name, len(row.samples), row.ttfbMS().format("%.2f"))
 	}
 	ltTP := r.lt.throughput(r.size)
@@ -71,6 +71,8 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 		r.warm.ttfbMS(), r.metaPub.ttfbMS(), nil, "—")
 	ratioRow(b, "nginx's metainfo through a fresh tbproxy, passed through ÷ directly (first byte, no target)",
 		r.metaTB.ttfbMS(), r.metaNginx.ttfbMS(), nil, "—")
+	ratioRow(b, "nginx's metainfo through a fresh minimal Go proxy ÷ directly (first byte, no target): the Go hop alone",
+		r.metaMin.ttfbMS(), r.metaNginx.ttfbMS(), nil, "—")
 	ratioRow(b, "nginx's metainfo through tinyproxy ÷ directly (first byte, no target)",
 		r.metaTiny.ttfbMS(), r.metaNginx.ttfbMS(), nil, "—")
 	ratioRow(b, "first byte, cold, web seed only ÷ nginx's metainfo through a fresh tbproxy (no target)",

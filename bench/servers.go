@@ -225,16 +225,29 @@ func startTBProxy(ctx context.Context, env *runEnv, ws *workspace) (*server, err
 		"--allow-private",
 		"--log-level", "info",
 	}
+	return startSaying(ctx, env, procSpec{name: "tbproxy run", path: ws.tbproxy, args: args}, "tbproxy")
+}
+
+// startMinproxy starts the minimal Go proxy (bench/cmd/minproxy) and
+// returns once it accepts proxy requests.
+func startMinproxy(ctx context.Context, env *runEnv, ws *workspace) (*server, error) {
+	return startSaying(ctx, env, procSpec{name: "minproxy", path: ws.minproxy, args: []string{"-listen", "127.0.0.1:0"}}, "minproxy")
+}
+
+// startSaying starts spec, a server that binds a port of its own and says
+// which in a line "NAME is listening on 127.0.0.1:PORT" (listeningPort),
+// and returns once it accepts connections there.
+func startSaying(ctx context.Context, env *runEnv, spec procSpec, name string) (*server, error) {
 	ports := make(chan int, 1)
-	onLine := func(line string) {
-		if port, ok := listeningPort(line); ok {
+	spec.onLine = func(line string) {
+		if port, ok := listeningPort(name, line); ok {
 			select {
 			case ports <- port:
 			default:
 			}
 		}
 	}
-	p, err := env.start(procSpec{name: "tbproxy run", path: ws.tbproxy, args: args, onLine: onLine})
+	p, err := env.start(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -249,14 +262,14 @@ func startTBProxy(ctx context.Context, env *runEnv, ws *workspace) (*server, err
 	case <-p.Done():
 		return nil, p.exitErr("exited before listening")
 	case <-wait.Done():
-		return nil, fmt.Errorf("tbproxy run did not say where it listens: %w", wait.Err())
+		return nil, fmt.Errorf("%s did not say where it listens: %w", spec.name, wait.Err())
 	}
 }
 
-// listeningPort reads the port from tbproxy's "tbproxy is listening on
-// 127.0.0.1:PORT" line.
-func listeningPort(line string) (int, bool) {
-	addr, ok := strings.CutPrefix(line, "tbproxy is listening on ")
+// listeningPort reads the port from a line "NAME is listening on
+// 127.0.0.1:PORT", as tbproxy and minproxy print.
+func listeningPort(name, line string) (int, bool) {
+	addr, ok := strings.CutPrefix(line, name+" is listening on ")
 	if !ok {
 		return 0, false
 	}

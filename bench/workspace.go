@@ -28,6 +28,7 @@ var wrkScript []byte
 const (
 	swarmgetPkg = "github.com/tbproxy/tbproxy/bench/cmd/swarmget"
 	tbproxyPkg  = "github.com/tbproxy/tbproxy/cmd/tbproxy"
+	minproxyPkg = "github.com/tbproxy/tbproxy/bench/cmd/minproxy"
 )
 
 // pageSize is the size of the small page of comparison 5.
@@ -39,6 +40,7 @@ type workspace struct {
 	root     string // temporary; everything below is removed with it
 	swarmget string // the built engine leecher; "" unless comparison 1 or 1b runs
 	tbproxy  string // the tbproxy binary; "" unless comparisons 2 to 5 run
+	minproxy string // the minimal Go proxy; "" unless comparison 2 runs
 	ltpeer   string // integration/testdata/ltpeer.py, the seed
 	ltleech  string // ltleech.py, the libtorrent leecher
 	wrkLua   string // wrkproxy.lua, wrk's script
@@ -86,6 +88,13 @@ func newWorkspace(ctx context.Context, log io.Writer, module string, cfg config)
 		fmt.Fprintf(log, "bench: building %s\n", swarmgetPkg)
 		ws.swarmget = filepath.Join(root, "swarmget")
 		if _, err = output(ctx, []string{"go", "build", "-o", ws.swarmget, swarmgetPkg}); err != nil {
+			return ws, err
+		}
+	}
+	if cfg.has(cmpProxy) {
+		fmt.Fprintf(log, "bench: building %s\n", minproxyPkg)
+		ws.minproxy = filepath.Join(root, "minproxy")
+		if _, err = output(ctx, []string{"go", "build", "-o", ws.minproxy, minproxyPkg}); err != nil {
 			return ws, err
 		}
 	}
