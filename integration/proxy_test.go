@@ -1316,4 +1316,11 @@ func TestProxyCache(t *testing.T) {
 	if n := w.file.plainGets.Load(); n != gets {
 		t.Errorf("the origin was asked for the file %d times after the seed went away", n-gets)
 	}
+
+	// The origin gone as well: the proxy, disconnected, answers from its
+	// cache (RFC 9111, section 4.2.4), with the same representation.
+	w.origin.srv.Close()
+	res = curl(t, p2.proxyURL(), w.url)
+	checkWhole(t, "fourth download, origin gone", res, w.data, w.etag)
+	p2.waitIdle(t)
 }

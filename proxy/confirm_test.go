@@ -872,3 +872,67 @@ func TestBrokenOriginSeedFallsBackAtOnce(t *testing.T) {
 		t.Fatalf("%d range requests; want the confirmation's and the web seed's", ranged.Load())
 	}
 }
+
+// A file the proxy has served from the swarm, and has whole in its cache,
+// is still served when its origin cannot be reached: the proxy is then
+// disconnected, when a cache may answer with what it has (RFC 9111,
+// section 4.2.4), unless the client asks for a fresh answer. A URL it
+// never transformed still gets the 502.
+func TestOriginUnreachableServesCachedFile(t *testing.T) {
+	w := newWorld(t, 512<<10)
+	if err := w.fetchEquals("/episode.mp3"); err != nil {
+		t.Fatal(err)
+	}
+	tor, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash)
+	if !ok {
+		t.Fatal("no torrent after the download")
+	}
+	select {
+	case <-tor.Complete():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the torrent did not complete")
+	}
+	w.origin.Close()
+
+	if err := w.fetchEquals("/episode.mp3"); err != nil {
+		t.Fatalf("with the origin gone: %v", err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, w.origin.URL+"/episode.mp3", nil)
+	req.Header.Set("Range", "bytes=100-199")
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, w.content[100:200]) {
+		t.Fatalf("a range with the origin gone: status %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if et := resp.Header.Get("ETag"); !strings.HasPrefix(et, `"bt-`) {
+		t.Fatalf("ETag %q; want the torrent's", et)
+	}
+	for name, h := range map[string]http.Header{
+		"no-cache":  {"Cache-Control": {"no-cache"}},
+		"max-age=0": {"Cache-Control": {"max-age=0"}},
+		"pragma":    {"Pragma": {"no-cache"}},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, w.origin.URL+"/episode.mp3", nil)
+		req.Header = h
+		resp, err := w.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%s: status %d; a client asking for a fresh answer gets the 502", name, resp.StatusCode)
+		}
+	}
+	resp, err = w.client.Get(w.origin.URL + "/page.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a page never transformed: status %d, want 502", resp.StatusCode)
+	}
+}

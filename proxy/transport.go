@@ -182,6 +182,9 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	var up *upstreamConn
 	resp, err := p.upstream.RoundTrip(connOf(req, &up))
 	if err != nil {
+		if resp, ok, err := p.offline(orig, err); ok {
+			return resp, err
+		}
 		return p.upstreamFailed(orig, err), nil
 	}
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)

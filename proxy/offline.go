@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tbproxy/tbproxy/negotiate"
+)
+
+// offline answers orig, a GET whose negotiation could not reach the
+// origin (err), from the cache: when the proxy served the URL from a
+// torrent lately (Proxy.confirmed), the origin's bytes did not fail its
+// hashes, and the torrent is whole on disk. A cache that is disconnected
+// from the origin may answer with what it has (RFC 9111, section 4.2.4);
+// unless the client asks for a fresh answer (wantsFresh), when it gets
+// the 502 it would get without the proxy. ok is false when the cache
+// cannot answer.
+func (p *Proxy) offline(orig *http.Request, err error) (resp *http.Response, ok bool, _ error) {
+	if !unreachable(err) || wantsFresh(orig.Header) {
+		return nil, false, nil
+	}
+	f, known := p.confirmed.Get(orig.URL.String())
+	if !known || f.differs {
+		return nil, false, nil
+	}
+	t, open := p.cfg.Engine.Torrent(f.ih)
+	if !open || !isDone(t.Complete()) {
+		return nil, false, nil
+	}
+	m := t.MetaInfo()
+	idx, picked := negotiate.PickFile(&m.Info, orig.URL)
+	if !picked {
+		return nil, false, nil
+	}
+	p.log.Info("the origin cannot be reached; answering from the cache", "url", redact(orig.URL), "infohash", f.ih, "err", err)
+	resp, err = p.transform(orig, &http.Response{Header: http.Header{}}, m, idx, nil, nil, nil)
+	return resp, true, err
+}
+
+// unreachable reports whether err, from a request to an origin, says the
+// origin could not be reached at all: its name did not resolve, or no
+// connection could be made. A refused destination (the proxy's policy), a
+// certificate that does not verify or an answer that broke off is not.
+func unreachable(err error) bool {
+	if errors.Is(err, errForbiddenTarget) {
+		return false
+	}
+	var dns *net.DNSError
+	var op *net.OpError
+	return errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial"
+}
+
+// wantsFresh reports whether request header h asks for an answer
+// validated with the origin: Cache-Control no-cache, no-store or
+// max-age=0, or Pragma: no-cache.
+func wantsFresh(h http.Header) bool {
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			d = strings.ToLower(strings.TrimSpace(d))
+			if d == "no-cache" || d == "no-store" {
+				return true
+			}
+			if age, ok := strings.CutPrefix(d, "max-age="); ok {
+				if n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(age), `"`)); err == nil && n <= 0 {
+					return true
+				}
+			}
+		}
+	}
+	for _, v := range h.Values("Pragma") {
+		for _, d := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(d), "no-cache") {
+				return true
+			}
+		}
+	}
+	return false
+}
