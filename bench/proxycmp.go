@@ -279,11 +279,11 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("fetching the metainfo through tinyproxy: %w", err)
 	}
-	mtb, err := metainfoThroughFresh(ctx, env, pc.ws, url)
+	mtb, err := metainfoThroughFresh(ctx, env, url, "tbproxy", func() (*server, error) { return startTBProxy(ctx, env, pc.ws) })
 	if err != nil {
 		return err
 	}
-	mm, err := metainfoThroughMin(ctx, env, pc.ws, url)
+	mm, err := metainfoThroughFresh(ctx, env, url, "minproxy", func() (*server, error) { return startMinproxy(ctx, env, pc.ws) })
 	if err != nil {
 		return err
 	}
@@ -304,35 +304,18 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 }
 
 // metainfoThroughFresh fetches the metainfo at url, asking for it by its
-// type, through a tbproxy of its own, started for it and stopped after:
-// the proxy passes the answer through, so its first byte is what a fresh
-// proxy adds to one origin round trip.
-func metainfoThroughFresh(ctx context.Context, env *runEnv, ws *workspace, url string) (curlResult, error) {
-	px, err := startTBProxy(ctx, env, ws)
+// type, through a proxy of its own that start starts (a tbproxy, or
+// minproxy), stopped after: the proxy passes the answer through, so its
+// first byte is what a fresh proxy adds to one origin round trip.
+func metainfoThroughFresh(ctx context.Context, env *runEnv, url, name string, start func() (*server, error)) (curlResult, error) {
+	px, err := start()
 	if err != nil {
 		return curlResult{}, err
 	}
 	defer px.proc.stop()
 	r, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: px.url(""), want: -1})
 	if err != nil {
-		return curlResult{}, fmt.Errorf("fetching the metainfo through a fresh tbproxy: %w", err)
-	}
-	return r, nil
-}
-
-// metainfoThroughMin fetches the metainfo at url, asking for it by its
-// type, through a minimal Go proxy of its own (bench/cmd/minproxy),
-// started for it and stopped after: what the Go hop alone adds to one
-// origin round trip, on this machine.
-func metainfoThroughMin(ctx context.Context, env *runEnv, ws *workspace, url string) (curlResult, error) {
-	px, err := startMinproxy(ctx, env, ws)
-	if err != nil {
-		return curlResult{}, err
-	}
-	defer px.proc.stop()
-	r, err := curl(ctx, env, curlReq{url: url, accept: btType, proxy: px.url(""), want: -1})
-	if err != nil {
-		return curlResult{}, fmt.Errorf("fetching the metainfo through minproxy: %w", err)
+		return curlResult{}, fmt.Errorf("fetching the metainfo through a fresh %s: %w", name, err)
 	}
 	return r, nil
 }

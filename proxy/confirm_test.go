@@ -792,23 +792,7 @@ func TestConvictedOriginAbortsAtOnce(t *testing.T) {
 // same origin's answer waits for peers (TestHeadOriginBusy's GET).
 func TestNoSourceFallsBackAtOnce(t *testing.T) {
 	w := newWorld(t, 256<<10, func(c *Config) { c.FirstByte = time.Minute })
-	src := filepath.Join(t.TempDir(), "gone.mp3")
-	if err := os.WriteFile(src, w.content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	torrent, _ := m.Marshal()
-	w.mux.HandleFunc("/gone.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
-			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Write(torrent)
-			return
-		}
-		http.NotFound(rw, r)
-	})
+	w.trackerless(t, "/gone.mp3", http.NotFound)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/gone.mp3", nil)
@@ -829,22 +813,8 @@ func TestNoSourceFallsBackAtOnce(t *testing.T) {
 // once, not when the first-byte budget runs out.
 func TestBrokenOriginSeedFallsBackAtOnce(t *testing.T) {
 	w := newWorld(t, 256<<10, func(c *Config) { c.FirstByte = time.Minute })
-	src := filepath.Join(t.TempDir(), "odd.mp3")
-	if err := os.WriteFile(src, w.content, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	torrent, _ := m.Marshal()
 	var ranged atomic.Int32
-	w.mux.HandleFunc("/odd.mp3", func(rw http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
-			rw.Header().Set("Content-Type", "application/x-bittorrent")
-			rw.Write(torrent)
-			return
-		}
+	w.trackerless(t, "/odd.mp3", func(rw http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Range") != "" {
 			// Always the file's last byte, whatever was asked for.
 			ranged.Add(1)
@@ -935,4 +905,28 @@ func TestOriginUnreachableServesCachedFile(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("a page never transformed: status %d, want 502", resp.StatusCode)
 	}
+}
+
+// trackerless serves at path, to a request that asks for a torrent, a
+// torrent of the world's content with no tracker and no web seed, named
+// by path; other requests go to file.
+func (w *world) trackerless(t *testing.T, path string, file http.HandlerFunc) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), strings.TrimPrefix(path, "/"))
+	if err := os.WriteFile(src, w.content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	w.mux.HandleFunc(path, func(rw http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "application/x-bittorrent") {
+			rw.Header().Set("Content-Type", "application/x-bittorrent")
+			rw.Write(torrent)
+			return
+		}
+		file(rw, r)
+	})
 }
