@@ -206,14 +206,16 @@ func FuzzPickFile(f *testing.F) {
 
 // FuzzCacheControl reads two Cache-Control field lines: no panic; lines
 // longer than MaxCacheControlLen together count as every directive that
-// stops a transformation; shorter ones give lower-case, trimmed, non-empty
-// names that the lines contain, and no-transform only when they say it.
+// stops a transformation, and as asking for a fresh answer (WantsFresh);
+// shorter ones give lower-case, trimmed, non-empty names that the lines
+// contain, no-transform only when they say it, and a fresh answer asked
+// for only when they name no-cache, no-store or max-age.
 func FuzzCacheControl(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b string) {
 		h := http.Header{"Cache-Control": {a, b}}
 		d := cacheControl(h)
 		if len(a)+len(b) > MaxCacheControlLen {
-			if !d.has("no-transform") || !d.has("private") || !d.has("no-store") {
+			if !d.has("no-transform") || !d.has("private") || !d.has("no-store") || !WantsFresh(h) {
 				t.Fatalf("over-long Cache-Control (%d bytes) read as %v", len(a)+len(b), d)
 			}
 			return
@@ -226,6 +228,9 @@ func FuzzCacheControl(f *testing.F) {
 		}
 		if d.has("no-transform") && !strings.Contains(lower, "no-transform") {
 			t.Fatalf("no-transform read from %q, %q", a, b)
+		}
+		if WantsFresh(h) && !strings.Contains(lower, "no-cache") && !strings.Contains(lower, "no-store") && !strings.Contains(lower, "max-age") {
+			t.Fatalf("a fresh answer asked for by %q, %q", a, b)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package negotiate
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -106,12 +107,9 @@ var unreadableCacheControl = directives{"no-transform": true, "private": true, "
 // longer than MaxCacheControlLen together are not read; they count as
 // unreadableCacheControl.
 func cacheControl(h http.Header) directives {
-	vs := h.Values("Cache-Control")
-	n := 0
-	for _, v := range vs {
-		if n += len(v); n > MaxCacheControlLen {
-			return unreadableCacheControl
-		}
+	vs, ok := cacheControlLines(h)
+	if !ok {
+		return unreadableCacheControl
 	}
 	var d directives
 	for _, v := range vs {
@@ -131,6 +129,53 @@ func cacheControl(h http.Header) directives {
 }
 
 func (d directives) has(name string) bool { return d[name] }
+
+// cacheControlLines returns the Cache-Control field lines of h; ok is
+// false when they are longer than MaxCacheControlLen together, and are
+// not to be read.
+func cacheControlLines(h http.Header) (lines []string, ok bool) {
+	vs := h.Values("Cache-Control")
+	n := 0
+	for _, v := range vs {
+		if n += len(v); n > MaxCacheControlLen {
+			return nil, false
+		}
+	}
+	return vs, true
+}
+
+// WantsFresh reports whether a request with header h asks for an answer
+// validated with the origin, which no stored one may stand for: its
+// Cache-Control says no-cache, no-store or max-age=0 (RFC 9111, section
+// 5.2.1), or its Pragma says no-cache (section 5.4). A Cache-Control
+// longer than MaxCacheControlLen counts as asking.
+func WantsFresh(h http.Header) bool {
+	vs, ok := cacheControlLines(h)
+	if !ok {
+		return true
+	}
+	for _, v := range vs {
+		for _, elem := range splitList(v) {
+			name, arg, _ := strings.Cut(elem, "=")
+			switch strings.ToLower(strings.Trim(name, " \t")) {
+			case "no-cache", "no-store":
+				return true
+			case "max-age":
+				if n, err := strconv.Atoi(strings.Trim(strings.Trim(arg, " \t"), `"`)); err == nil && n <= 0 {
+					return true
+				}
+			}
+		}
+	}
+	for _, v := range h.Values("Pragma") {
+		for _, elem := range splitList(v) {
+			if strings.EqualFold(elem, "no-cache") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // VariesOn reports whether h's Vary lists field (in any case) or is "*":
 // the answer may depend on the request's field of that name.

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 
 	"github.com/tbproxy/tbproxy/negotiate"
 )
@@ -15,11 +13,11 @@ import (
 // torrent lately (Proxy.confirmed), the origin's bytes did not fail its
 // hashes, and the torrent is whole on disk. A cache that is disconnected
 // from the origin may answer with what it has (RFC 9111, section 4.2.4);
-// unless the client asks for a fresh answer (wantsFresh), when it gets
+// unless the client asks for a fresh answer (negotiate.WantsFresh), when it gets
 // the 502 it would get without the proxy. ok is false when the cache
 // cannot answer.
 func (p *Proxy) offline(orig *http.Request, err error) (resp *http.Response, ok bool, _ error) {
-	if !unreachable(err) || wantsFresh(orig.Header) {
+	if !unreachable(err) || negotiate.WantsFresh(orig.Header) {
 		return nil, false, nil
 	}
 	f, known := p.confirmed.Get(orig.URL.String())
@@ -51,31 +49,4 @@ func unreachable(err error) bool {
 	var dns *net.DNSError
 	var op *net.OpError
 	return errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial"
-}
-
-// wantsFresh reports whether request header h asks for an answer
-// validated with the origin: Cache-Control no-cache, no-store or
-// max-age=0, or Pragma: no-cache.
-func wantsFresh(h http.Header) bool {
-	for _, v := range h.Values("Cache-Control") {
-		for _, d := range strings.Split(v, ",") {
-			d = strings.ToLower(strings.TrimSpace(d))
-			if d == "no-cache" || d == "no-store" {
-				return true
-			}
-			if age, ok := strings.CutPrefix(d, "max-age="); ok {
-				if n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(age), `"`)); err == nil && n <= 0 {
-					return true
-				}
-			}
-		}
-	}
-	for _, v := range h.Values("Pragma") {
-		for _, d := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(d), "no-cache") {
-				return true
-			}
-		}
-	}
-	return false
 }

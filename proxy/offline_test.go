@@ -6,35 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"testing"
 )
-
-func TestWantsFresh(t *testing.T) {
-	for _, tt := range []struct {
-		h    http.Header
-		want bool
-	}{
-		{http.Header{}, false},
-		{http.Header{"Cache-Control": {"no-cache"}}, true},
-		{http.Header{"Cache-Control": {"No-Cache"}}, true},
-		{http.Header{"Cache-Control": {"max-stale=60, no-store"}}, true},
-		{http.Header{"Cache-Control": {" max-age=0 "}}, true},
-		{http.Header{"Cache-Control": {`max-age="0"`}}, true},
-		{http.Header{"Cache-Control": {"max-age=00"}}, true},
-		{http.Header{"Cache-Control": {"max-age=60"}}, false},
-		{http.Header{"Cache-Control": {"max-age=junk"}}, false},
-		{http.Header{"Cache-Control": {"no-transform"}}, false},
-		{http.Header{"Cache-Control": {"no-cachey"}}, false},
-		{http.Header{"Pragma": {"no-cache"}}, true},
-		{http.Header{"Pragma": {"x, NO-CACHE"}}, true},
-		{http.Header{"Pragma": {"nocache"}}, false},
-	} {
-		if got := wantsFresh(tt.h); got != tt.want {
-			t.Errorf("wantsFresh(%v) = %v, want %v", tt.h, got, tt.want)
-		}
-	}
-}
 
 func TestUnreachable(t *testing.T) {
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
