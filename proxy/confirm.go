@@ -219,7 +219,8 @@ func (p *Proxy) known(url string, said *negotiate.PlainFile, m *metainfo.MetaInf
 		return true, true, nil
 	}
 	if said != nil {
-		if err := sameFile(said.Size, said.LastModified, negotiate.FileSize(&m.Info, idx), negotiate.ModTime(m)); err != nil {
+		e := expectedOf(m, idx)
+		if err := sameFile(said.Size, said.LastModified, e.size, e.mod); err != nil {
 			return true, false, err
 		}
 		p.remember(url, confirmedFile{ih: m.InfoHash, at: time.Now(), asked: true})

@@ -107,14 +107,11 @@ func (p *Proxy) fromMagnet(orig *http.Request, resp *http.Response, body io.Read
 // resp, of the size that answer shows (HARDENING 69: the origin's own
 // answer says otherwise; an error wrapping errOriginDiffers).
 func magnetFile(m *metainfo.MetaInfo, u *url.URL, resp *http.Response, kind negotiate.Kind) (int, error) {
-	idx, ok := negotiate.PickFile(&m.Info, u)
-	if !ok {
-		return 0, errors.New("no file in the torrent matches the URL")
+	idx, err := pickFile(m, u)
+	if err != nil {
+		return 0, err
 	}
 	size := negotiate.FileSize(&m.Info, idx)
-	if size <= 0 {
-		return 0, errors.New("the file is empty")
-	}
 	if kind == negotiate.KindMagnetLink && resp.ContentLength >= 0 && resp.Header.Get("Content-Encoding") == "" && resp.ContentLength != size {
 		return 0, fmt.Errorf("%w: the torrent's file has %d bytes, the origin's %d", errOriginDiffers, size, resp.ContentLength)
 	}

@@ -29,8 +29,8 @@ func (p *Proxy) offline(orig *http.Request, err error) (resp *http.Response, ok 
 		return nil, false, nil
 	}
 	m := t.MetaInfo()
-	idx, picked := negotiate.PickFile(&m.Info, orig.URL)
-	if !picked {
+	idx, perr := pickFile(m, orig.URL)
+	if perr != nil {
 		return nil, false, nil
 	}
 	p.log.Info("the origin cannot be reached; answering from the cache", "url", redact(orig.URL), "infohash", f.ih, "err", err)

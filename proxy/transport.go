@@ -271,14 +271,24 @@ func pickFromAnswer(u *url.URL, body io.Reader) (*metainfo.MetaInfo, int, error)
 	if err != nil {
 		return nil, 0, err
 	}
-	idx, ok := negotiate.PickFile(&m.Info, u)
-	if !ok {
-		return nil, 0, errors.New("no file in the torrent matches the URL")
-	}
-	if sz := negotiate.FileSize(&m.Info, idx); sz <= 0 {
-		return nil, 0, errors.New("the file is empty")
+	idx, err := pickFile(m, u)
+	if err != nil {
+		return nil, 0, err
 	}
 	return m, idx, nil
+}
+
+// pickFile picks the file of m that u names (negotiate.PickFile), which
+// must not be empty.
+func pickFile(m *metainfo.MetaInfo, u *url.URL) (int, error) {
+	idx, ok := negotiate.PickFile(&m.Info, u)
+	if !ok {
+		return 0, errors.New("no file in the torrent matches the URL")
+	}
+	if negotiate.FileSize(&m.Info, idx) <= 0 {
+		return 0, errors.New("the file is empty")
+	}
+	return idx, nil
 }
 
 // plain forwards the client's own request.
