@@ -70,10 +70,6 @@ func PickFile(info *metainfo.Info, u *url.URL) (index int, ok bool) {
 	if u == nil {
 		return 0, false
 	}
-	// The path as the client wrote it, when that differs from Path's own
-	// encoding: only it keeps a "%2F" apart from a "/". (EscapedPath would
-	// drop it for a byte Go escapes but clients send raw, such as "|".)
-	// Without it, Path holds no escaped slash.
 	segs, ok := pathSegments(u)
 	if !ok {
 		return 0, false

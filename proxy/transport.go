@@ -433,8 +433,8 @@ func (p *Proxy) openTorrent(orig *http.Request, m *metainfo.MetaInfo, idx int, m
 		// Content-Range other than the one asked for, say), though it may
 		// well serve the file plainly. With no other source, nothing will
 		// deliver its streams: they fall back now, not when their
-		// first-byte budget runs out. This runs on the torrent's loop,
-		// which Sourceless needs.
+		// first-byte budget runs out. This callback runs on the torrent's
+		// loop, which Sourceless waits for: it asks on a goroutine.
 		p.goFlight(func() {
 			if t.Sourceless() {
 				p.abortUnsent(u.String(), ih, "nothing but the origin could deliver the torrent's file, and its answers to ranges are unusable", "why", why)
