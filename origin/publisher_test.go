@@ -484,6 +484,7 @@ func TestChangedFileGetsNewTorrent(t *testing.T) {
 	})
 
 	t.Run("new bytes, same size and time (cp -p)", func(t *testing.T) {
+		before := f.seeder.log()
 		_, m2 := waitTorrent(t, c, url)
 		writeFile(t, f.dir, "big.bin", content(2<<20, 98), baseTime.Add(time.Minute)) // the time "new bytes" left
 		_, m3 := waitTorrent(t, c, url)
@@ -493,6 +494,9 @@ func TestChangedFileGetsNewTorrent(t *testing.T) {
 		if m3.InfoHash != buildHash(t, filepath.Join(f.dir, "big.bin"), "big.bin") {
 			t.Error("wrong info-hash for the new bytes")
 		}
+		// Seeding is asynchronous: wait for it, so that the next step
+		// starts from a settled log.
+		f.seeder.waitCalls(t, append(before, "unseed "+m2.InfoHash.String(), "seed "+m3.InfoHash.String())...)
 	})
 
 	t.Run("touched: same bytes, new time", func(t *testing.T) {
