@@ -2,18 +2,24 @@ package proxy
 
 import (
 	"bufio"
+	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tbproxy/tbproxy/certs"
+	"github.com/tbproxy/tbproxy/metainfo"
+	"github.com/tbproxy/tbproxy/negotiate"
 )
 
 // mitmTunnel opens a CONNECT tunnel to target through the proxy at
@@ -162,5 +168,97 @@ func TestMITMBrokenChunkedBody(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%d bytes of a broken body ended cleanly in the tunnel", len(body))
 		}
+	}
+}
+
+// TestMITMClientGone: in an intercepted tunnel goproxy gives a request a
+// context that never ends while it is answered, so a client that left
+// while its stream waited for the swarm's first verified bytes held the
+// stream until its first-byte budget ran out (here a minute). The proxy
+// watches the tunnel's connection (watchGone): the stream ends once the
+// client closes it. Requests sent one after another, and two sent at
+// once, are still answered in the tunnel.
+func TestMITMClientGone(t *testing.T) {
+	content := make([]byte, 256<<10)
+	rand.Read(content)
+	src := filepath.Join(t.TempDir(), "slow.bin")
+	if err := os.WriteFile(src, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metainfo.Build(context.Background(), src, metainfo.BuildOptions{PieceLength: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrent, _ := m.Marshal()
+	stop := make(chan struct{})
+	p, addr, target, ca := mitmServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/later":
+			time.Sleep(300 * time.Millisecond)
+			io.WriteString(w, "origin")
+		case r.URL.Path != "/slow.bin":
+			io.WriteString(w, "origin")
+		case strings.Contains(r.Header.Get("Accept"), negotiate.MediaType):
+			w.Header().Set("Content-Type", negotiate.MediaType)
+			w.Write(torrent)
+		default: // the file itself never comes
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		}
+	}, 0, func(c *Config) { c.FirstByte = time.Minute })
+	defer close(stop)
+
+	tc := mitmTunnel(t, addr, target, ca)
+	fmt.Fprintf(tc, "GET /slow.bin HTTP/1.1\r\nHost: %s\r\n\r\n", target)
+	waitUntil(t, 10*time.Second, func() bool { return len(p.Status().Transfers) == 1 }, "no stream started")
+	tc.Close()
+	waitUntil(t, 10*time.Second, func() bool { return len(p.Status().Transfers) == 0 },
+		"the stream of a client that closed its tunnel is still there (the first-byte budget is a minute)")
+
+	tc = mitmTunnel(t, addr, target, ca)
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(tc)
+	read := func(what string) {
+		t.Helper()
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(body) != "origin" {
+			t.Fatalf("%s: %q, %v", what, body, err)
+		}
+	}
+	req := fmt.Sprintf("GET / HTTP/1.1\r\nHost: %s\r\n\r\n", target)
+	io.WriteString(tc, req)
+	read("the first request")
+	io.WriteString(tc, req)
+	read("the next request")
+	io.WriteString(tc, req+req)
+	read("the first of two sent at once")
+	read("the second of two sent at once")
+	// A request sent while the one before it is answered: the watch
+	// reads it, and hands it on.
+	fmt.Fprintf(tc, "GET /later HTTP/1.1\r\nHost: %s\r\n\r\n", target)
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(tc, req)
+	read("a slow answer")
+	read("the request sent while it was prepared")
+}
+
+// waitUntil polls cond until it holds, or fails the test with msg once d
+// has passed.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -35,6 +35,10 @@ func (p *Proxy) onRequest(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request
 	if inTunnel {
 		if tc = p.tunnelConn(r); tc != nil {
 			tc.requestRead()
+			if r.ContentLength == 0 && len(r.TransferEncoding) == 0 && r.Header.Get("Upgrade") == "" {
+				// goproxy's context for it never ends while it is answered.
+				r = r.WithContext(tc.watchGone(r.Context()))
+			}
 		}
 	}
 	chunked := len(r.TransferEncoding) > 0

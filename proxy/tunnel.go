@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -64,16 +65,35 @@ type trackedConn struct {
 	deadline atomic.Int64 // while waiting: the read deadline, in Unix nanoseconds
 	read     atomic.Int64 // bytes read since waiting was set
 	once     sync.Once
+
+	watchMu sync.Mutex
+	watch   *goneWatch // the background read while a request is answered, if any
+	// What a finished background read brought, handed to the reads that
+	// follow it: its bytes first, then its error. Only the tunnel's
+	// reader (goproxy's loop) touches them.
+	early    []byte
+	earlyErr error
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
+	c.endWatch()
 	if c.waiting.Load() {
 		if c.read.Load() >= tunnelHeaderBytes {
 			return 0, errTunnelHeaders
 		}
 		p = p[:min(int64(len(p)), tunnelHeaderBytes-c.read.Load())]
 	}
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	switch {
+	case len(c.early) > 0:
+		n = copy(p, c.early)
+		c.early = c.early[n:]
+	case c.earlyErr != nil:
+		err, c.earlyErr = c.earlyErr, nil
+	default:
+		n, err = c.Conn.Read(p)
+	}
 	c.read.Add(int64(n))
 	return n, err
 }
@@ -86,6 +106,88 @@ func (c *trackedConn) SetReadDeadline(t time.Time) error {
 		t = time.Unix(0, c.deadline.Load())
 	}
 	return c.Conn.SetReadDeadline(t)
+}
+
+// errClientGone is the cause of a tunnel request's context once its
+// client has closed the connection, or it broke.
+var errClientGone = errors.New("proxy: the client closed the tunnel")
+
+// goneWatch is a background read of a tunnel's connection.
+type goneWatch struct {
+	done     chan struct{}
+	stopping atomic.Bool // set by endWatch: the read's error is its own doing
+	buf      []byte      // what was read; written by the read until done
+	err      error       // the error that ended the read, once done
+}
+
+// watchGone notices a client that leaves while the proxy answers a
+// request in its tunnel. goproxy reads a tunnel's connection only for
+// requests, so a client that closes it while its answer is prepared (the
+// negotiation, the wait for the swarm's first verified bytes) would go
+// unseen until a write to it failed; the http.Server watches its own
+// connections this way. The request must have no body: the read takes
+// what comes after its headers. The returned context, derived from
+// parent, is cancelled with errClientGone once the read ends in an error
+// (the client's close, or a reset) that endWatch did not cause. What it
+// reads (a pipelined request, the TLS close alert) is kept for the
+// tunnel's next reads, and it stops on its own once it holds
+// tunnelHeaderBytes, so it never buffers more than a waiting tunnel may
+// read. The next Read or Close ends it; a context that was not cancelled
+// is left to its parent, goproxy's, which ends with the request.
+func (c *trackedConn) watchGone(parent context.Context) context.Context {
+	if c.earlyErr != nil {
+		// The client sent this request and then closed the connection.
+		ctx, cancel := context.WithCancelCause(parent)
+		cancel(errClientGone)
+		return ctx
+	}
+	limit := tunnelHeaderBytes - len(c.early)
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.watch != nil || limit <= 0 {
+		return parent
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	w := &goneWatch{done: make(chan struct{})}
+	c.watch = w
+	go func() {
+		defer close(w.done)
+		buf := make([]byte, 2<<10)
+		for len(w.buf) < limit {
+			n, err := c.Conn.Read(buf[:min(len(buf), limit-len(w.buf))])
+			w.buf = append(w.buf, buf[:n]...)
+			if err != nil {
+				w.err = err
+				if !w.stopping.Load() {
+					cancel(errClientGone)
+				}
+				return
+			}
+		}
+	}()
+	return ctx
+}
+
+// endWatch stops a background read of watchGone, if one runs, and keeps
+// what it read for the reads that follow: its error too, unless endWatch
+// caused it by moving the read deadline into the past.
+func (c *trackedConn) endWatch() {
+	c.watchMu.Lock()
+	w := c.watch
+	c.watch = nil
+	c.watchMu.Unlock()
+	if w == nil {
+		return
+	}
+	w.stopping.Store(true)
+	c.Conn.SetReadDeadline(time.Unix(1, 0))
+	<-w.done
+	c.SetReadDeadline(time.Time{}) // back to the waiting deadline, if one is set
+	c.early = append(c.early, w.buf...)
+	var ne net.Error
+	if w.err != nil && !(errors.As(w.err, &ne) && ne.Timeout()) {
+		c.earlyErr = w.err
+	}
 }
 
 // SetDeadline is SetWriteDeadline and SetReadDeadline.
@@ -108,9 +210,19 @@ func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(c.Conn, r) // c.Conn has no ReadFrom: nothing to hide
 }
 
+// Close closes the connection, and waits for a background read of
+// watchGone to end.
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.conns.CompareAndDelete(c.key, c) })
-	return c.Conn.Close()
+	c.watchMu.Lock()
+	w := c.watch
+	c.watch = nil
+	c.watchMu.Unlock()
+	err := c.Conn.Close()
+	if w != nil {
+		<-w.done
+	}
+	return err
 }
 
 // awaitRequest bounds the wait for the tunnel's next request: d for its

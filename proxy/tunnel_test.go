@@ -36,6 +36,14 @@ func mitmProxy(t *testing.T, hits *atomic.Int64, timeout time.Duration) (proxyAd
 // mitmProxyFor is mitmProxy with a TLS origin that answers with h.
 func mitmProxyFor(t *testing.T, h http.HandlerFunc, timeout time.Duration) (proxyAddr, target string, ca *certs.CA) {
 	t.Helper()
+	_, proxyAddr, target, ca = mitmServer(t, h, timeout)
+	return proxyAddr, target, ca
+}
+
+// mitmServer is mitmProxyFor that also returns the proxy, whose
+// configuration opts may change.
+func mitmServer(t *testing.T, h http.HandlerFunc, timeout time.Duration, opts ...func(*Config)) (p *Proxy, proxyAddr, target string, ca *certs.CA) {
+	t.Helper()
 	origin := httptest.NewTLSServer(h)
 	t.Cleanup(origin.Close)
 	ca, err := certs.Load(t.TempDir())
@@ -51,14 +59,18 @@ func mitmProxyFor(t *testing.T, h http.HandlerFunc, timeout time.Duration) (prox
 	t.Cleanup(func() { engine.Close() })
 	_, port, _ := net.SplitHostPort(origin.Listener.Addr().String())
 	n, _ := strconv.Atoi(port)
-	p, err := New(Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true})
+	cfg := Config{Engine: engine, CA: ca, RootCAs: roots, ConnectPorts: []int{n}, AllowPrivateUpstream: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	p, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if timeout > 0 {
 		p.tunnelHeader, p.tunnelIdle = timeout, timeout
 	}
-	return serveProxy(t, p), origin.Listener.Addr().String(), ca
+	return p, serveProxy(t, p), origin.Listener.Addr().String(), ca
 }
 
 // closedWithin reports whether the peer closes c (a read fails) within d,
