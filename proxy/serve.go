@@ -551,7 +551,8 @@ func (w *pipeWriter) WriteHeader(code int) {
 }
 
 // maxNoProgress is how long a stream may send nothing before it is
-// aborted: a client that left a MITM tunnel is only noticed on a write.
+// aborted: a client that stops reading but keeps its connection open
+// blocks the stream's writes, and no context says it has gone.
 const maxNoProgress = 2 * time.Minute
 
 // watchProgress cancels a stream that has sent nothing for maxNoProgress,
