@@ -1323,4 +1323,13 @@ func TestProxyCache(t *testing.T) {
 	res = curl(t, p2.proxyURL(), w.url)
 	checkWhole(t, "fourth download, origin gone", res, w.data, w.etag)
 	p2.waitIdle(t)
+
+	// And after another restart, at once: which torrent the URL is in is
+	// kept in the data directory, and the cache gives the torrent even
+	// before reseeding has reached it.
+	p2.proc.Stop()
+	p3 := startTBProxy(t, tbOpts{dataDir: dataDir})
+	res = curl(t, p3.proxyURL(), w.url)
+	checkWhole(t, "fifth download, origin gone, after a restart", res, w.data, w.etag)
+	p3.waitIdle(t)
 }

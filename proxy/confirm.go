@@ -107,6 +107,7 @@ const (
 func (p *Proxy) originBytesDiffer(u *url.URL, ih metainfo.Hash) {
 	p.rememberMu.Lock()
 	p.confirmed.Add(u.String(), confirmedFile{ih: ih, at: time.Now(), differs: true})
+	p.urlsChanged.Store(true)
 	p.rememberMu.Unlock()
 	p.log.Warn("the origin's bytes fail the torrent's hashes; its URL will be answered plainly", "url", redact(u), "infohash", ih, "for", differsFor)
 	p.abortUnsent(u.String(), ih, "its origin serves another file")
@@ -166,6 +167,7 @@ func (p *Proxy) remember(url string, f confirmedFile) {
 		return
 	}
 	p.confirmed.Add(url, f)
+	p.urlsChanged.Store(true)
 }
 
 // confirmFor decides how file idx of m is confirmed for orig, given c,

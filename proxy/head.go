@@ -50,6 +50,9 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	var up *upstreamConn
 	resp, err := p.upstream.RoundTrip(connOf(probe, &up))
 	if err != nil {
+		if resp, ok, err := p.offline(orig, err); ok {
+			return resp, err
+		}
 		return p.upstreamFailed(orig, err), nil
 	}
 	resp.Body.Close() // a HEAD's answer has none

@@ -5,13 +5,15 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/tbproxy/tbproxy/metainfo"
 	"github.com/tbproxy/tbproxy/negotiate"
 )
 
-// offline answers orig, a GET whose negotiation could not reach the
-// origin (err), from the cache: when the proxy served the URL from a
-// torrent lately (Proxy.confirmed), the origin's bytes did not fail its
-// hashes, and the torrent is whole on disk. A cache that is disconnected
+// offline answers orig, a GET or a HEAD whose negotiation could not reach
+// the origin (err), from the cache: when the proxy served the URL from a
+// torrent (Proxy.confirmed, which Config.URLFile keeps across restarts),
+// the origin's bytes did not fail its hashes, and the torrent is whole on
+// disk. A cache that is disconnected
 // from the origin may answer with what it has (RFC 9111, section 4.2.4);
 // unless the client asks for a fresh answer (negotiate.WantsFresh), when it gets
 // the 502 it would get without the proxy. ok is false when the cache
@@ -24,11 +26,10 @@ func (p *Proxy) offline(orig *http.Request, err error) (resp *http.Response, ok 
 	if !known || f.differs {
 		return nil, false, nil
 	}
-	t, open := p.cfg.Engine.Torrent(f.ih)
-	if !open || !isDone(t.Complete()) {
+	m, whole := p.wholeTorrent(f.ih)
+	if !whole {
 		return nil, false, nil
 	}
-	m := t.MetaInfo()
 	idx, perr := pickFile(m, orig.URL)
 	if perr != nil {
 		return nil, false, nil
@@ -49,4 +50,25 @@ func unreachable(err error) bool {
 	var dns *net.DNSError
 	var op *net.OpError
 	return errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial"
+}
+
+// WholeStore is a Store that can tell which torrents it holds whole, and
+// give their metainfo: the answer from the cache (Proxy.offline) then
+// also serves a torrent the engine does not run, such as one whose
+// seeding has ended, or one not yet reseeded after a restart.
+type WholeStore interface {
+	Store
+	Whole(ih metainfo.Hash) (*metainfo.MetaInfo, bool)
+}
+
+// wholeTorrent returns the metainfo of torrent ih when its data is whole
+// at hand: in a torrent the engine runs, or in the Store (WholeStore).
+func (p *Proxy) wholeTorrent(ih metainfo.Hash) (*metainfo.MetaInfo, bool) {
+	if t, open := p.cfg.Engine.Torrent(ih); open {
+		return t.MetaInfo(), isDone(t.Complete())
+	}
+	if ws, ok := p.cfg.Store.(WholeStore); ok {
+		return ws.Whole(ih)
+	}
+	return nil, false
 }

@@ -55,6 +55,10 @@ type Config struct {
 	Engine *swarm.Client
 	// Store keeps what they download; nil means memory, per torrent.
 	Store Store
+	// URLFile keeps, across restarts, which torrent each URL served from
+	// one is in, for the answer from the cache when its origin cannot be
+	// reached; empty keeps that in memory only. See urls.go.
+	URLFile string
 	// AllowedClients are the networks that may use a proxy listening
 	// beyond loopback. Loopback clients are always allowed.
 	AllowedClients []netip.Prefix
@@ -149,6 +153,9 @@ type Proxy struct {
 	// such as a player's seeks, need not ask again.
 	confirmed  *lru.Cache[string, confirmedFile]
 	rememberMu sync.Mutex // makes remember's look and write one step against originBytesDiffer
+	// urlsChanged is set when confirmed changes, until Config.URLFile
+	// is written (saveURLs).
+	urlsChanged atomic.Bool
 	// asking are the confirmations under way, by URL, which the requests
 	// for the URL that follow join; guarded by mu.
 	asking map[string]*confirmation
@@ -187,6 +194,15 @@ func New(cfg Config) (*Proxy, error) {
 	p.confirmed, _ = lru.New[string, confirmedFile](maxConfirmed)
 	p.tunnelHeader, p.tunnelIdle = tunnelHeaderTimeout, tunnelIdleTimeout
 	p.base, p.cancel = context.WithCancel(context.Background())
+	if cfg.URLFile != "" {
+		n, err := p.loadURLs(cfg.URLFile)
+		if err != nil {
+			p.log.Warn("ignoring the file of URLs served from torrents", "file", cfg.URLFile, "err", err)
+		} else if n > 0 {
+			p.log.Info("URLs served from torrents before", "file", cfg.URLFile, "urls", n)
+		}
+		p.wg.Go(p.keepURLs)
+	}
 	dial := cfg.Dial
 	if dial == nil {
 		// The address is checked before the connection is made too, so
@@ -273,6 +289,11 @@ func (p *Proxy) Close() error {
 	p.wg.Wait()
 	p.flights.Wait()
 	p.upstream.CloseIdleConnections()
+	if p.cfg.URLFile != "" {
+		if err := p.saveURLs(p.cfg.URLFile); err != nil {
+			p.log.Warn("cannot save the URLs served from torrents", "file", p.cfg.URLFile, "err", err)
+		}
+	}
 	return nil
 }
 

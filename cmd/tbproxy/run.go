@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,6 +169,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg.PeerSources = func(m *metainfo.MetaInfo) []swarm.PeerSource { return dhtSources(node, m) }
 	store.peerSources = cfg.PeerSources
 	cfg.Store = store
+	cfg.URLFile = filepath.Join(o.dataDir, "urls.json") // beside the torrents it points into
 	cfg.Cache = cacheView{store: store, engine: engine}
 	cfg.Logger = log.With("component", "proxy")
 	if o.mitm {
@@ -366,6 +368,20 @@ func (s *cacheStore) Pin(ih metainfo.Hash) func() {
 	}
 	h.Touch()
 	return h.Pin()
+}
+
+var _ proxy.WholeStore = (*cacheStore)(nil)
+
+// Whole returns the metainfo of a torrent the cache holds whole, for the
+// proxy's answer from the cache when an origin cannot be reached
+// (proxy.WholeStore).
+func (s *cacheStore) Whole(ih metainfo.Hash) (*metainfo.MetaInfo, bool) {
+	for _, e := range s.c.Entries() {
+		if e.InfoHash == ih {
+			return e.MetaInfo, e.Complete && !e.Transient && !e.Rechecking
+		}
+	}
+	return nil, false
 }
 
 // evict drops a torrent the cache is about to delete: the engine stops
