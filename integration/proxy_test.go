@@ -101,6 +101,7 @@ type tbProxy struct {
 	proc    *proc
 	addr    string // 127.0.0.1:PORT of the proxy
 	uiAddr  string // 127.0.0.1:PORT of the status page, or ""
+	peer    string // 127.0.0.1:PORT of the engine's peer listener
 	dataDir string
 }
 
@@ -135,6 +136,7 @@ func startTBProxy(t testing.TB, o tbOpts) *tbProxy {
 	var (
 		mu           sync.Mutex
 		addr, uiAddr string // guarded by mu
+		peer         string // guarded by mu
 		once         sync.Once
 	)
 	said := make(chan struct{})
@@ -148,7 +150,8 @@ func startTBProxy(t testing.TB, o tbOpts) *tbProxy {
 		if a, ok := strings.CutPrefix(line, "status:   http://"); ok {
 			uiAddr = strings.TrimSuffix(a, "/")
 		}
-		if strings.HasPrefix(line, "peers on ") {
+		if a, ok := strings.CutPrefix(line, "peers on "); ok {
+			peer, _, _ = strings.Cut(a, ",")
 			once.Do(func() { close(said) }) // the last line about where it listens
 		}
 	}
@@ -161,7 +164,7 @@ func startTBProxy(t testing.TB, o tbOpts) *tbProxy {
 		t.Fatalf("tbproxy did not say where it listens within %v:\n%s", startTimeout, p.proc.Tail(50))
 	}
 	mu.Lock()
-	p.addr, p.uiAddr = addr, uiAddr
+	p.addr, p.uiAddr, p.peer = addr, uiAddr, peer
 	mu.Unlock()
 	if p.addr == "" || (o.ui && p.uiAddr == "") {
 		t.Fatalf("tbproxy did not print its addresses:\n%s", p.proc.Tail(50))
@@ -446,16 +449,17 @@ func (o *testOrigin) port(t testing.TB) int {
 // is the origin, pointing at a libtorrent seed), with the bytes in memory
 // for comparisons.
 type proxyWorld struct {
-	origin  *testOrigin
-	file    *originFile
-	path    string // URL path of the episode
-	url     string // its full URL
-	content string // its path on disk
-	data    []byte
-	meta    *metainfo.MetaInfo
-	torrent []byte
-	seed    *LTPeer
-	etag    string // the ETag tbproxy must give it
+	origin      *testOrigin
+	file        *originFile
+	path        string // URL path of the episode
+	url         string // its full URL
+	content     string // its path on disk
+	torrentPath string // its .torrent file
+	data        []byte
+	meta        *metainfo.MetaInfo
+	torrent     []byte
+	seed        *LTPeer
+	etag        string // the ETag tbproxy must give it
 }
 
 func newProxyWorld(t testing.TB, size int64, useTLS bool) *proxyWorld {
@@ -465,7 +469,7 @@ func newProxyWorld(t testing.TB, size int64, useTLS bool) *proxyWorld {
 	w.url = w.origin.URL + w.path
 	w.content = makeContent(t, t.TempDir(), "episode.mp3", size, size)
 	torrentPath, m := makeTorrent(t, w.content, proxyPieceLen, []string{w.origin.URL + "/announce"})
-	w.meta = m
+	w.meta, w.torrentPath = m, torrentPath
 	var err error
 	if w.torrent, err = os.ReadFile(torrentPath); err != nil {
 		t.Fatal(err)
@@ -1332,4 +1336,17 @@ func TestProxyCache(t *testing.T) {
 	res = curl(t, p3.proxyURL(), w.url)
 	checkWhole(t, "fifth download, origin gone, after a restart", res, w.data, w.etag)
 	p3.waitIdle(t)
+
+	// A restarted proxy seeds what it cached before anyone asks for it: a
+	// libtorrent leecher told of nothing but its peer port gets the file.
+	p3.proc.Stop()
+	p4 := startTBProxy(t, tbOpts{dataDir: dataDir})
+	leechDir := t.TempDir()
+	leech := startLibtorrent(t, LTOpts{Torrent: w.torrentPath, SaveDir: leechDir, Peers: []string{p4.peer}})
+	if err := leech.WaitFinished(2 * time.Minute); err != nil {
+		t.Fatalf("a libtorrent leecher of the restarted proxy: %v\n%s", err, p4.proc.Tail(30))
+	}
+	if got, err := os.ReadFile(filepath.Join(leechDir, filepath.Base(w.content))); err != nil || !bytes.Equal(got, w.data) {
+		t.Fatalf("the leecher's copy differs (%d bytes): %v", len(got), err)
+	}
 }

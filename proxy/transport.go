@@ -488,6 +488,16 @@ func isDone(ch <-chan struct{}) bool {
 	}
 }
 
+// Reseed runs torrent m, which the Store holds, in the engine, unless it
+// runs already: with the options and sources a transform gives it, and
+// under the same lock, so that a request and the reseeding never open
+// its storage twice (the second open would close the handle the first
+// gave the engine).
+func (p *Proxy) Reseed(m *metainfo.MetaInfo) error {
+	_, err := p.torrent(m)
+	return err
+}
+
 // torrent returns the engine's torrent for m, adding it once: concurrent
 // requests for one info-hash share one download.
 func (p *Proxy) torrent(m *metainfo.MetaInfo) (*swarm.Torrent, error) {

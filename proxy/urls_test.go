@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +228,37 @@ func FuzzParseURLFile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countingStore counts its opens.
+type countingStore struct {
+	memoryStore
+	opens *atomic.Int32
+}
+
+func (s countingStore) Open(m *metainfo.MetaInfo, transient bool) (swarm.Storage, error) {
+	s.opens.Add(1)
+	return s.memoryStore.Open(m, transient)
+}
+
+// TestReseedOpensOnce: the reseeding of a cached torrent and a request
+// for it open its storage once between them: they take the same path
+// (Proxy.torrent), so that neither closes the other's handle.
+func TestReseedOpensOnce(t *testing.T) {
+	var opens atomic.Int32
+	w := newWorld(t, 256<<10, func(c *Config) { c.Store = countingStore{opens: &opens} })
+	for range 2 {
+		if err := w.proxy.Reseed(w.meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash); !ok {
+		t.Fatal("the reseeded torrent does not run")
+	}
+	if err := w.fetchEquals("/episode.mp3"); err != nil {
+		t.Fatal(err)
+	}
+	if n := opens.Load(); n != 1 {
+		t.Fatalf("the storage was opened %d times", n)
+	}
 }

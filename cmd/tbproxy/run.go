@@ -167,7 +167,6 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}()
 	cfg.Engine = engine
 	cfg.PeerSources = func(m *metainfo.MetaInfo) []swarm.PeerSource { return dhtSources(node, m) }
-	store.peerSources = cfg.PeerSources
 	cfg.Store = store
 	cfg.URLFile = filepath.Join(o.dataDir, "urls.json") // beside the torrents it points into
 	cfg.Cache = cacheView{store: store, engine: engine}
@@ -196,7 +195,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Go(func() { store.reseed(ctx, engine, log) })
+	wg.Go(func() { store.reseed(ctx, p.Reseed, log) })
 	wg.Go(func() { store.account(ctx, engine) })
 	p.AddListener(ln.Addr().String()) // before the status page, whose PAC file names it
 	var ui *http.Server
@@ -338,8 +337,7 @@ func formatSize(n int64) string {
 // cacheStore adapts the disk cache to the proxy and keeps the handle of
 // every torrent it opened, so that pins and evictions find it.
 type cacheStore struct {
-	c           *cache.Store
-	peerSources func(*metainfo.MetaInfo) []swarm.PeerSource // set before reseed starts, read-only after
+	c *cache.Store
 
 	mu      sync.Mutex
 	handles map[metainfo.Hash]*cache.Torrent // guarded by mu
@@ -399,9 +397,11 @@ func (s *cacheStore) evict(engine *swarm.Client, ih metainfo.Hash) {
 	}
 }
 
-// reseed loads every cached torrent into the engine, so what was
-// downloaded before a restart is seeded again.
-func (s *cacheStore) reseed(ctx context.Context, engine *swarm.Client, log *slog.Logger) {
+// reseed has every cached torrent that the seeding policy allows run
+// again, so that what was downloaded before a restart is seeded again.
+// add is the proxy's Reseed: a torrent opens as a transform opens it, and
+// one that a request opened first is not opened twice.
+func (s *cacheStore) reseed(ctx context.Context, add func(*metainfo.MetaInfo) error, log *slog.Logger) {
 	for _, e := range s.c.Entries() {
 		if ctx.Err() != nil {
 			return
@@ -409,16 +409,7 @@ func (s *cacheStore) reseed(ctx context.Context, engine *swarm.Client, log *slog
 		if !e.Seed || e.Transient {
 			continue
 		}
-		st, err := s.Open(e.MetaInfo, false)
-		if err != nil {
-			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
-			continue
-		}
-		opts := swarm.TorrentOptions{Lazy: true}
-		if s.peerSources != nil {
-			opts.PeerSources = s.peerSources(e.MetaInfo)
-		}
-		if _, err := engine.AddTorrent(e.MetaInfo, st, opts); err != nil && !errors.Is(err, swarm.ErrExists) {
+		if err := add(e.MetaInfo); err != nil {
 			log.Warn("cannot reseed a cached torrent", "infohash", e.InfoHash.String(), "err", err)
 		}
 	}
