@@ -850,18 +850,7 @@ func TestBrokenOriginSeedFallsBackAtOnce(t *testing.T) {
 // never transformed still gets the 502.
 func TestOriginUnreachableServesCachedFile(t *testing.T) {
 	w := newWorld(t, 512<<10)
-	if err := w.fetchEquals("/episode.mp3"); err != nil {
-		t.Fatal(err)
-	}
-	tor, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash)
-	if !ok {
-		t.Fatal("no torrent after the download")
-	}
-	select {
-	case <-tor.Complete():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the torrent did not complete")
-	}
+	w.fetchWhole(t)
 	w.origin.Close()
 
 	if err := w.fetchEquals("/episode.mp3"); err != nil {
@@ -929,4 +918,22 @@ func (w *world) trackerless(t *testing.T, path string, file http.HandlerFunc) {
 		}
 		file(rw, r)
 	})
+}
+
+// fetchWhole downloads the world's episode through the proxy, and waits
+// for its torrent to be whole.
+func (w *world) fetchWhole(t *testing.T) {
+	t.Helper()
+	if err := w.fetchEquals("/episode.mp3"); err != nil {
+		t.Fatal(err)
+	}
+	tor, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash)
+	if !ok {
+		t.Fatal("no torrent after the download")
+	}
+	select {
+	case <-tor.Complete():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the torrent did not complete")
+	}
 }

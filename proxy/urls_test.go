@@ -26,18 +26,7 @@ import (
 func TestURLFileSurvivesRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "urls.json")
 	w := newWorld(t, 512<<10, func(c *Config) { c.URLFile = file })
-	if err := w.fetchEquals("/episode.mp3"); err != nil {
-		t.Fatal(err)
-	}
-	tor, ok := w.proxy.cfg.Engine.Torrent(w.meta.InfoHash)
-	if !ok {
-		t.Fatal("no torrent after the download")
-	}
-	select {
-	case <-tor.Complete():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the torrent did not complete")
-	}
+	w.fetchWhole(t)
 	w.proxy.Close()
 	w.origin.Close()
 
