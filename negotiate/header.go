@@ -87,9 +87,9 @@ func splitList(v string) []string {
 	return append(out, strings.Trim(v[start:], " \t"))
 }
 
-// directives is the set of Cache-Control directive names of a message, in
-// lower case.
-type directives map[string]bool
+// directives are the Cache-Control directives of a message: each name,
+// in lower case, with the arguments it came with ("" for none), in order.
+type directives map[string][]string
 
 // MaxCacheControlLen caps the combined length in bytes of a message's
 // Cache-Control field lines. Real ones are a few dozen bytes; an origin's
@@ -99,22 +99,25 @@ const MaxCacheControlLen = 8 << 10
 // unreadableCacheControl is what a Cache-Control longer than
 // MaxCacheControlLen counts as: every directive that stops tbproxy from
 // transforming or keeping a message, since it cannot tell which were sent.
-var unreadableCacheControl = directives{"no-transform": true, "private": true, "no-store": true}
+var unreadableCacheControl = directives{"no-transform": nil, "private": nil, "no-store": nil}
 
-// cacheControl collects the directive names of every Cache-Control field
-// line of h. Arguments are ignored: a "private" with field names is
-// treated as private, which errs on the side of privacy. Field lines
-// longer than MaxCacheControlLen together are not read; they count as
+// cacheControl collects the directives of every Cache-Control field line
+// of h. has ignores arguments: a "private" with field names is treated as
+// private, which errs on the side of privacy. Field lines longer than
+// MaxCacheControlLen together are not read; they count as
 // unreadableCacheControl.
 func cacheControl(h http.Header) directives {
-	vs, ok := cacheControlLines(h)
-	if !ok {
-		return unreadableCacheControl
+	vs := h.Values("Cache-Control")
+	n := 0
+	for _, v := range vs {
+		if n += len(v); n > MaxCacheControlLen {
+			return unreadableCacheControl
+		}
 	}
 	var d directives
 	for _, v := range vs {
 		for _, elem := range splitList(v) {
-			name, _, _ := strings.Cut(elem, "=")
+			name, arg, _ := strings.Cut(elem, "=")
 			name = strings.ToLower(strings.Trim(name, " \t"))
 			if name == "" {
 				continue
@@ -122,26 +125,15 @@ func cacheControl(h http.Header) directives {
 			if d == nil {
 				d = make(directives)
 			}
-			d[name] = true
+			d[name] = append(d[name], strings.Trim(strings.Trim(arg, " \t"), `"`))
 		}
 	}
 	return d
 }
 
-func (d directives) has(name string) bool { return d[name] }
-
-// cacheControlLines returns the Cache-Control field lines of h; ok is
-// false when they are longer than MaxCacheControlLen together, and are
-// not to be read.
-func cacheControlLines(h http.Header) (lines []string, ok bool) {
-	vs := h.Values("Cache-Control")
-	n := 0
-	for _, v := range vs {
-		if n += len(v); n > MaxCacheControlLen {
-			return nil, false
-		}
-	}
-	return vs, true
+func (d directives) has(name string) bool {
+	_, ok := d[name]
+	return ok
 }
 
 // WantsFresh reports whether a request with header h asks for an answer
@@ -150,21 +142,13 @@ func cacheControlLines(h http.Header) (lines []string, ok bool) {
 // 5.2.1), or its Pragma says no-cache (section 5.4). A Cache-Control
 // longer than MaxCacheControlLen counts as asking.
 func WantsFresh(h http.Header) bool {
-	vs, ok := cacheControlLines(h)
-	if !ok {
+	d := cacheControl(h) // an unreadable one says no-store
+	if d.has("no-cache") || d.has("no-store") {
 		return true
 	}
-	for _, v := range vs {
-		for _, elem := range splitList(v) {
-			name, arg, _ := strings.Cut(elem, "=")
-			switch strings.ToLower(strings.Trim(name, " \t")) {
-			case "no-cache", "no-store":
-				return true
-			case "max-age":
-				if n, err := strconv.Atoi(strings.Trim(strings.Trim(arg, " \t"), `"`)); err == nil && n <= 0 {
-					return true
-				}
-			}
+	for _, arg := range d["max-age"] {
+		if n, err := strconv.Atoi(arg); err == nil && n <= 0 {
+			return true
 		}
 	}
 	for _, v := range h.Values("Pragma") {
