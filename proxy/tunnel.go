@@ -66,8 +66,7 @@ type trackedConn struct {
 	read     atomic.Int64 // bytes read since waiting was set
 	once     sync.Once
 
-	watchMu sync.Mutex
-	watch   *goneWatch // the background read while a request is answered, if any
+	watch atomic.Pointer[goneWatch] // the background read while a request is answered, if any
 	// What a finished background read brought, handed to the reads that
 	// follow it: its bytes first, then its error. Only the tunnel's
 	// reader (goproxy's loop) touches them.
@@ -142,14 +141,12 @@ func (c *trackedConn) watchGone(parent context.Context) context.Context {
 		return ctx
 	}
 	limit := tunnelHeaderBytes - len(c.early)
-	c.watchMu.Lock()
-	defer c.watchMu.Unlock()
-	if c.watch != nil || limit <= 0 {
+	if c.watch.Load() != nil || limit <= 0 {
 		return parent
 	}
 	ctx, cancel := context.WithCancelCause(parent)
 	w := &goneWatch{done: make(chan struct{})}
-	c.watch = w
+	c.watch.Store(w)
 	go func() {
 		defer close(w.done)
 		buf := make([]byte, 2<<10)
@@ -172,10 +169,7 @@ func (c *trackedConn) watchGone(parent context.Context) context.Context {
 // what it read for the reads that follow: its error too, unless endWatch
 // caused it by moving the read deadline into the past.
 func (c *trackedConn) endWatch() {
-	c.watchMu.Lock()
-	w := c.watch
-	c.watch = nil
-	c.watchMu.Unlock()
+	w := c.watch.Swap(nil)
 	if w == nil {
 		return
 	}
@@ -214,10 +208,7 @@ func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
 // watchGone to end.
 func (c *trackedConn) Close() error {
 	c.once.Do(func() { c.conns.CompareAndDelete(c.key, c) })
-	c.watchMu.Lock()
-	w := c.watch
-	c.watch = nil
-	c.watchMu.Unlock()
+	w := c.watch.Swap(nil)
 	err := c.Conn.Close()
 	if w != nil {
 		<-w.done
