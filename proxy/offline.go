@@ -13,11 +13,10 @@ import (
 // the origin (err), from the cache: when the proxy served the URL from a
 // torrent (Proxy.confirmed, which Config.URLFile keeps across restarts),
 // the origin's bytes did not fail its hashes, and the torrent is whole on
-// disk. A cache that is disconnected
-// from the origin may answer with what it has (RFC 9111, section 4.2.4);
-// unless the client asks for a fresh answer (negotiate.WantsFresh), when it gets
-// the 502 it would get without the proxy. ok is false when the cache
-// cannot answer.
+// disk. A cache that is disconnected from the origin may answer with what
+// it has (RFC 9111, section 4.2.4); unless the client asks for a fresh
+// answer (negotiate.WantsFresh), when it gets the 502 it would get
+// without the proxy. ok is false when the cache cannot answer.
 func (p *Proxy) offline(orig *http.Request, err error) (resp *http.Response, ok bool, _ error) {
 	if !unreachable(err) || negotiate.WantsFresh(orig.Header) {
 		return nil, false, nil
