@@ -793,13 +793,7 @@ func TestConvictedOriginAbortsAtOnce(t *testing.T) {
 func TestNoSourceFallsBackAtOnce(t *testing.T) {
 	w := newWorld(t, 256<<10, func(c *Config) { c.FirstByte = time.Minute })
 	w.trackerless(t, "/gone.mp3", http.NotFound)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/gone.mp3", nil)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		t.Fatalf("%v (the first-byte budget is a minute)", err)
-	}
+	resp := w.getAtOnce(t, "/gone.mp3")
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
@@ -826,13 +820,7 @@ func TestBrokenOriginSeedFallsBackAtOnce(t *testing.T) {
 		}
 		rw.Write(w.content)
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+"/odd.mp3", nil)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		t.Fatalf("%v (the first-byte budget is a minute)", err)
-	}
+	resp := w.getAtOnce(t, "/odd.mp3")
 	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, w.content) {
@@ -936,4 +924,18 @@ func (w *world) fetchWhole(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the torrent did not complete")
 	}
+}
+
+// getAtOnce GETs path through the proxy, bounded at 20 s: for a fallback
+// that must come at once, well before a first-byte budget of a minute.
+func (w *world) getAtOnce(t *testing.T, path string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, w.origin.URL+path, nil)
+	resp, err := w.client.Do(req)
+	if err != nil {
+		t.Fatalf("%v (the first-byte budget is a minute)", err)
+	}
+	return resp
 }
