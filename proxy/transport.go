@@ -183,9 +183,16 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.plain(orig)
 	}
 	p.log.Debug("negotiating", "url", redact(req.URL))
+	// A URL of a kind lately answered with metainfo is likely to be so
+	// answered too: the origin is asked to confirm its file now (predict.go).
+	var early *confirmation
+	if p.likelyTorrent(orig.URL) {
+		early = p.askEarly(orig)
+	}
 	var up *upstreamConn
 	resp, err := p.upstream.RoundTrip(connOf(req, &up))
 	if err != nil {
+		p.release(early, false)
 		if resp, ok, err := p.offline(orig, err); ok {
 			return resp, err
 		}
@@ -193,6 +200,10 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	}
 	br := bufio.NewReaderSize(resp.Body, negotiate.SniffLen)
 	d := negotiate.Decide(resp, true, negotiate.PrefixOf(br, resp.Header))
+	if !d.Transform || d.Kind != negotiate.KindMetainfo {
+		p.wrongGuess(orig.URL, early)
+		early = nil
+	}
 	switch {
 	case d.Refetch:
 		resp.Body.Close()
@@ -213,6 +224,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 	}
 	body, err := negotiate.Decoded(br, resp.Header)
 	if err != nil {
+		p.release(early, false)
 		resp.Body.Close()
 		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
@@ -221,10 +233,15 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		return p.fromMagnet(orig, resp, body, d.Kind, hadStripped)
 	}
 	// The origin is asked to confirm the file while its metainfo is read,
-	// unless its answer says what its plain answer is (confirmFor).
+	// if it was not already, unless its answer says what its plain answer
+	// is (confirmFor).
 	said := p.plainSaid(orig, resp.Header)
-	var c *confirmation
-	if said == nil {
+	c := early
+	switch {
+	case said != nil:
+		p.wrongGuess(orig.URL, early)
+		c = nil
+	case c == nil:
 		c = p.askEarly(orig)
 	}
 	m, idx, err := pickFromAnswer(req.URL, body)
@@ -233,6 +250,9 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		p.release(c, false)
 		p.log.Info("torrent answer not usable; fetching plainly", "url", redact(req.URL), "err", err)
 		return p.fallback(orig)
+	}
+	if said == nil {
+		p.learnKind(orig.URL)
 	}
 	return p.transform(orig, resp, m, idx, nil, c, said)
 }
