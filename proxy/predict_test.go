@@ -102,34 +102,49 @@ func (w *world) fetchAs(t *testing.T, path string, transformed bool) {
 	}
 }
 
+// guess is a URL served by guessWatch, as a test fetches it.
+type guess struct {
+	path  string
+	early bool // the proxy must ask about it beside the negotiation
+	kind  answerKind
+}
+
+// fetchGuesses serves every guess (guessWatch), then fetches them in
+// order through the proxy: each must be the world's content, synthesised
+// unless its origin answers plainly.
+func (w *world) fetchGuesses(t *testing.T, gs ...guess) {
+	t.Helper()
+	for _, g := range gs {
+		w.guessWatch(t, g.path, g.early, g.kind)
+	}
+	for _, g := range gs {
+		w.fetchAs(t, g.path, g.kind != answerPlain)
+	}
+	w.questionsEnded(t)
+}
+
 // TestEarlyQuestionForKnownKind: once a host has answered an .mp3 URL
 // with metainfo that needed the origin's confirmation, the next .mp3 URL
 // of that host gets its question at once, beside the negotiation; a URL
 // of another kind (another extension) does not.
 func TestEarlyQuestionForKnownKind(t *testing.T) {
-	w := newWorld(t, 256<<10)
-	w.guessWatch(t, "/first.mp3", false, answerTorrent)
-	w.guessWatch(t, "/second.mp3", true, answerTorrent)
-	w.guessWatch(t, "/third.MP3", true, answerTorrent) // the extension's case does not matter
-	w.guessWatch(t, "/other.ogg", false, answerTorrent)
-	for _, path := range []string{"/first.mp3", "/second.mp3", "/third.MP3", "/other.ogg"} {
-		w.fetchAs(t, path, true)
-	}
-	w.questionsEnded(t)
+	newWorld(t, 256<<10).fetchGuesses(t,
+		guess{"/first.mp3", false, answerTorrent},
+		guess{"/second.mp3", true, answerTorrent},
+		guess{"/third.MP3", true, answerTorrent}, // the extension's case does not matter
+		guess{"/other.ogg", false, answerTorrent},
+	)
 }
 
 // TestWrongGuessForgotten: an .mp3 URL of a host whose .mp3 URLs were
 // metainfo gets its question early, but the origin answers it plainly:
 // the client gets the plain answer, and the next .mp3 URL is not guessed.
 func TestWrongGuessForgotten(t *testing.T) {
-	w := newWorld(t, 256<<10)
-	w.guessWatch(t, "/first.mp3", false, answerTorrent)
-	w.guessWatch(t, "/plain.mp3", true, answerPlain)
-	w.guessWatch(t, "/plain-too.mp3", false, answerPlain)
-	w.fetchAs(t, "/first.mp3", true)
-	w.fetchAs(t, "/plain.mp3", false)
-	w.fetchAs(t, "/plain-too.mp3", false)
-	w.questionsEnded(t)
+	newWorld(t, 256<<10).fetchGuesses(t,
+		guess{"/first.mp3", false, answerTorrent},
+		guess{"/plain.mp3", true, answerPlain},
+		guess{"/plain-too.mp3", false, answerPlain},
+	)
 }
 
 // TestSayingOriginNotGuessed: an origin that says what its plain answer
@@ -137,16 +152,13 @@ func TestWrongGuessForgotten(t *testing.T) {
 // from a URL that needed one is forgotten when the next URL's answer says
 // what it is.
 func TestSayingOriginNotGuessed(t *testing.T) {
-	w := newWorld(t, 256<<10)
-	w.guessWatch(t, "/said.mp3", false, answerSaying)
-	w.guessWatch(t, "/said-too.mp3", false, answerSaying)
-	w.guessWatch(t, "/asked.ogg", false, answerTorrent)
-	w.guessWatch(t, "/now-said.ogg", true, answerSaying)
-	w.guessWatch(t, "/said-again.ogg", false, answerSaying)
-	for _, path := range []string{"/said.mp3", "/said-too.mp3", "/asked.ogg", "/now-said.ogg", "/said-again.ogg"} {
-		w.fetchAs(t, path, true)
-	}
-	w.questionsEnded(t)
+	newWorld(t, 256<<10).fetchGuesses(t,
+		guess{"/said.mp3", false, answerSaying},
+		guess{"/said-too.mp3", false, answerSaying},
+		guess{"/asked.ogg", false, answerTorrent},
+		guess{"/now-said.ogg", true, answerSaying},
+		guess{"/said-again.ogg", false, answerSaying},
+	)
 }
 
 func TestKindOf(t *testing.T) {
