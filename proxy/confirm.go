@@ -412,7 +412,7 @@ func (p *Proxy) confirmOrigin(ctx context.Context, orig *http.Request) (*http.Re
 	req.Header.Set("Range", "bytes=0-0")
 	req.Header.Set("Accept-Encoding", "identity")
 	negotiate.AddVia(req.Header, req.ProtoMajor, req.ProtoMinor)
-	resp, err := p.upstream.RoundTrip(req)
+	resp, err := p.send(req)
 	if err != nil {
 		return nil, err
 	}

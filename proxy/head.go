@@ -48,7 +48,7 @@ func (p *Proxy) head(req *http.Request) (*http.Response, error) {
 	probe := get.Clone(get.Context())
 	probe.Method = http.MethodHead
 	var up *upstreamConn
-	resp, err := p.upstream.RoundTrip(connOf(probe, &up))
+	resp, err := p.send(connOf(probe, &up))
 	if err != nil {
 		if resp, ok, err := p.offline(orig, err); ok {
 			return resp, err
@@ -98,7 +98,7 @@ func mayBeMetainfo(resp *http.Response) bool {
 // origin's. An answer that is no torrent returns errNoTorrent; a magnet in
 // its body is answered by headFromMagnet.
 func (p *Proxy) headFromTorrent(orig, get *http.Request) (*http.Response, error) {
-	resp, err := p.upstream.RoundTrip(get)
+	resp, err := p.send(get)
 	if err != nil {
 		return nil, err
 	}

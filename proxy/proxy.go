@@ -22,8 +22,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,6 +77,9 @@ type Config struct {
 	RootCAs *x509.CertPool
 	// Dial connects upstream; nil means a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Parent, when set, is the proxy all upstream HTTP traffic goes
+	// through (ParseParent; parent.go): nil connects to origins directly.
+	Parent *url.URL
 	// AllowPrivateUpstream permits CONNECT and requests to loopback,
 	// link-local and private addresses (tests, LAN origins). Off, they are
 	// refused at dial time, on the resolved address.
@@ -110,6 +115,8 @@ type Proxy struct {
 	gp       *goproxy.ProxyHttpServer
 	upstream *http.Transport
 	guarded  func(ctx context.Context, network, addr string) (net.Conn, error) // dial under the outbound policy
+	// parentDial connects to Config.Parent (dialParent).
+	parentDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// peerDialer dials the engine's peers under the peer policy (DialPeer).
 	peerDialer *net.Dialer
 	store      Store
@@ -218,9 +225,21 @@ func New(cfg Config) (*Proxy, error) {
 	p.peerDialer = &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: p.controlPeer}
 	guarded := p.guardDial(dial)
 	p.guarded = guarded
+	p.parentDial = dial
+	if cfg.Dial == nil {
+		// The parent may be on a private network: only a loop is refused.
+		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+		p.parentDial = d.DialContext
+	}
+	var viaParent func(*http.Request) (*url.URL, error)
+	if cfg.Parent != nil {
+		viaParent = p.ParentFor
+	}
 	p.upstream = &http.Transport{
-		Proxy:                 nil, // never through another proxy: no loops
-		DialContext:           spliceDial(guarded),
+		// Through the parent when there is one; never through a proxy
+		// named by the environment, which may well be this one.
+		Proxy:                 viaParent,
+		DialContext:           spliceDial(p.DialUpstream),
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
 		DisableCompression:    true, // pass encodings through untouched
@@ -238,6 +257,9 @@ func New(cfg Config) (*Proxy, error) {
 	gp.Tr = p.upstream
 	gp.KeepAcceptEncoding = true
 	gp.ConnectDial = func(network, addr string) (net.Conn, error) {
+		if cfg.Parent != nil {
+			return p.tunnelVia(context.Background(), addr)
+		}
 		return guarded(context.Background(), network, addr)
 	}
 	gp.ConnectionErrHandler = p.connectFailed
@@ -426,8 +448,13 @@ func localAddr(ip netip.Addr) bool {
 // unless Config.AllowPrivateUpstream, checked on the address actually
 // connected to (so DNS rebinding is caught). The engine's web seed and
 // tracker traffic goes through it too, so that a torrent's url-list or
-// announce URL cannot reach what a proxied request could not.
+// announce URL cannot reach what a proxied request could not. With a
+// parent proxy, HTTP goes to the parent (ParentFor), which is dialled
+// whatever its address (dialParent).
 func (p *Proxy) DialUpstream(ctx context.Context, network, addr string) (net.Conn, error) {
+	if pa := p.parentAddr(); pa != "" && addr == pa && strings.HasPrefix(network, "tcp") {
+		return p.dialParent(ctx, network)
+	}
 	return p.guarded(ctx, network, addr)
 }
 

@@ -146,7 +146,12 @@ func newWorld(t testing.TB, size int, opts ...func(*Config)) *world {
 		rw.Write(body)
 	})
 
-	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0"})
+	// The engine's web seeds and trackers go through the proxy's parent,
+	// if it has one, as in tbproxy run. w.proxy is set before any torrent
+	// is added.
+	engine, err := swarm.NewClient(swarm.Config{ListenAddr: "127.0.0.1:0", HTTPProxy: func(r *http.Request) (*url.URL, error) {
+		return w.proxy.ParentFor(r)
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +194,12 @@ func serveProxy(t testing.TB, p *Proxy) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveProxyOn(t, p, ln)
+}
+
+// serveProxyOn is serveProxy on the listener ln.
+func serveProxyOn(t testing.TB, p *Proxy, ln net.Listener) string {
+	t.Helper()
 	p.AddListener(ln.Addr().String()) // before the test asks anything of it
 	done := make(chan struct{})
 	go func() {

@@ -190,7 +190,7 @@ func (p *Proxy) roundTrip(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Respo
 		early = p.askEarly(orig)
 	}
 	var up *upstreamConn
-	resp, err := p.upstream.RoundTrip(connOf(req, &up))
+	resp, err := p.send(connOf(req, &up))
 	if err != nil {
 		p.release(early, false)
 		if resp, ok, err := p.offline(orig, err); ok {
@@ -320,7 +320,7 @@ func (p *Proxy) plain(orig *http.Request) (*http.Response, error) {
 	out := orig.Clone(orig.Context())
 	negotiate.AddVia(out.Header, out.ProtoMajor, out.ProtoMinor)
 	var up *upstreamConn
-	resp, err := p.upstream.RoundTrip(connOf(out, &up))
+	resp, err := p.send(connOf(out, &up))
 	if err != nil {
 		return p.upstreamFailed(orig, err), nil
 	}
@@ -375,6 +375,8 @@ func (p *Proxy) upstreamFailed(req *http.Request, err error) *http.Response {
 		status, msg = http.StatusBadRequest, "tbproxy: the request body is malformed"
 	case errors.Is(err, errForbiddenTarget):
 		status, msg = http.StatusForbidden, "tbproxy: destination not allowed"
+	case errors.Is(err, errParentRefused):
+		msg = "tbproxy: the parent proxy refused the request; check --parent-proxy and its credentials"
 	case errors.As(err, &ce):
 		msg = "tbproxy: the origin's TLS certificate did not verify"
 	}

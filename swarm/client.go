@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -52,14 +53,20 @@ type Config struct {
 	// defaults.
 	Trackers tracker.Announcer
 	// HTTPClient fetches from web seeds; nil means a client that verifies
-	// TLS, ignores proxy settings (a proxy must not loop through itself),
-	// dials with HTTPDial and keeps at most 3 connections per host.
+	// TLS, ignores the environment's proxy settings (a proxy must not loop
+	// through itself), goes through HTTPProxy, dials with HTTPDial and
+	// keeps at most 3 connections per host.
 	HTTPClient *http.Client
 	// HTTPDial connects the default web seed and tracker clients (HTTP and
 	// UDP); nil means Dial. A proxy puts its outbound address policy here,
 	// so that a torrent's url-list or announce URL reaches nothing a
 	// proxied request could not.
 	HTTPDial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HTTPProxy, when set, names the proxy that the default web seed and
+	// HTTP tracker clients go through, as http.Transport's Proxy does; nil
+	// or a nil URL means none. Peers and UDP trackers are always dialled
+	// directly.
+	HTTPProxy func(*http.Request) (*url.URL, error)
 	// RootCAs are the CAs the default web seed and tracker clients trust
 	// for HTTPS; nil means the system's.
 	RootCAs *x509.CertPool
@@ -117,7 +124,7 @@ func (c Config) withDefaults() Config {
 		httpDial = c.Dial
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Transport: httpTransport(c.RootCAs, httpDial)}
+		c.HTTPClient = &http.Client{Transport: httpTransport(c.RootCAs, httpDial, c.HTTPProxy)}
 	}
 	if c.Trackers == nil {
 		// HTTPS trackers trust the same extra CAs as web seeds, and all
@@ -125,7 +132,7 @@ func (c Config) withDefaults() Config {
 		// Dial), on connections of their own, so that announces never
 		// queue behind web seed ranges to the same host.
 		c.Trackers = &tracker.Client{
-			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: httpTransport(c.RootCAs, httpDial), Timeout: time.Minute}},
+			HTTP: tracker.HTTPClient{Client: &http.Client{Transport: httpTransport(c.RootCAs, httpDial, c.HTTPProxy), Timeout: time.Minute}},
 			UDP:  tracker.UDPClient{Dial: httpDial},
 		}
 	}
@@ -534,9 +541,9 @@ func (c *Client) dialPeer(t *Torrent, addr netip.AddrPort) (*handshaken, error) 
 // httpTransport is the default web seed and tracker transport: TLS
 // verified against roots (nil: the system's), no proxy from the
 // environment, dial for connections, at most 3 per host.
-func httpTransport(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+func httpTransport(roots *x509.CertPool, dial func(ctx context.Context, network, addr string) (net.Conn, error), proxy func(*http.Request) (*url.URL, error)) *http.Transport {
 	return &http.Transport{
-		Proxy:                  nil,
+		Proxy:                  proxy,
 		DialContext:            dial,
 		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		MaxConnsPerHost:        webWorkers,

@@ -79,6 +79,8 @@ func TestCLIErrorsAndExitCodes(t *testing.T) {
 		{[]string{"torrent", "create", "--help"}, 0, "Usage: tbproxy torrent create", "Usage: tbproxy torrent create"},
 		{[]string{"ca", "install", "-h"}, 0, "Usage: tbproxy ca", "Usage: tbproxy ca"},
 		{append([]string{"run", "--magnet-timeout", "0s"}, listen...), 1, "tbproxy: --magnet-timeout 0s: must be positive", ""},
+		{append([]string{"run", "--parent-proxy", "socks5://127.0.0.1:1080"}, listen...), 1, `tbproxy: --parent-proxy: parent proxy "socks5://127.0.0.1:1080": only http:// parents are supported`, ""},
+		{append([]string{"run", "--parent-proxy", "http://proxy.corp"}, listen...), 1, "needs a host and a port", ""},
 	} {
 		name, _, _ := strings.Cut(strings.Join(tt.args, " "), " --listen")
 		t.Run(name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,7 @@ type runOptions struct {
 	connectPorts string
 	allowPrivate bool
 	upstreamCA   string
+	parent       string
 	logLevel     string
 	magnetWait   time.Duration
 	webSeeds     webSeedOptions
@@ -65,6 +67,7 @@ func runProxyFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.Var(&o.excludeHosts, "exclude-host", "`host` (or *.suffix) never negotiated; repeatable")
 	fs.StringVar(&o.connectPorts, "connect-ports", "443", "comma-separated `ports` CONNECT may reach")
 	fs.BoolVar(&o.allowPrivate, "allow-private", false, "allow origins on loopback and private networks, and peers on this machine")
+	fs.StringVar(&o.parent, "parent-proxy", "", "http://[user:password@]host:port of a `proxy` to send all HTTP traffic (and CONNECT) through; peers are still dialled directly")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "PEM `file` of extra CAs trusted for origins (besides the system's)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	durationVar(fs, &o.magnetWait, "magnet-timeout", proxy.DefaultMagnetTimeout,
@@ -114,10 +117,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer node.Close()
 	}
 	// The engine's HTTP and UDP tracker traffic and its web seeds trust
-	// what the proxy trusts upstream, never go through a proxy, and dial
-	// under the proxy's outbound policy (no SSRF through a torrent's
-	// url-list or announce URL). The proxy needs the engine, so the
-	// policy is bound once the proxy exists, before any torrent is added.
+	// what the proxy trusts upstream, go through no proxy but the parent
+	// (--parent-proxy, HTTP only), and dial under the proxy's outbound
+	// policy (no SSRF through a torrent's url-list or announce URL). The
+	// proxy needs the engine, so the policy is bound once the proxy
+	// exists, before any torrent is added.
 	var px atomic.Pointer[proxy.Proxy]
 	guarded := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		p := px.Load()
@@ -143,6 +147,16 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Dial:       peerDial,
 		HTTPDial:   guarded,
 		Encryption: o.encryption,
+	}
+	if cfg.Parent != nil {
+		// Web seeds and HTTP trackers go through the parent proxy too.
+		engineCfg.HTTPProxy = func(r *http.Request) (*url.URL, error) {
+			p := px.Load()
+			if p == nil {
+				return nil, errors.New("tbproxy: the proxy is not up yet")
+			}
+			return p.ParentFor(r)
+		}
 	}
 	o.discovery.apply(&engineCfg)
 	engine, err := swarm.NewClient(engineCfg)
@@ -294,6 +308,13 @@ func (o *runOptions) proxyConfig() (proxy.Config, error) {
 	cfg.MITMExclude = o.mitmExclude
 	cfg.ExcludeHosts = o.excludeHosts
 	cfg.AllowPrivateUpstream = o.allowPrivate
+	if o.parent != "" {
+		u, err := proxy.ParseParent(o.parent)
+		if err != nil {
+			return cfg, fmt.Errorf("--parent-proxy: %w", err)
+		}
+		cfg.Parent = u
+	}
 	if o.magnetWait <= 0 {
 		return cfg, fmt.Errorf("--magnet-timeout %v: must be positive", o.magnetWait)
 	}
