@@ -134,6 +134,17 @@ func (pp *parentProxy) tunnel(rw http.ResponseWriter, r *http.Request) {
 	}()
 }
 
+// wantTunnels fails the test unless the parent opened exactly the
+// tunnels to targets, in order.
+func (pp *parentProxy) wantTunnels(t *testing.T, targets ...string) {
+	t.Helper()
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if !slices.Equal(pp.connects, targets) {
+		t.Fatalf("tunnels through the parent: %q, want %q", pp.connects, targets)
+	}
+}
+
 // requests are the requests the parent forwarded whose URL has path.
 func (pp *parentProxy) requests(path string) []string {
 	pp.mu.Lock()
@@ -225,12 +236,7 @@ func TestParentProxy(t *testing.T) {
 		t.Fatalf("through the tunnel: %q, %v", line, err)
 	}
 	c.Close()
-	pp.mu.Lock()
-	connects := slices.Clone(pp.connects)
-	pp.mu.Unlock()
-	if !slices.Equal(connects, []string{echo}) {
-		t.Fatalf("tunnels through the parent: %q, want [%s]", connects, echo)
-	}
+	pp.wantTunnels(t, echo)
 }
 
 // TestParentProxyRefuses: a parent that wants other credentials, a
@@ -381,12 +387,7 @@ func TestParentProxyMITM(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "secure origin" || hits.Load() != 1 {
 		t.Fatalf("through the parent, intercepted: %s %q (%d hits)", resp.Status, body, hits.Load())
 	}
-	pp.mu.Lock()
-	connects := slices.Clone(pp.connects)
-	pp.mu.Unlock()
-	if !slices.Equal(connects, []string{target}) {
-		t.Fatalf("tunnels through the parent: %q, want [%s]", connects, target)
-	}
+	pp.wantTunnels(t, target)
 }
 
 // TestTunnelViaHostileParent: a parent's answer to CONNECT is read with
