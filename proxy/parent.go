@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -83,24 +82,17 @@ func (p *Proxy) ParentFor(r *http.Request) (*url.URL, error) {
 // unless Config.AllowPrivateUpstream, not a localhost name or an address
 // literal outside the public Internet.
 func (p *Proxy) checkTarget(hostport string) error {
-	if p.isSelf(hostport) {
-		return fmt.Errorf("%w: %s is this proxy", errForbiddenTarget, hostport)
-	}
-	if p.cfg.AllowPrivateUpstream {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(hostport)
+	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return fmt.Errorf("%w: %q", errForbiddenTarget, hostport)
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	if !p.cfg.AllowPrivateUpstream && (host == "localhost" || strings.HasSuffix(host, ".localhost")) {
 		return fmt.Errorf("%w: %s is this machine", errForbiddenTarget, hostport)
 	}
-	if a, err := netip.ParseAddr(host); err == nil && !publicAddr(a) {
-		return fmt.Errorf("%w: %s is not a public address", errForbiddenTarget, hostport)
-	}
-	return nil
+	// The rest is the check of a dialled address, which an address
+	// literal is.
+	return p.controlUpstream("tcp", net.JoinHostPort(host, port), nil)
 }
 
 // dialParent connects to the parent proxy: whatever its address, since a

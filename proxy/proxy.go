@@ -231,14 +231,11 @@ func New(cfg Config) (*Proxy, error) {
 		d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 		p.parentDial = d.DialContext
 	}
-	var viaParent func(*http.Request) (*url.URL, error)
-	if cfg.Parent != nil {
-		viaParent = p.ParentFor
-	}
 	p.upstream = &http.Transport{
-		// Through the parent when there is one; never through a proxy
-		// named by the environment, which may well be this one.
-		Proxy:                 viaParent,
+		// Through the parent when there is one (ParentFor is nil without
+		// one); never through a proxy named by the environment, which may
+		// well be this one.
+		Proxy:                 p.ParentFor,
 		DialContext:           spliceDial(p.DialUpstream),
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
