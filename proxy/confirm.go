@@ -40,6 +40,8 @@ type confirmation struct {
 	// error status: it will not serve the file plainly, so its web seed
 	// will not either.
 	refused context.Context
+	refuse  context.CancelFunc
+	ctx     context.Context // the question's, ended by cancel
 	cancel  context.CancelFunc
 	done    chan struct{}
 	want    chan expected // what the answer must show, once the metainfo is read
@@ -52,6 +54,13 @@ type confirmation struct {
 	wanted   bool
 	expect   expected
 	detached bool
+	// Guarded by Proxy.mu: the origin's answer, once it is in, and
+	// whether it was judged where the file it must match was told
+	// (confirmFor), rather than on the question's goroutine.
+	answered bool
+	resp     *http.Response
+	err      error
+	judged   bool
 }
 
 // expected is what an origin's answer must show to confirm a torrent's
@@ -201,9 +210,41 @@ func (p *Proxy) confirmFor(c *confirmation, orig *http.Request, said *negotiate.
 		c, send = p.ask(orig, false), true
 	}
 	if send {
-		c.want <- exp
+		p.tell(c, orig, exp)
 	}
 	return c
+}
+
+// tell gives confirmation c the file its answer must show. An answer
+// already in is judged here, at once: the question's goroutine, which
+// would otherwise judge it, may have to wait for a processor, and the
+// response's headers wait for the verdict.
+func (p *Proxy) tell(c *confirmation, orig *http.Request, exp expected) {
+	p.mu.Lock()
+	now := c.answered && !c.judged
+	c.judged = now
+	resp, err := c.resp, c.err
+	p.mu.Unlock()
+	if now {
+		c.settle(p, orig, resp, err, exp)
+	}
+	c.want <- exp
+}
+
+// settle judges the origin's answer to c (resp, or err) against want,
+// and fires what the verdict says.
+func (c *confirmation) settle(p *Proxy, orig *http.Request, resp *http.Response, err error, want expected) {
+	switch err := p.judge(orig.URL.String(), resp, err, want); {
+	case err == nil:
+		c.fire()
+	case errors.Is(err, errOriginDiffers):
+		c.differ(err)
+	case resp != nil && resp.StatusCode >= 400:
+		p.log.Info("the origin does not serve the file plainly; headers wait for verified bytes, if any source is left", "url", redact(orig.URL), "status", resp.Status)
+		c.refuse()
+	case c.ctx.Err() == nil:
+		p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
+	}
 }
 
 // known tells, without asking the origin, whether file idx of m is the
@@ -292,8 +333,8 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 	// waits for may finish on its own (release).
 	ctx, cancel := context.WithTimeout(p.base, confirmTimeout)
 	refused, refuse := context.WithCancel(context.Background())
-	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused,
-		cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
+	c := &confirmation{ok: ok, fire: fire, differs: differs, differ: differ, refused: refused, refuse: refuse,
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), want: make(chan expected, 1), users: 1}
 	if shared {
 		c.url = url
 		if p.asking == nil {
@@ -311,22 +352,21 @@ func (p *Proxy) ask(orig *http.Request, shared bool) *confirmation {
 			close(c.done)
 		}()
 		resp, err := p.confirmOrigin(ctx, orig)
+		p.mu.Lock()
+		c.answered, c.resp, c.err = true, resp, err
+		p.mu.Unlock()
 		var want expected
 		select {
 		case want = <-c.want:
 		case <-ctx.Done():
 			return
 		}
-		switch err := p.judge(orig.URL.String(), resp, err, want); {
-		case err == nil:
-			fire()
-		case errors.Is(err, errOriginDiffers):
-			differ(err)
-		case resp != nil && resp.StatusCode >= 400:
-			p.log.Info("the origin does not serve the file plainly; headers wait for verified bytes, if any source is left", "url", redact(orig.URL), "status", resp.Status)
-			refuse()
-		case ctx.Err() == nil:
-			p.log.Info("the origin does not confirm the torrent's file; headers wait for verified bytes", "url", redact(orig.URL), "why", err)
+		p.mu.Lock()
+		judged := c.judged
+		c.judged = true
+		p.mu.Unlock()
+		if !judged {
+			c.settle(p, orig, resp, err, want)
 		}
 	}()
 	return c
@@ -354,11 +394,18 @@ func (p *Proxy) release(c *confirmation, detach bool) {
 	if !last {
 		return
 	}
-	if detached && !isDone(c.done) && p.goFlight(c.wait) {
+	if (detached || c.decided()) && !isDone(c.done) && p.goFlight(c.wait) {
 		return
 	}
 	c.cancel()
 	c.wait()
+}
+
+// decided reports whether c's verdict is in: the origin confirmed the
+// file or showed another. Its goroutine has nothing left to do but end,
+// which the response need not wait for.
+func (c *confirmation) decided() bool {
+	return isDone(c.ok.Done()) || isDone(c.differs.Done())
 }
 
 // verdict waits, while ctx lasts, for what c tells of the file: nil when

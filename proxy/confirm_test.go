@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -938,4 +939,82 @@ func (w *world) getAtOnce(t *testing.T, path string) *http.Response {
 		t.Fatalf("%v (the first-byte budget is a minute)", err)
 	}
 	return resp
+}
+
+// TestAnswerJudgedWhereTold: an origin's answer that is in before the
+// torrent's file is known is judged where the file is told (tell), so
+// that the verdict is in when tell returns, not when the question's
+// goroutine next gets a processor; an answer that comes later is judged
+// by the goroutine. Either way it is judged once, and a decided question
+// is let go without waiting for its goroutine.
+func TestAnswerJudgedWhereTold(t *testing.T) {
+	w := newWorld(t, 256<<10)
+	size := int64(len(w.content))
+	gate := make(chan struct{})
+	w.mux.HandleFunc("/told.mp3", func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("late") != "" {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		http.ServeContent(rw, r, "told.mp3", time.Time{}, bytes.NewReader(w.content))
+	})
+	answered := func(c *confirmation) bool {
+		w.proxy.mu.Lock()
+		defer w.proxy.mu.Unlock()
+		return c.answered
+	}
+	ask := func(query string) (*http.Request, *confirmation) {
+		orig := httptest.NewRequest(http.MethodGet, w.origin.URL+"/told.mp3"+query, nil)
+		return orig, w.proxy.ask(orig, false)
+	}
+	waitAnswered := func(c *confirmation) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !answered(c) {
+			if time.Now().After(deadline) {
+				t.Fatal("the origin's answer did not come")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// In before the file is known, and the file matches: confirmed at once.
+	orig, c := ask("")
+	waitAnswered(c)
+	w.proxy.tell(c, orig, expected{size: size})
+	if !isDone(c.ok.Done()) || isDone(c.differs.Done()) {
+		t.Fatal("an answer in before the file was told was not judged when it was told")
+	}
+	w.proxy.release(c, false)
+
+	// In before, and another file: disowned at once, saying how.
+	orig, c = ask("?v=2")
+	waitAnswered(c)
+	w.proxy.tell(c, orig, expected{size: size + 1})
+	if !isDone(c.differs.Done()) || !errors.Is(context.Cause(c.differs), errOriginDiffers) || isDone(c.ok.Done()) {
+		t.Fatalf("an answer showing another file was not judged when the file was told: %v", context.Cause(c.differs))
+	}
+	w.proxy.release(c, false)
+
+	// Told first, answered later: the goroutine judges it.
+	orig, c = ask("?late=1")
+	w.proxy.tell(c, orig, expected{size: size})
+	if isDone(c.ok.Done()) || answered(c) {
+		t.Fatal("judged before the origin answered")
+	}
+	close(gate)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.verdict(ctx); err != nil || !isDone(c.ok.Done()) {
+		t.Fatalf("the late answer: verdict %v, confirmed %v", err, isDone(c.ok.Done()))
+	}
+	w.proxy.release(c, false)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the question's goroutine did not end")
+	}
 }
