@@ -396,10 +396,12 @@ func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer fh.Close()
+	var out http.ResponseWriter = countingWriter{w, &f.plainBytes}
 	switch {
 	case r.Method != http.MethodGet:
 	case r.Header.Get("Range") == "bytes=0-0":
 		f.confirms.Add(1)
+		out = w // the question's byte is not the file served
 	default:
 		f.plainGets.Add(1)
 	}
@@ -407,7 +409,7 @@ func (o *testOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.HasSuffix(r.URL.Path, ".mp3") {
 		w.Header().Set("Content-Type", "audio/mpeg")
 	}
-	http.ServeContent(countingWriter{w, &f.plainBytes}, r, filepath.Base(r.URL.Path), time.Time{}, fh)
+	http.ServeContent(out, r, filepath.Base(r.URL.Path), time.Time{}, fh)
 }
 
 const pageHTML = "<!doctype html><title>tbproxy</title><p>an ordinary page</p>\n"

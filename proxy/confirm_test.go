@@ -400,15 +400,16 @@ func TestStaleTorrentFallsBack(t *testing.T) {
 
 // TestOriginSaysPlainFile: an origin whose metainfo answer says what its
 // plain answer is (negotiate.SetPlainFile), matching the torrent's file,
-// is not asked to confirm it: the headers go out before the first piece
-// has come, and the body follows, verified.
+// is not asked to confirm it (nor guessed to be a torrent: its name is no
+// bulky file's): the headers go out before the first piece has come, and
+// the body follows, verified.
 func TestOriginSaysPlainFile(t *testing.T) {
 	w := newWorld(t, 512<<10)
 	said := http.Header{}
 	negotiate.SetPlainFile(said, int64(len(w.content)), time.Unix(1_700_000_000, 0)) // the torrent's creation date
 	release := make(chan struct{})
 	var confirms atomic.Int64
-	w.lonelySaying(t, "/said.mp3", said, func(rw http.ResponseWriter, r *http.Request) {
+	w.lonelySaying(t, "/said.dat", said, func(rw http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Range") == "bytes=0-0" {
 			confirms.Add(1)
 		}
@@ -417,9 +418,9 @@ func TestOriginSaysPlainFile(t *testing.T) {
 		case <-r.Context().Done():
 			return
 		}
-		http.ServeContent(rw, r, "said.mp3", time.Time{}, bytes.NewReader(w.content))
+		http.ServeContent(rw, r, "said.dat", time.Time{}, bytes.NewReader(w.content))
 	})
-	resp := awaitHeaders(t, w.getAsync("/said.mp3"), 10*time.Second, "the headers waited although the origin said what it serves")
+	resp := awaitHeaders(t, w.getAsync("/said.dat"), 10*time.Second, "the headers waited although the origin said what it serves")
 	close(release)
 	w.servedWhole(t, resp)
 	w.questionsEnded(t)

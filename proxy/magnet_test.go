@@ -57,7 +57,11 @@ func magnetWorld(t *testing.T, size int) (w *world, seedPeer string) {
 	magnets := map[string]string{"good": good.String(), "dead": bad.String(), "hold": hold.String()}
 
 	serveFile := func(rw http.ResponseWriter, r *http.Request) {
-		w.originHit.Add(1)
+		if r.Header.Get("Range") == "bytes=0-0" {
+			w.confirms.Add(1) // the proxy's question (confirmOrigin), not the file
+		} else {
+			w.originHit.Add(1)
+		}
 		rw.Header().Set("ETag", `"origin-file"`)
 		http.ServeContent(rw, r, "episode.mp3", time.Time{}, bytes.NewReader(w.content))
 	}

@@ -123,41 +123,61 @@ func (w *world) fetchGuesses(t *testing.T, gs ...guess) {
 	w.questionsEnded(t)
 }
 
-// TestEarlyQuestionForKnownKind: once a host has answered an .mp3 URL
-// with metainfo that needed the origin's confirmation, the next .mp3 URL
-// of that host gets its question at once, beside the negotiation; a URL
-// of another kind (another extension) does not.
+// TestEarlyQuestionForKnownKind: once a host has answered a .dat URL
+// (not a bulky file's name) with metainfo that needed the origin's
+// confirmation, the next .dat URL of that host gets its question at once,
+// beside the negotiation; a URL of another such kind does not.
 func TestEarlyQuestionForKnownKind(t *testing.T) {
 	newWorld(t, 256<<10).fetchGuesses(t,
-		guess{"/first.mp3", false, answerTorrent},
-		guess{"/second.mp3", true, answerTorrent},
-		guess{"/third.MP3", true, answerTorrent}, // the extension's case does not matter
-		guess{"/other.ogg", false, answerTorrent},
+		guess{"/first.dat", false, answerTorrent},
+		guess{"/second.dat", true, answerTorrent},
+		guess{"/third.DAT", true, answerTorrent}, // the extension's case does not matter
+		guess{"/other.txt", false, answerTorrent},
 	)
 }
 
-// TestWrongGuessForgotten: an .mp3 URL of a host whose .mp3 URLs were
-// metainfo gets its question early, but the origin answers it plainly:
-// the client gets the plain answer, and the next .mp3 URL is not guessed.
-func TestWrongGuessForgotten(t *testing.T) {
+// TestEarlyQuestionForBulkyFile: a bulky file's URL (.mp3, .iso) of a
+// kind not seen lately is guessed to be a torrent and asked about at once,
+// the first of its kind too; and the kind is then learned.
+func TestEarlyQuestionForBulkyFile(t *testing.T) {
 	newWorld(t, 256<<10).fetchGuesses(t,
-		guess{"/first.mp3", false, answerTorrent},
-		guess{"/plain.mp3", true, answerPlain},
-		guess{"/plain-too.mp3", false, answerPlain},
+		guess{"/episode-1.mp3", true, answerTorrent},
+		guess{"/episode-2.mp3", true, answerTorrent},
+		guess{"/disc.ISO", true, answerTorrent},
+	)
+}
+
+// TestWrongGuessRemembered: a .dat URL of a host whose .dat URLs were
+// metainfo gets its question early, but the origin answers it plainly:
+// the client gets the plain answer, and the next .dat URL is not guessed.
+// So too for a bulky file's first URL: its kind is remembered as plain,
+// until one of its URLs is metainfo that needs the question.
+func TestWrongGuessRemembered(t *testing.T) {
+	newWorld(t, 256<<10).fetchGuesses(t,
+		guess{"/first.dat", false, answerTorrent},
+		guess{"/plain.dat", true, answerPlain},
+		guess{"/plain-too.dat", false, answerPlain},
+		guess{"/song.mp3", true, answerPlain},
+		guess{"/song-too.mp3", false, answerPlain},
+		guess{"/now-torrent.mp3", false, answerTorrent},
+		guess{"/torrent-again.mp3", true, answerTorrent},
 	)
 }
 
 // TestSayingOriginNotGuessed: an origin that says what its plain answer
-// is needs no question, so its kinds are not learned; and a kind learned
-// from a URL that needed one is forgotten when the next URL's answer says
+// is needs no question, so its kinds are remembered as plain, bulky
+// files' too once one has been asked about; and a kind learned from a URL
+// that needed one is remembered as plain when the next URL's answer says
 // what it is.
 func TestSayingOriginNotGuessed(t *testing.T) {
 	newWorld(t, 256<<10).fetchGuesses(t,
-		guess{"/said.mp3", false, answerSaying},
+		guess{"/said.dat", false, answerSaying},
+		guess{"/said-too.dat", false, answerSaying},
+		guess{"/said.mp3", true, answerSaying},
 		guess{"/said-too.mp3", false, answerSaying},
-		guess{"/asked.ogg", false, answerTorrent},
-		guess{"/now-said.ogg", true, answerSaying},
-		guess{"/said-again.ogg", false, answerSaying},
+		guess{"/asked.txt", false, answerTorrent},
+		guess{"/now-said.txt", true, answerSaying},
+		guess{"/said-again.txt", false, answerSaying},
 	)
 }
 

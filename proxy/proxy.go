@@ -166,9 +166,10 @@ type Proxy struct {
 	// asking are the confirmations under way, by URL, which the requests
 	// for the URL that follow join; guarded by mu.
 	asking map[string]*confirmation
-	// kinds are the kinds of URL (kindOf) lately answered with metainfo,
-	// and when: the next URL of one is asked about early (predict.go).
-	kinds *lru.Cache[string, time.Time]
+	// kinds are the kinds of URL (kindOf) lately seen, and whether they
+	// were metainfo that needed the origin's confirmation: the next URL
+	// of such a kind is asked about early (predict.go).
+	kinds *lru.Cache[string, kindSeen]
 
 	// base is cancelled by Close: every stream's context derives from it
 	// as well as from its request's, since goproxy's MITM loop gives
@@ -202,7 +203,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p.store = trackingStore{p.store, p}
 	p.confirmed, _ = lru.New[string, confirmedFile](maxConfirmed)
-	p.kinds, _ = lru.New[string, time.Time](maxKinds)
+	p.kinds, _ = lru.New[string, kindSeen](maxKinds)
 	p.tunnelHeader, p.tunnelIdle = tunnelHeaderTimeout, tunnelIdleTimeout
 	p.base, p.cancel = context.WithCancel(context.Background())
 	if cfg.URLFile != "" {
