@@ -43,11 +43,17 @@ const (
 
 // kindOf is the kind of u, a key of Proxy.kinds.
 func kindOf(u *url.URL) string {
+	return strings.ToLower(u.Scheme+"://"+hostPort(u)) + " " + extOf(u)
+}
+
+// extOf is the extension of u's name, lower-cased: "" when it has none,
+// or one longer than maxKindExt.
+func extOf(u *url.URL) string {
 	ext := path.Ext(u.Path)
 	if len(ext) > maxKindExt {
-		ext = ""
+		return ""
 	}
-	return strings.ToLower(u.Scheme + "://" + hostPort(u) + " " + ext)
+	return strings.ToLower(ext)
 }
 
 // kindSeen is what the proxy saw of a kind of URL, and when: metainfo
@@ -77,7 +83,7 @@ func (p *Proxy) likelyTorrent(u *url.URL) bool {
 	if k, ok := p.kinds.Get(kindOf(u)); ok && time.Since(k.at) < kindFor {
 		return k.torrent
 	}
-	return bulkyExts[strings.ToLower(path.Ext(u.Path))]
+	return bulkyExts[extOf(u)]
 }
 
 // learnKind records that u was answered with metainfo whose file needed
