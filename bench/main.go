@@ -48,6 +48,7 @@ type config struct {
 	offloadSize   int64         // the file of comparison 4
 	offloadCounts []int         // how many proxies fetch at once in comparison 4
 	wrkDuration   time.Duration // each wrk run of comparison 5
+	wanRTT        time.Duration // the round trip of comparison 2's emulated wide-area path; 0 for none
 	seekCount     int           // offsets of comparison 3
 	scaleCases    []scaleCase   // loads of comparison 6, without their directories
 	tbproxyBin    string        // "" builds ./cmd/tbproxy
@@ -92,6 +93,7 @@ func parseFlags(args []string) (config, error) {
 	offloadSize := fs.String("offload-size", "256MiB", "size of the file of comparison 4 (--quick: 32MiB)")
 	counts := fs.String("offload-proxies", "1,4,8", "comma-separated numbers of proxies fetching at once in comparison 4 (--quick: 1,4)")
 	fs.DurationVar(&cfg.wrkDuration, "wrk-duration", 10*time.Second, "length of each wrk run in comparison 5 (--quick: 3s)")
+	fs.DurationVar(&cfg.wanRTT, "wan-rtt", 10*time.Millisecond, "round trip of the emulated wide-area path to nginx in comparison 2's first-byte case over it; 0 leaves the case out")
 	fs.StringVar(&cfg.tbproxyBin, "tbproxy", "", "tbproxy binary to measure (default: build ./cmd/tbproxy)")
 	fs.StringVar(&cfg.out, "out", "", "results file (default bench/RESULTS.md, or bench/RESULTS-quick.md with --quick)")
 	fs.DurationVar(&cfg.budget, "budget", 18*time.Minute, "start no download after this long (--quick: 150s)")
@@ -152,6 +154,8 @@ func parseFlags(args []string) (config, error) {
 		return cfg, errors.New("--offload-size must be at least 1 MiB")
 	case cfg.wrkDuration < time.Second:
 		return cfg, errors.New("--wrk-duration must be at least 1s")
+	case cfg.wanRTT < 0 || cfg.wanRTT > time.Second:
+		return cfg, errors.New("--wan-rtt must be from 0 to 1s")
 	}
 	return cfg, nil
 }

@@ -82,6 +82,10 @@ type proxyResult struct {
 	// nothing transformed, the floor of any answer of a fresh proxy).
 	metaTiny, metaTB *fetchRow
 	metaMin          *fetchRow // through bench/cmd/minproxy: the Go hop alone
+	// Over an emulated wide-area path to nginx (newDelayRelay, --wan-rtt):
+	// the metainfo fetched directly, and a cold transform's first MiB.
+	wanRTT          time.Duration // 0 when the case was left out
+	metaWAN, webWAN *fetchRow
 
 	lt       *row // the libtorrent leecher alone, on the same torrent
 	ltReused bool // lt is comparison 1's row, not measured here
@@ -93,6 +97,7 @@ type proxyCmp struct {
 	ws      *workspace
 	res     *proxyResult
 	ng, tp  *server // nginx and tinyproxy, for the whole comparison
+	wan     *relay  // the emulated wide-area path to nginx; nil without one
 	pubData string  // the publisher's data directory, shared by its runs
 }
 
@@ -111,6 +116,9 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 		metaTiny:  &fetchRow{name: "nginx, through tinyproxy"},
 		metaTB:    &fetchRow{name: "nginx, through a fresh tbproxy (passed through)"},
 		metaMin:   &fetchRow{name: "nginx, through a fresh minimal Go proxy (bench/cmd/minproxy)"},
+		wanRTT:    cfg.wanRTT,
+		metaWAN:   &fetchRow{name: fmt.Sprintf("nginx's metainfo over the emulated %v path, directly", cfg.wanRTT)},
+		webWAN:    &fetchRow{name: fmt.Sprintf("tbproxy, cold cache, web seed only, over the emulated %v path (first MiB)", cfg.wanRTT), proxied: true},
 	}
 	env, err := newRunEnv(ws, torrent{})
 	if err != nil {
@@ -150,6 +158,12 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 	if pc.tp, err = startTinyproxy(ctx, env); err != nil {
 		return nil, err
 	}
+	if cfg.wanRTT > 0 {
+		if pc.wan, err = newDelayRelay(hostPort(pc.ng.port), cfg.wanRTT); err != nil {
+			return nil, err
+		}
+		defer pc.wan.close()
+	}
 	plain := pc.ng.url(plainPath + filepath.Base(ws.content))
 	for i := range cfg.runs {
 		steps := []struct {
@@ -160,6 +174,12 @@ func measureProxy(ctx, budget context.Context, cfg config, ws *workspace, log io
 			{res.tiny, func(ctx context.Context) error { return pc.plain(ctx, res.tiny, plain, pc.tp) }},
 			{res.cold, pc.fromPublisher},
 			{res.web, pc.fromWebSeed},
+		}
+		if pc.wan != nil {
+			steps = append(steps, struct {
+				r       *fetchRow
+				measure func(context.Context) error
+			}{res.webWAN, pc.fromWebSeedOverWAN})
 		}
 		for _, st := range steps {
 			// The publisher case makes two downloads and starts five processes.
@@ -303,6 +323,39 @@ func (pc *proxyCmp) fromWebSeed(ctx context.Context) (err error) {
 	return nil
 }
 
+// wanSpan is the part of the file a cold transform over the emulated
+// path fetches: its first byte is the figure, and the whole file would
+// only time the relay.
+const wanSpan = 1 << 20
+
+// fromWebSeedOverWAN is fromWebSeed's first byte over the emulated
+// wide-area path to nginx: the metainfo fetched directly over it, then
+// the file's first MiB through a fresh tbproxy whose only way to nginx,
+// for the negotiation, the confirmation and the web seed, is the path.
+func (pc *proxyCmp) fromWebSeedOverWAN(ctx context.Context) (err error) {
+	env, err := newRunEnv(pc.ws, torrent{})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, env.close()) }()
+	url := "http://" + hostPort(pc.wan.port()) + seedPath + filepath.Base(pc.ws.content)
+	m, err := curl(ctx, env, curlReq{url: url, accept: btType, want: -1})
+	if err != nil {
+		return fmt.Errorf("fetching the metainfo over the emulated path: %w", err)
+	}
+	px, err := startTBProxy(ctx, env, pc.ws)
+	if err != nil {
+		return err
+	}
+	s, err := proxiedReq(ctx, env, px, curlReq{url: url, rng: fmt.Sprintf("0-%d", wanSpan-1), want: wanSpan})
+	if err != nil {
+		return err
+	}
+	pc.res.metaWAN.samples = append(pc.res.metaWAN.samples, fetchSample{ttfb: m.ttfb, total: m.total, seedUp: -1})
+	pc.res.webWAN.samples = append(pc.res.webWAN.samples, s)
+	return nil
+}
+
 // metainfoThroughFresh fetches the metainfo at url, asking for it by its
 // type, through a proxy of its own that start starts (a tbproxy, or
 // minproxy), stopped after: the proxy passes the answer through, so its
@@ -332,11 +385,18 @@ func directFetch(ctx context.Context, env *runEnv, url string, size int64) (fetc
 // proxiedFetch downloads url with curl through the proxy px, and takes
 // the proxy's CPU time over the download and its peak RSS after it.
 func proxiedFetch(ctx context.Context, env *runEnv, px *server, url string, size int64) (fetchSample, error) {
+	return proxiedReq(ctx, env, px, curlReq{url: url, want: size})
+}
+
+// proxiedReq makes req with curl through the proxy px, and takes the
+// proxy's CPU time over it and its peak RSS after it.
+func proxiedReq(ctx context.Context, env *runEnv, px *server, req curlReq) (fetchSample, error) {
 	cpu0, err := px.proc.cpuSoFar()
 	if err != nil {
 		return fetchSample{}, err
 	}
-	r, err := curl(ctx, env, curlReq{url: url, proxy: px.url(""), want: size})
+	req.proxy = px.url("")
+	r, err := curl(ctx, env, req)
 	if err != nil {
 		return fetchSample{}, fmt.Errorf("%w; %s's last output:\n%s", err, px.proc.name, px.proc.out)
 	}

@@ -49,6 +49,16 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 	for _, row := range []*fetchRow{r.metaPub, r.metaNginx, r.metaTiny, r.metaTB, r.metaMin} {
 		fmt.Fprintf(b, "| %s | %d | %s |\n", row.name, len(row.samples), row.ttfbMS().format("%.2f"))
 	}
+	if r.wanRTT > 0 {
+		fmt.Fprintf(b, "\nOver an emulated wide-area path to nginx (a relay in the bench: nothing passes for one %v round trip "+
+			"after a connection opens, then every chunk arrives half a round trip after it left), each run with a fresh "+
+			"tbproxy and cache; its first byte is the figure, so it fetches the file's first MiB (`curl -r`):\n\n", r.wanRTT)
+		fmt.Fprintf(b, "| over the emulated path | runs | first byte (ms) | total (s) |\n|---|---|---|---|\n")
+		for _, row := range []*fetchRow{r.metaWAN, r.webWAN} {
+			fmt.Fprintf(b, "| %s | %d | %s | %s |\n", row.name, len(row.samples), row.ttfbMS().format("%.1f"),
+				row.figure(func(s fetchSample) (float64, bool) { return s.total.Seconds(), true }).format("%.3f"))
+		}
+	}
 	ltTP := r.lt.throughput(r.size)
 	same := "the publisher's info-hash"
 	if !r.sameHash {
@@ -67,6 +77,10 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 		r.cold.ttfbMS(), r.metaPub.ttfbMS(), func(x float64) bool { return x <= targetProxyTTFB }, fmt.Sprintf("≤ %.0f×", targetProxyTTFB))
 	ratioRow(b, "first byte, cold, web seed only ÷ nginx's metainfo first byte",
 		r.web.ttfbMS(), r.metaNginx.ttfbMS(), func(x float64) bool { return x <= targetProxyTTFB }, fmt.Sprintf("≤ %.0f×", targetProxyTTFB))
+	if r.wanRTT > 0 {
+		ratioRow(b, fmt.Sprintf("first byte, cold, web seed only, over the emulated %v path ÷ nginx's metainfo first byte over it", r.wanRTT),
+			r.webWAN.ttfbMS(), r.metaWAN.ttfbMS(), func(x float64) bool { return x <= targetProxyTTFB }, fmt.Sprintf("≤ %.0f×", targetProxyTTFB))
+	}
 	ratioRow(b, "first byte, warm ÷ the publisher's metainfo first byte (no target)",
 		r.warm.ttfbMS(), r.metaPub.ttfbMS(), nil, "—")
 	ratioRow(b, "nginx's metainfo through a fresh tbproxy, passed through ÷ directly (first byte, no target)",
@@ -81,6 +95,9 @@ func renderProxy(b *bytes.Buffer, cfg config, r *proxyResult) {
 	rows := []named{}
 	for _, row := range []*fetchRow{r.direct, r.tiny, r.cold, r.web} {
 		rows = append(rows, named{row.name, &row.tally})
+	}
+	if r.wanRTT > 0 {
+		rows = append(rows, named{r.webWAN.name, &r.webWAN.tally})
 	}
 	if !r.ltReused {
 		rows = append(rows, named{"libtorrent leecher alone", &r.lt.tally})

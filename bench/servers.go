@@ -404,11 +404,14 @@ func waitSeeds(ctx context.Context, announce string, ih metainfo.Hash, n int) er
 // relay forwards each TCP connection to its port on 127.0.0.1 to target,
 // and counts the bytes target sends back: the bytes an HTTP server
 // serves, headers included. The count is kept as the bytes pass, so it
-// can be read at any time.
+// can be read at any time. With a round trip (newDelayRelay) it emulates
+// a wide-area path as well (see wan.go).
 type relay struct {
 	ln     net.Listener
 	target string
-	served atomic.Int64 // bytes read from target (and passed on) so far
+	served atomic.Int64  // bytes read from target (and passed on) so far
+	rtt    time.Duration // the emulated path's round trip; 0 for none
+	quit   chan struct{} // closed by close: ends the path's waits
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // open connections, both sides; guarded by mu
@@ -417,12 +420,14 @@ type relay struct {
 	wg sync.WaitGroup // the accept loop and every connection's copies
 }
 
-func newRelay(target string) (*relay, error) {
+func newRelay(target string) (*relay, error) { return newDelayRelay(target, 0) }
+
+func newDelayRelay(target string, rtt time.Duration) (*relay, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	r := &relay{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	r := &relay{ln: ln, target: target, rtt: rtt, quit: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	r.wg.Go(r.accept)
 	return r, nil
 }
@@ -473,10 +478,25 @@ func (r *relay) serve(client *net.TCPConn) {
 		return
 	}
 	defer r.untrack(up)
+	if r.rtt > 0 {
+		// The handshake: nothing passes for one round trip.
+		if !r.wait(r.rtt) {
+			return
+		}
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { pipe(up, client, nil) })
-	pipe(client, up, &r.served)
+	wg.Go(func() { r.pipe(up, client, nil) })
+	r.pipe(client, up, &r.served)
 	wg.Wait()
+}
+
+// pipe is the plain pipe, or the emulated path's delayedPipe.
+func (r *relay) pipe(dst, src *net.TCPConn, count *atomic.Int64) {
+	if r.rtt > 0 {
+		r.delayedPipe(dst, src, count)
+		return
+	}
+	pipe(dst, src, count)
 }
 
 // pipe copies src to dst, adding what it reads to count as it goes, and
@@ -506,6 +526,9 @@ func pipe(dst, src *net.TCPConn, count *atomic.Int64) {
 // goroutine has ended.
 func (r *relay) close() {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.quit)
+	}
 	r.closed = true
 	for c := range r.conns {
 		_ = c.Close()
